@@ -1,0 +1,280 @@
+"""Per-environment configuration: one TOML file per environment under `config/`, validated up front.
+
+The environment's name is the file's name (`config/staging.toml` is `staging`), so adding an environment is
+adding a file. Every error names the file, the key, the bad value and the fix, before any construct is built.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+
+# Fargate's valid task sizes: CPU units -> allowed memory (MiB). Source: the ECS developer guide,
+# "Task CPU and memory" (Linux, platform 1.4.0).
+FARGATE_MEMORY_BY_CPU: Mapping[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+
+_BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+
+
+class ConfigError(Exception):
+    """A configuration file is missing, unreadable or invalid; the message says where and how to fix it."""
+
+
+class _Section(BaseModel):
+    # strict: TOML is typed, so "30" where 30 is meant is a mistake worth reporting, not coercing.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LiveKitConfig(_Section):
+    """Where the LiveKit Cloud project lives and what the agent registers as."""
+
+    url: str = Field(description="LiveKit Cloud WebSocket URL, wss://<project>.livekit.cloud")
+    sip_endpoint: str = Field(description="The project's SIP URI, sip:<project>.pstn.livekit.cloud")
+    worker_name: str = Field(min_length=1, max_length=64, description="LIVEKIT_WORKER_NAME of the agent")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.fullmatch(r"wss://[a-z0-9.-]+(:\d+)?/?", v):
+            raise ValueError("must be a LiveKit WebSocket URL such as 'wss://myproject.livekit.cloud'")
+        return v
+
+    @field_validator("sip_endpoint")
+    @classmethod
+    def _sip(cls, v: str) -> str:
+        if not re.fullmatch(r"sip:[a-z0-9.-]+", v):
+            raise ValueError("must be a SIP URI such as 'sip:myproject.pstn.livekit.cloud'")
+        return v
+
+
+class StorageConfig(_Section):
+    """The session-recording bucket."""
+
+    bucket_name: str = Field(description="Globally unique S3 bucket name for call recordings")
+    expiration_days: int = Field(ge=1, description="Days after which recordings are deleted")
+
+    @field_validator("bucket_name")
+    @classmethod
+    def _bucket_name(cls, v: str) -> str:
+        problem = bucket_name_problem(v)
+        if problem:
+            raise ValueError(
+                f"is not a valid S3 bucket name: {problem}; use 3-63 characters of a-z, 0-9, '.' and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+
+class EgressConfig(_Section):
+    """The IAM identity LiveKit egress uses to upload recordings."""
+
+    access_key_serial: int = Field(
+        ge=1, description="Bump by one and deploy to issue a new access key (the old one is deleted)"
+    )
+
+
+class AgentConfig(_Section):
+    """The LiveKit agent's Fargate service size and scaling."""
+
+    cpu: int = Field(description="Task CPU units (256, 512, 1024, ...)")
+    memory_mib: int = Field(description="Task memory in MiB; must be a valid Fargate pair with cpu")
+    min_tasks: int = Field(ge=1, description="Fewest running tasks; at least 1 so calls are answered")
+    max_tasks: int = Field(ge=1, description="Most running tasks")
+    cpu_target_percent: int = Field(ge=1, le=100, description="Average CPU the autoscaler aims for")
+
+    @model_validator(mode="after")
+    def _fargate_and_scaling(self) -> AgentConfig:
+        allowed = FARGATE_MEMORY_BY_CPU.get(self.cpu)
+        if allowed is None:
+            raise ValueError(
+                f"cpu={self.cpu} is not a Fargate CPU size; allowed: "
+                + ", ".join(str(c) for c in FARGATE_MEMORY_BY_CPU)
+            )
+        if self.memory_mib not in allowed:
+            raise ValueError(
+                f"cpu={self.cpu} with memory_mib={self.memory_mib} is not a valid Fargate pair; "
+                f"memory_mib for cpu={self.cpu} must be one of {', '.join(str(m) for m in allowed)}"
+            )
+        if self.min_tasks > self.max_tasks:
+            raise ValueError(
+                f"min_tasks={self.min_tasks} is greater than max_tasks={self.max_tasks}; "
+                "set min_tasks <= max_tasks"
+            )
+        return self
+
+
+class EnvironmentConfig(_Section):
+    """Everything one environment's stacks need; built once in app.py and passed down, never re-read."""
+
+    name: str = Field(description="Environment name; taken from the config file's name")
+    account: str = Field(description="12-digit AWS account id, in quotes")
+    region: str = Field(description="AWS region, e.g. us-west-1")
+    termination_protection: bool = Field(description="Protect this environment's stacks from deletion")
+    livekit: LiveKitConfig
+    storage: StorageConfig
+    egress: EgressConfig
+    agent: AgentConfig
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not ENV_NAME_PATTERN.fullmatch(v):
+            raise ValueError(
+                "environment names (the config file's name) must be 1-20 characters of a-z, 0-9 and '-', "
+                "starting with a letter"
+            )
+        return v
+
+    @field_validator("account", mode="before")
+    @classmethod
+    def _account(cls, v: Any) -> Any:
+        if not (isinstance(v, str) and re.fullmatch(r"\d{12}", v)):
+            raise ValueError('must be a 12-digit AWS account id written as a string, e.g. "123456789012"')
+        return v
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        regions = known_regions()
+        if v not in regions:
+            near = [r for r in regions if r.split("-")[0] == v.split("-")[0]] or sorted(regions)
+            raise ValueError(f"is not an AWS region; known regions include: {', '.join(sorted(near))}")
+        return v
+
+
+def bucket_name_problem(name: str) -> str | None:
+    """Return why `name` breaks S3's general-purpose bucket naming rules, or None if it is valid."""
+    if not 3 <= len(name) <= 63:
+        return f"it is {len(name)} characters long (3-63 allowed)"
+    if not _BUCKET_CHARS.fullmatch(name):
+        return "only lowercase letters, digits, '.' and '-' are allowed, starting and ending with a letter or digit"
+    if ".." in name:
+        return "two adjacent periods are not allowed"
+    try:
+        ipaddress.IPv4Address(name)
+        return "it is formatted as an IP address"
+    except ValueError:
+        pass
+    for prefix in _BUCKET_RESERVED_PREFIXES:
+        if name.startswith(prefix):
+            return f"the prefix '{prefix}' is reserved"
+    for suffix in _BUCKET_RESERVED_SUFFIXES:
+        if name.endswith(suffix):
+            return f"the suffix '{suffix}' is reserved"
+    return None
+
+
+@cache
+def known_regions() -> frozenset[str]:
+    """AWS regions known to the pinned aws-cdk-lib (its offline fact table: no network, no credentials)."""
+    from aws_cdk.region_info import RegionInfo
+
+    return frozenset(r.name for r in RegionInfo.regions)
+
+
+def load_environment(path: Path) -> EnvironmentConfig:
+    """Read and validate one environment file; raise ConfigError naming the file, key and fix."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    if "name" in data:
+        raise ConfigError(
+            f"{path}: unknown key 'name': the environment's name is the file's name ({path.stem!r}); "
+            "remove the key, or rename the file"
+        )
+    try:
+        return EnvironmentConfig.model_validate({"name": path.stem, **data})
+    except ValidationError as e:
+        lines = [f"{path}: invalid configuration ({e.error_count()} problem(s)):"]
+        lines += [f"  - {_describe(err)}" for err in e.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
+    """Load every `*.toml` under config_dir, keyed by environment name, and check them against each other."""
+    paths = sorted(config_dir.glob("*.toml"))
+    if not paths:
+        raise ConfigError(f"{config_dir}: no environment files (*.toml) found; add one per environment")
+    envs = {p.stem: load_environment(p) for p in paths}
+    owners: dict[str, str] = {}
+    for env in envs.values():
+        other = owners.setdefault(env.storage.bucket_name, env.name)
+        if other != env.name:
+            raise ConfigError(
+                f"{config_dir / (env.name + '.toml')}: key 'storage.bucket_name': {env.storage.bucket_name!r} "
+                f"is already used by {config_dir / (other + '.toml')}; each environment needs its own bucket"
+            )
+    return envs
+
+
+def select_environments(envs: Mapping[str, EnvironmentConfig], wanted: str | None) -> list[EnvironmentConfig]:
+    """The environments to synthesize: the one named by `-c env=NAME`, or all of them when none is named."""
+    if wanted is None:
+        return [envs[name] for name in sorted(envs)]
+    if wanted not in envs:
+        raise ConfigError(
+            f"unknown environment {wanted!r}; known environments: {', '.join(sorted(envs))} "
+            f"(add config/{wanted}.toml to create it)"
+        )
+    return [envs[wanted]]
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    loc = tuple(str(p) for p in err["loc"])
+    key = ".".join(loc) or "(top level)"
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        allowed = ", ".join(_fields_at(loc[:-1]))
+        return f"unknown key '{key}'; allowed keys here: {allowed}. Fix: remove it or correct its spelling"
+    if kind == "missing":
+        field = _field_at(loc)
+        hint = f" ({field.description})" if field is not None and field.description else ""
+        return f"missing key '{key}'{hint}. Fix: add it"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    value = err.get("input")
+    if isinstance(value, Mapping):
+        return f"{key}: {msg}"
+    return f"{key} = {value!r}: {msg}"
+
+
+def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = EnvironmentConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def _fields_at(loc: tuple[str, ...]) -> list[str]:
+    model = _model_at(loc)
+    return [f for f in model.model_fields if f != "name"] if model is not None else []
+
+
+def _field_at(loc: tuple[str, ...]) -> Any:
+    model = _model_at(loc[:-1])
+    return model.model_fields.get(loc[-1]) if model is not None and loc else None

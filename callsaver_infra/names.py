@@ -1,0 +1,51 @@
+"""Every name other code, the CLI, the README and operators rely on, derived from the environment in one place.
+
+Stack names and output keys are an interface: the post-deploy hook and the backend read them, so they must never
+change by accident (the snapshot tests pin them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PROJECT = "Callsaver"
+EGRESS_POLICY_NAME = "LiveKitEgressS3Access"
+
+
+class StorageOutputs:
+    """Output keys of the Storage stack."""
+
+    BUCKET_NAME = "SessionBucketName"
+    BUCKET_ARN = "SessionBucketArn"
+    BUCKET_REGION = "SessionBucketRegion"
+
+
+class IamOutputs:
+    """Output keys of the IAM stack."""
+
+    USER_NAME = "EgressUserName"
+    ACCESS_KEY_ID = "EgressAccessKeyId"
+    CREDENTIALS_SECRET_ARN = "EgressCredentialsSecretArn"
+
+
+@dataclass(frozen=True)
+class EnvNames:
+    """The names of one environment's stacks and named resources."""
+
+    env: str
+
+    @property
+    def storage_stack(self) -> str:
+        return f"{PROJECT}-Storage-{self.env}"
+
+    @property
+    def iam_stack(self) -> str:
+        return f"{PROJECT}-IAM-{self.env}"
+
+    @property
+    def egress_user(self) -> str:
+        return f"callsaver-livekit-egress-{self.env}"
+
+    @property
+    def egress_credentials_secret(self) -> str:
+        return f"callsaver/{self.env}/egress/s3-access-key"

@@ -1,0 +1,1 @@
+"""Deployable units: thin stacks that compose the constructs of one environment."""

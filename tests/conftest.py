@@ -1,0 +1,85 @@
+"""Shared fixtures: the committed environments, synthesized once per test session with the cdk-nag gate on."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, cx_api
+from aws_cdk.assertions import Template
+
+from callsaver_infra.assembly import add_environment
+from callsaver_infra.config import EnvironmentConfig, load_environments
+from callsaver_infra.nag import enable_policy_checks
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "config"
+# Parametrize over the files themselves, so a new config/<env>.toml is tested without touching the tests.
+ENV_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The context (feature flags) the CDK CLI passes from cdk.json, so in-process synth matches `cdk synth`."""
+    context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
+    return context
+
+
+def new_app(outdir: Path) -> App:
+    """An App configured like the CLI configures app.py's."""
+    return App(context=cdk_json_context(), outdir=str(outdir), analytics_reporting=False)
+
+
+@dataclass
+class Synthesized:
+    """A synthesized cloud assembly, with cached per-stack templates."""
+
+    assembly: cx_api.CloudAssembly
+    outdir: Path
+    _templates: dict[str, Template] = field(default_factory=dict)
+
+    def artifact(self, stack_name: str) -> cx_api.CloudFormationStackArtifact:
+        return self.assembly.get_stack_by_name(stack_name)
+
+    def template_json(self, stack_name: str) -> dict[str, Any]:
+        template: dict[str, Any] = self.artifact(stack_name).template
+        return template
+
+    def template(self, stack_name: str) -> Template:
+        if stack_name not in self._templates:
+            self._templates[stack_name] = Template.from_json(self.template_json(stack_name))
+        return self._templates[stack_name]
+
+    def stack_names(self) -> list[str]:
+        return sorted(s.stack_name for s in self.assembly.stacks)
+
+
+def synthesize(configs: list[EnvironmentConfig], outdir: Path) -> Synthesized:
+    """Build and synthesize the given environments exactly as app.py does."""
+    app = new_app(outdir)
+    for config in configs:
+        add_environment(app, config)
+    enable_policy_checks(app)
+    return Synthesized(assembly=app.synth(), outdir=outdir)
+
+
+@pytest.fixture(scope="session")
+def environments() -> dict[str, EnvironmentConfig]:
+    return load_environments(CONFIG_DIR)
+
+
+@pytest.fixture(scope="session")
+def synthesized(
+    environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Synthesized]:
+    yield synthesize(list(environments.values()), tmp_path_factory.mktemp("cdk.out"))
+
+
+@pytest.fixture(params=ENV_NAMES)
+def env(request: pytest.FixtureRequest, environments: dict[str, EnvironmentConfig]) -> EnvironmentConfig:
+    """Each committed environment in turn."""
+    config: EnvironmentConfig = environments[request.param]
+    return config
