@@ -30,7 +30,7 @@ FARGATE_MEMORY_BY_CPU: Mapping[int, tuple[int, ...]] = {
     16384: tuple(range(32768, 122880 + 1, 8192)),
 }
 
-_BUCKET_CHARS = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_BUCKET_CHARS = re.compile(r"^[a-z0-9.-]+$")
 _BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
 _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
@@ -116,8 +116,7 @@ class AgentConfig(_Section):
             )
         if self.min_tasks > self.max_tasks:
             raise ValueError(
-                f"min_tasks={self.min_tasks} is greater than max_tasks={self.max_tasks}; "
-                "set min_tasks <= max_tasks"
+                f"min_tasks={self.min_tasks} is greater than max_tasks={self.max_tasks}; set min_tasks <= max_tasks"
             )
         return self
 
@@ -166,7 +165,9 @@ def bucket_name_problem(name: str) -> str | None:
     if not 3 <= len(name) <= 63:
         return f"it is {len(name)} characters long (3-63 allowed)"
     if not _BUCKET_CHARS.fullmatch(name):
-        return "only lowercase letters, digits, '.' and '-' are allowed, starting and ending with a letter or digit"
+        return "only lowercase letters, digits, '.' and '-' are allowed"
+    if not (name[0].isalnum() and name[-1].isalnum()):
+        return "it must start and end with a lowercase letter or digit"
     if ".." in name:
         return "two adjacent periods are not allowed"
     try:

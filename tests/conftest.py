@@ -22,10 +22,15 @@ CONFIG_DIR = ROOT / "config"
 ENV_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 
 
+# What the CDK CLI adds to the context of every `cdk synth` by default (cdk.json sets versionReporting off).
+CLI_CONTEXT = {"aws:cdk:enable-path-metadata": True, "aws:cdk:enable-asset-metadata": True}
+
+
 def cdk_json_context() -> dict[str, Any]:
-    """The context (feature flags) the CDK CLI passes from cdk.json, so in-process synth matches `cdk synth`."""
+    """The context the CDK CLI passes to app.py (cdk.json's feature flags and its own defaults), so in-process
+    synth writes the same bytes as `cdk synth`."""
     context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
-    return context
+    return {**CLI_CONTEXT, **context}
 
 
 def new_app(outdir: Path) -> App:

@@ -26,9 +26,7 @@ def test_bucket_is_named_from_config(synthesized: Synthesized, env: EnvironmentC
     template.has_resource_properties("AWS::S3::Bucket", {"BucketName": env.storage.bucket_name})
 
 
-def test_recordings_expire_and_incomplete_uploads_are_aborted(
-    synthesized: Synthesized, env: EnvironmentConfig
-) -> None:
+def test_recordings_expire_and_incomplete_uploads_are_aborted(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     rules = Capture()
     template = synthesized.template(EnvNames(env.name).storage_stack)
     template.has_resource_properties("AWS::S3::Bucket", {"LifecycleConfiguration": {"Rules": rules}})
@@ -124,5 +122,9 @@ def test_outputs_publish_bucket_name_arn_and_region(synthesized: Synthesized, en
     template.has_output(StorageOutputs.BUCKET_ARN, {"Value": {"Fn::GetAtt": [bucket_id, "Arn"]}})
     template.has_output(StorageOutputs.BUCKET_REGION, {"Value": env.region})
     outputs = synthesized.template_json(EnvNames(env.name).storage_stack)["Outputs"]
-    assert set(outputs) == {StorageOutputs.BUCKET_NAME, StorageOutputs.BUCKET_ARN, StorageOutputs.BUCKET_REGION}
+    assert set(outputs) == {
+        StorageOutputs.BUCKET_NAME,
+        StorageOutputs.BUCKET_ARN,
+        StorageOutputs.BUCKET_REGION,
+    }
     assert not any("Export" in o for o in outputs.values()), "outputs must not be exports (they lock stacks)"

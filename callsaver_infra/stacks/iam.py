@@ -36,9 +36,7 @@ class IamStack(Stack):
         )
         writer = self.egress_writer
         CfnOutput(self, IamOutputs.USER_NAME, value=writer.user.user_name, description="Egress IAM user")
-        CfnOutput(
-            self, IamOutputs.ACCESS_KEY_ID, value=writer.access_key.access_key_id, description="Egress key id"
-        )
+        CfnOutput(self, IamOutputs.ACCESS_KEY_ID, value=writer.access_key.access_key_id, description="Egress key id")
         CfnOutput(
             self,
             IamOutputs.CREDENTIALS_SECRET_ARN,

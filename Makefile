@@ -1,0 +1,70 @@
+# callsaver-infra: every command sets up what it needs first (Python venv, pinned CDK CLI and Node from npm).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The pinned CLI and Node 22 (npm package `node`) come first, so jsii and `cdk` never run on the machine's Node.
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+export CDK_DISABLE_VERSION_CHECK := 1
+export CDK_DISABLE_CLI_TELEMETRY := true
+
+ENV ?=
+ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
+
+.PHONY: help setup synth test snapshot-update lint bench diff deploy constraints clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed node_modules/.installed ## Install the pinned Python and npm dependencies
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
+	rm -rf cdk.out
+	cdk synth --quiet $(ENV_CONTEXT)
+	cfn-lint cdk.out/*.template.json
+	@echo "cdk-nag: $$($(PY) -c 'import json; r = json.load(open("cdk.out/validation-report.json"))["pluginReports"][0]; print(r["conclusion"], "-", len(r["violations"]), "findings,", len(r["suppressedViolations"]), "acknowledged")')"
+	@echo "cfn-lint: no errors or warnings"
+	@ls cdk.out/*.template.json
+
+test: setup ## Run the test suite
+	$(PY) -m pytest
+
+snapshot-update: setup ## Rewrite the template snapshots after a reviewed change
+	$(PY) -m pytest tests/test_snapshots.py --snapshot-update
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy callsaver_infra app.py
+
+bench: setup ## Print synth timings (all environments vs an empty CDK app)
+	$(PY) benchmarks/synth_bench.py
+
+diff: setup ## cdk diff against the real account (needs AWS credentials): make diff ENV=staging
+	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }
+	cdk diff --all $(ENV_CONTEXT)
+
+deploy: setup ## cdk deploy one environment (needs AWS credentials): make deploy ENV=staging
+	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }
+	cdk deploy --all $(ENV_CONTEXT) --outputs-file cdk.outputs.$(ENV).json
+
+constraints: ## Re-pin every Python package from a fresh venv
+	rm -rf /tmp/callsaver-constraints && $(PYTHON) -m venv /tmp/callsaver-constraints
+	/tmp/callsaver-constraints/bin/pip install --quiet -e '.[dev]'
+	{ echo '# Every Python package of the dev environment, pinned (pip freeze of a fresh `make setup`). Regenerate with `make constraints`.'; \
+	  /tmp/callsaver-constraints/bin/pip freeze --exclude-editable | grep -v '^pip=='; } > constraints.txt
+
+clean: ## Remove build output (keeps the venv and node_modules)
+	rm -rf cdk.out .pytest_cache

@@ -1,0 +1,233 @@
+"""Config validation: every bad input fails before any construct is built, naming file, key, value and fix."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from callsaver_infra.config import (
+    ConfigError,
+    bucket_name_problem,
+    load_environment,
+    load_environments,
+    select_environments,
+)
+from tests.conftest import CONFIG_DIR
+
+STAGING = CONFIG_DIR / "staging.toml"
+
+
+def _write(path: Path, data: dict[str, Any]) -> Path:
+    """Write data as TOML (the config shape is two levels deep: top-level keys and [sections])."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return str(v)
+
+    lines = [f"{k} = {fmt(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {fmt(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _staging_with(tmp_path: Path, file_stem: str = "staging", **changes: Any) -> Path:
+    """staging.toml with dotted-key changes applied; a value of None deletes the key."""
+    data = tomllib.loads(STAGING.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = data
+        for p in parents:
+            node = node[p]
+        if value is None:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return _write(tmp_path / f"{file_stem}.toml", data)
+
+
+def _error(path: Path) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_environment(path)
+    return str(e.value)
+
+
+def test_committed_environments_hold_the_seed_values() -> None:
+    envs = load_environments(CONFIG_DIR)
+    assert sorted(envs) == ["local", "production", "staging"]
+    for name in ("staging", "production"):
+        e = envs[name]
+        assert (e.account, e.region) == ("836347236108", "us-west-1")
+        assert e.livekit.url == "wss://callsaver-d8dm5v36.livekit.cloud"
+        assert e.livekit.sip_endpoint == "sip:callsaver-d8dm5v36.pstn.livekit.cloud"
+        assert e.livekit.worker_name == "callsaver-agent"
+        assert (e.agent.cpu, e.agent.memory_mib) == (512, 2048)
+        assert (e.agent.min_tasks, e.agent.max_tasks, e.agent.cpu_target_percent) == (1, 2, 80)
+    assert envs["local"].account != "836347236108", "the local environment must never point at the real account"
+
+
+def test_config_is_frozen() -> None:
+    env = load_environment(STAGING)
+    with pytest.raises(Exception, match="frozen"):
+        env.storage.expiration_days = 1  # type: ignore[misc]
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, regoin="us-west-1"))
+    assert str(tmp_path / "staging.toml") in msg
+    assert "unknown key 'regoin'" in msg
+    assert "allowed keys here: account, region, termination_protection" in msg
+    assert "remove it or correct its spelling" in msg
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, storage__bucket="x"))
+    assert "unknown key 'storage.bucket'; allowed keys here: bucket_name, expiration_days" in msg
+
+
+def test_name_key_is_rejected_because_the_file_name_is_the_name(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, name="prod"))
+    assert "unknown key 'name'" in msg and "file's name ('staging')" in msg
+
+
+def test_missing_key(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, egress__access_key_serial=None))
+    assert "missing key 'egress.access_key_serial'" in msg
+    assert "Fix: add it" in msg and "Bump by one" in msg
+
+
+def test_missing_section(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, agent=None))
+    assert "missing key 'agent'" in msg
+
+
+@pytest.mark.parametrize(
+    ("bucket", "reason"),
+    [
+        ("Callsaver-Sessions", "only lowercase letters"),
+        ("ab", "it is 2 characters long (3-63 allowed)"),
+        ("a" * 64, "it is 64 characters long"),
+        ("callsaver..sessions", "two adjacent periods"),
+        ("192.168.10.20", "it is formatted as an IP address"),
+        ("xn--callsaver", "the prefix 'xn--' is reserved"),
+        ("callsaver-s3alias", "the suffix '-s3alias' is reserved"),
+        ("-callsaver", "it must start and end with a lowercase letter or digit"),
+        ("callsaver_sessions", "only lowercase letters"),
+    ],
+)
+def test_invalid_bucket_name(tmp_path: Path, bucket: str, reason: str) -> None:
+    msg = _error(_staging_with(tmp_path, storage__bucket_name=bucket))
+    assert f"storage.bucket_name = {bucket!r}: is not a valid S3 bucket name: {reason}" in msg
+    assert "use 3-63 characters of a-z, 0-9, '.' and '-'" in msg
+
+
+def test_valid_bucket_names_pass() -> None:
+    for name in ("callsaver-sessions-staging", "a.b.c", "abc", "1-bucket-2"):
+        assert bucket_name_problem(name) is None, name
+
+
+def test_region_that_does_not_exist(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, region="us-west-9"))
+    assert "region = 'us-west-9': is not an AWS region" in msg
+    assert "us-west-1" in msg and "us-east-1" in msg
+
+
+@pytest.mark.parametrize("account", ["83634723610", "8363472361089", "83634723610a"])
+def test_account_not_12_digits(tmp_path: Path, account: str) -> None:
+    msg = _error(_staging_with(tmp_path, account=account))
+    assert f"account = {account!r}: must be a 12-digit AWS account id" in msg
+
+
+def test_account_written_as_a_number(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, account=836347236108))
+    assert "account = 836347236108: must be a 12-digit AWS account id written as a string" in msg
+
+
+def test_cpu_memory_not_a_fargate_pair(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, agent__memory_mib=512))
+    assert "agent: cpu=512 with memory_mib=512 is not a valid Fargate pair" in msg
+    assert "must be one of 1024, 2048, 3072, 4096" in msg
+
+
+def test_cpu_not_a_fargate_size(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, agent__cpu=300))
+    assert "agent: cpu=300 is not a Fargate CPU size; allowed: 256, 512, 1024" in msg
+
+
+def test_min_tasks_greater_than_max(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, agent__min_tasks=3))
+    assert "agent: min_tasks=3 is greater than max_tasks=2; set min_tasks <= max_tasks" in msg
+
+
+@pytest.mark.parametrize(("target", "rule"), [(0, "greater than or equal to 1"), (101, "less than or equal to 100")])
+def test_cpu_target_outside_1_to_100(tmp_path: Path, target: int, rule: str) -> None:
+    msg = _error(_staging_with(tmp_path, agent__cpu_target_percent=target))
+    assert f"agent.cpu_target_percent = {target}: Input should be {rule}" in msg
+
+
+def test_lifecycle_days_below_one(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, storage__expiration_days=0))
+    assert "storage.expiration_days = 0: Input should be greater than or equal to 1" in msg
+
+
+def test_string_where_a_number_is_meant(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, storage__expiration_days="30"))
+    assert "storage.expiration_days = '30': Input should be a valid integer" in msg
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, region="mars-1", storage__expiration_days=0))
+    assert "(2 problem(s))" in msg and "region = 'mars-1'" in msg and "storage.expiration_days = 0" in msg
+
+
+def test_bad_toml_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "staging.toml"
+    path.write_text('account = "836347236108"\nregion = \n')
+    msg = _error(path)
+    assert str(path) in msg and "not valid TOML" in msg and "line 2" in msg
+
+
+def test_environment_name_must_be_lowercase(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, file_stem="Prod_1"))
+    assert "name = 'Prod_1': environment names (the config file's name) must be" in msg
+
+
+def test_unknown_environment_lists_the_known_ones() -> None:
+    envs = load_environments(CONFIG_DIR)
+    with pytest.raises(ConfigError) as e:
+        select_environments(envs, "prod")
+    assert str(e.value) == (
+        "unknown environment 'prod'; known environments: local, production, staging (add config/prod.toml to create it)"
+    )
+
+
+def test_no_env_selects_every_environment_and_a_name_selects_one() -> None:
+    envs = load_environments(CONFIG_DIR)
+    assert [e.name for e in select_environments(envs, None)] == ["local", "production", "staging"]
+    assert [e.name for e in select_environments(envs, "staging")] == ["staging"]
+
+
+def test_two_environments_cannot_share_a_bucket(tmp_path: Path) -> None:
+    shutil.copy(STAGING, tmp_path / "staging.toml")
+    shutil.copy(STAGING, tmp_path / "qa.toml")
+    with pytest.raises(ConfigError) as e:
+        load_environments(tmp_path)
+    assert re.search(
+        r"staging\.toml: key 'storage\.bucket_name': 'callsaver-sessions-staging' is already used "
+        r"by .*qa\.toml",
+        str(e.value),
+    )
+
+
+def test_empty_config_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no environment files"):
+        load_environments(tmp_path)

@@ -1,0 +1,39 @@
+"""One JSON snapshot per stack per environment: a pull request's diff shows exactly what CloudFormation changes.
+
+Update after a reviewed change with `make snapshot-update` (pytest --snapshot-update).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from callsaver_infra.names import EnvNames
+from tests.conftest import ENV_NAMES, Synthesized
+
+# Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.
+_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def _mask_asset_hashes(data: Any, path: Any) -> Any:
+    if isinstance(data, str) and _ASSET_HASH.search(data):
+        return _ASSET_HASH.sub("<asset-hash>", data)
+    return data
+
+
+@pytest.fixture
+def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    return snapshot.use_extension(JSONSnapshotExtension)
+
+
+@pytest.mark.parametrize("env_name", ENV_NAMES)
+@pytest.mark.parametrize("stack", ["storage_stack", "iam_stack"])
+def test_template_matches_snapshot(
+    synthesized: Synthesized, snapshot_json: SnapshotAssertion, env_name: str, stack: str
+) -> None:
+    template = synthesized.template_json(getattr(EnvNames(env_name), stack))
+    assert template == snapshot_json(matcher=_mask_asset_hashes)
