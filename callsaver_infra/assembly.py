@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from aws_cdk import App, Environment, Stack, Tags
 
 from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.stacks.agent import AgentStack
 from callsaver_infra.stacks.iam import IamStack
+from callsaver_infra.stacks.secrets import SecretsStack
 from callsaver_infra.stacks.storage import StorageStack
 
 
@@ -17,9 +19,11 @@ class EnvironmentStacks:
 
     storage: StorageStack
     iam: IamStack
+    secrets: SecretsStack
+    agent: AgentStack
 
     def all(self) -> tuple[Stack, ...]:
-        return (self.storage, self.iam)
+        return (self.storage, self.iam, self.secrets, self.agent)
 
 
 def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
@@ -32,9 +36,15 @@ def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
         app, config=config, description=f"CallSaver {config.name}: session-recording bucket", **common
     )
     iam = IamStack(app, config=config, description=f"CallSaver {config.name}: LiveKit egress identity", **common)
-    # No cross-stack reference links them (the bucket ARN comes from config), but deploy the bucket first.
+    # No cross-stack reference links the stacks (names come from config), but order the deploys.
     iam.add_stack_dependency(storage, "the egress policy names the session bucket")
-    stacks = EnvironmentStacks(storage=storage, iam=iam)
+    secrets = SecretsStack(
+        app, config=config, description=f"CallSaver {config.name}: backend and agent secrets", **common
+    )
+    agent = AgentStack(app, config=config, description=f"CallSaver {config.name}: LiveKit agent on Fargate", **common)
+    # Tasks read their secrets at start: the secrets must exist first.
+    agent.add_stack_dependency(secrets, "the agent's tasks read its secrets at start")
+    stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent)
     for stack in stacks.all():
         Tags.of(stack).add("project", "callsaver")
         Tags.of(stack).add("environment", config.name)

@@ -92,14 +92,70 @@ class EgressConfig(_Section):
     )
 
 
-class AgentConfig(_Section):
-    """The LiveKit agent's Fargate service size and scaling."""
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (
+    1,
+    3,
+    5,
+    7,
+    14,
+    30,
+    60,
+    90,
+    120,
+    150,
+    180,
+    365,
+    400,
+    545,
+    731,
+    1096,
+    1827,
+    2192,
+    2557,
+    2922,
+    3288,
+    3653,
+)
+IMAGE_TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
+
+class AgentConfig(_Section):
+    """The LiveKit agent's Fargate service: image, size, scaling and logs."""
+
+    image_repository: str = Field(description="ECR repository (name, in this account and region) of the agent image")
+    image_tag: str = Field(description="Image tag to run; CI overrides it with -c agentImageTag=<tag>")
     cpu: int = Field(description="Task CPU units (256, 512, 1024, ...)")
     memory_mib: int = Field(description="Task memory in MiB; must be a valid Fargate pair with cpu")
     min_tasks: int = Field(ge=1, description="Fewest running tasks; at least 1 so calls are answered")
     max_tasks: int = Field(ge=1, description="Most running tasks")
     cpu_target_percent: int = Field(ge=1, le=100, description="Average CPU the autoscaler aims for")
+    log_retention_days: int = Field(description="Days CloudWatch keeps the agent's logs")
+
+    @field_validator("image_repository")
+    @classmethod
+    def _repository(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", v) or len(v) > 256:
+            raise ValueError("is not an ECR repository name; use lowercase letters, digits and . _ - /")
+        return v
+
+    @field_validator("image_tag")
+    @classmethod
+    def _tag(cls, v: str) -> str:
+        if not IMAGE_TAG_PATTERN.fullmatch(v):
+            raise ValueError(
+                "is not a container image tag; use up to 128 of A-Z a-z 0-9 _ . - (not starting with . or -)"
+            )
+        return v
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, v: int) -> int:
+        if v not in LOG_RETENTION_DAYS:
+            raise ValueError(
+                f"is not a CloudWatch Logs retention period; use one of {', '.join(map(str, LOG_RETENTION_DAYS))}"
+            )
+        return v
 
     @model_validator(mode="after")
     def _fargate_and_scaling(self) -> AgentConfig:
@@ -121,6 +177,119 @@ class AgentConfig(_Section):
         return self
 
 
+class NetworkConfig(_Section):
+    """Where the agent's tasks run: by default a new two-AZ public-subnet VPC, or an existing VPC named by id."""
+
+    existing_vpc_id: str | None = Field(default=None, description="Run in this VPC instead of creating one")
+    existing_subnet_ids: tuple[str, ...] = Field(default=(), description="Public subnets of existing_vpc_id")
+    existing_subnet_zones: tuple[str, ...] = Field(
+        default=(), description="The availability zone of each existing subnet, in the same order"
+    )
+
+    @field_validator("existing_subnet_ids", "existing_subnet_zones", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        # TOML arrays arrive as lists; strict mode wants the frozen tuple.
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("existing_vpc_id")
+    @classmethod
+    def _vpc_id(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"vpc-[0-9a-f]{8}|vpc-[0-9a-f]{17}", v):
+            raise ValueError("is not a VPC id; expected vpc- followed by 8 or 17 hex digits")
+        return v
+
+    @field_validator("existing_subnet_ids")
+    @classmethod
+    def _subnet_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [s for s in v if not re.fullmatch(r"subnet-[0-9a-f]{8}|subnet-[0-9a-f]{17}", s)]
+        if bad:
+            raise ValueError(f"{bad} are not subnet ids; expected subnet- followed by 8 or 17 hex digits")
+        return v
+
+    @model_validator(mode="after")
+    def _together(self) -> NetworkConfig:
+        given = [bool(self.existing_vpc_id), bool(self.existing_subnet_ids), bool(self.existing_subnet_zones)]
+        if any(given) and not all(given):
+            raise ValueError(
+                "set existing_vpc_id, existing_subnet_ids and existing_subnet_zones together, "
+                "or none of them (to create a VPC)"
+            )
+        if len(self.existing_subnet_ids) != len(self.existing_subnet_zones):
+            raise ValueError(
+                "existing_subnet_zones needs one zone per subnet in existing_subnet_ids, in the same order"
+            )
+        if self.existing_subnet_ids and len(set(self.existing_subnet_zones)) < 2:
+            raise ValueError("existing_subnet_ids must span at least two availability zones")
+        return self
+
+
+# Variables livekit/egress expands in an output's filepath; anything else in braces would be written literally.
+EGRESS_FILEPATH_VARIABLES = ("{room_name}", "{room_id}", "{time}", "{utc}", "{retry}")
+# The post-deploy hook's --verify writes its test recordings here; recordings of calls must never land under it.
+HEALTHCHECK_PREFIX = "_healthcheck/"
+DISPATCH_RULE_ID_PATTERN = re.compile(r"^SDR_[A-Za-z0-9]+$")
+
+
+class EgressHookConfig(_Section):
+    """What `callsaver-infra push-egress` pushes into LiveKit: automatic room recording on SIP dispatch rules."""
+
+    auto_egress: bool = Field(
+        description="Record every call through dispatch_rule_ids automatically (false: the backend starts recordings)"
+    )
+    dispatch_rule_ids: tuple[str, ...] = Field(
+        default=(), description="SIP dispatch rules (SDR_...) to record calls of; from `lk sip dispatch list`"
+    )
+    filepath_template: str = Field(
+        description="Object key of each recording, e.g. '{room_name}/{time}'; LiveKit appends .ogg"
+    )
+
+    @field_validator("dispatch_rule_ids", mode="before")
+    @classmethod
+    def _list(cls, v: Any) -> Any:
+        # TOML arrays arrive as lists; strict mode wants the frozen tuple.
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("dispatch_rule_ids")
+    @classmethod
+    def _rule_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [r for r in v if not DISPATCH_RULE_ID_PATTERN.fullmatch(r)]
+        if bad:
+            raise ValueError(
+                f"{bad} are not SIP dispatch rule ids; expected SDR_ followed by letters and digits "
+                "(see `lk sip dispatch list` or the LiveKit dashboard)"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("lists a dispatch rule more than once; list each rule once")
+        return v
+
+    @field_validator("filepath_template")
+    @classmethod
+    def _filepath(cls, v: str) -> str:
+        unknown = sorted(set(re.findall(r"\{[^{}]*\}", v)) - set(EGRESS_FILEPATH_VARIABLES))
+        if unknown:
+            raise ValueError(
+                f"uses {', '.join(unknown)}, which LiveKit does not expand; "
+                f"allowed: {', '.join(EGRESS_FILEPATH_VARIABLES)}"
+            )
+        if "{room_name}" not in v and "{room_id}" not in v:
+            raise ValueError("must contain {room_name} or {room_id}, or every call would write the same key")
+        if v.startswith("/"):
+            raise ValueError("must not start with '/': it is an S3 object key, relative to the bucket")
+        if v.startswith(HEALTHCHECK_PREFIX):
+            raise ValueError(f"must not start with {HEALTHCHECK_PREFIX!r}: push-egress --verify writes there")
+        return v
+
+    @model_validator(mode="after")
+    def _rules_when_on(self) -> EgressHookConfig:
+        if self.auto_egress and not self.dispatch_rule_ids:
+            raise ValueError(
+                "auto_egress = true needs at least one entry in dispatch_rule_ids (the SDR_... id from "
+                "`lk sip dispatch list` or the LiveKit dashboard); or set auto_egress = false"
+            )
+        return self
+
+
 class EnvironmentConfig(_Section):
     """Everything one environment's stacks need; built once in app.py and passed down, never re-read."""
 
@@ -132,6 +301,8 @@ class EnvironmentConfig(_Section):
     storage: StorageConfig
     egress: EgressConfig
     agent: AgentConfig
+    network: NetworkConfig = Field(default_factory=NetworkConfig, description="Optional; default: a new VPC")
+    livekit_egress: EgressHookConfig
 
     @field_validator("name")
     @classmethod
@@ -158,6 +329,26 @@ class EnvironmentConfig(_Section):
             near = [r for r in regions if r.split("-")[0] == v.split("-")[0]] or sorted(regions)
             raise ValueError(f"is not an AWS region; known regions include: {', '.join(sorted(near))}")
         return v
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> EnvironmentConfig:
+        zones = self.network.existing_subnet_zones
+        wrong = [z for z in zones if not re.fullmatch(re.escape(self.region) + r"[a-z]", z)]
+        if wrong:
+            raise ValueError(f"network.existing_subnet_zones {wrong} are not zones of region {self.region}")
+        return self
+
+
+def with_image_tag(config: EnvironmentConfig, tag: str) -> EnvironmentConfig:
+    """The same config running another agent image tag (from `-c agentImageTag=...`), validated like the file."""
+    try:
+        return EnvironmentConfig.model_validate(
+            {**config.model_dump(), "agent": {**config.agent.model_dump(), "image_tag": tag}}
+        )
+    except ValidationError as e:
+        raise ConfigError(
+            f"context agentImageTag={tag!r}: {e.errors()[0]['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
 def bucket_name_problem(name: str) -> str | None:

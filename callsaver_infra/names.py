@@ -28,6 +28,14 @@ class IamOutputs:
     CREDENTIALS_SECRET_ARN = "EgressCredentialsSecretArn"
 
 
+class AgentOutputs:
+    """Output keys of the Agent stack."""
+
+    CLUSTER_NAME = "AgentClusterName"
+    SERVICE_NAME = "AgentServiceName"
+    LOG_GROUP = "AgentLogGroupName"
+
+
 @dataclass(frozen=True)
 class EnvNames:
     """The names of one environment's stacks and named resources."""
@@ -49,3 +57,27 @@ class EnvNames:
     @property
     def egress_credentials_secret(self) -> str:
         return f"callsaver/{self.env}/egress/s3-access-key"
+
+    @property
+    def secrets_stack(self) -> str:
+        return f"{PROJECT}-Secrets-{self.env}"
+
+    @property
+    def agent_stack(self) -> str:
+        return f"{PROJECT}-Agent-{self.env}"
+
+    @property
+    def agent_cluster(self) -> str:
+        return f"callsaver-{self.env}"
+
+    @property
+    def agent_service(self) -> str:
+        return f"callsaver-agent-{self.env}"
+
+    @property
+    def agent_log_group(self) -> str:
+        return f"/callsaver/{self.env}/agent"
+
+    def secret(self, ref: str) -> str:
+        """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""
+        return f"callsaver/{self.env}/{ref}"

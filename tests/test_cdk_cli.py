@@ -52,7 +52,12 @@ def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: P
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     stacks = sorted(k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
-    assert stacks == ["Callsaver-IAM-staging", "Callsaver-Storage-staging"]
+    assert stacks == [
+        "Callsaver-Agent-staging",
+        "Callsaver-IAM-staging",
+        "Callsaver-Secrets-staging",
+        "Callsaver-Storage-staging",
+    ]
     # Same bytes as the in-process synth the other tests check: cdk.json context is honoured and synth is
     # deterministic.
     for stack in stacks:
@@ -76,10 +81,23 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
     qa = (CONFIG_DIR / "staging.toml").read_text().replace("callsaver-sessions-staging", "callsaver-sessions-qa")
     (config_dir / "qa.toml").write_text(qa)
     result = synthesize(list(load_environments(config_dir).values()), tmp_path / "out")
-    assert result.stack_names() == [
+    assert [n for n in result.stack_names() if n.endswith("-qa")] == [
+        "Callsaver-Agent-qa",
         "Callsaver-IAM-qa",
-        "Callsaver-IAM-staging",
+        "Callsaver-Secrets-qa",
         "Callsaver-Storage-qa",
-        "Callsaver-Storage-staging",
     ]
     assert "arn:aws:s3:::callsaver-sessions-qa/*" in json.dumps(result.template_json("Callsaver-IAM-qa"))
+    assert "callsaver-agent-qa" in json.dumps(result.template_json("Callsaver-Agent-qa"))
+
+
+def test_cli_image_tag_context_overrides_config(tmp_path: Path) -> None:
+    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=0123abc", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "/callsaver-agent:0123abc" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
+
+
+def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
+    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=-bad tag", "-o", str(tmp_path))
+    assert result.returncode != 0
+    assert "error: context agentImageTag='-bad tag': is not a container image tag" in result.stderr

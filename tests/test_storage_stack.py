@@ -98,7 +98,7 @@ def test_bucket_survives_stack_deletion_and_replacement(synthesized: Synthesized
 
 def test_termination_protection_follows_config(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     names = EnvNames(env.name)
-    for stack in (names.storage_stack, names.iam_stack):
+    for stack in (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack):
         assert synthesized.artifact(stack).termination_protection is env.termination_protection
 
 

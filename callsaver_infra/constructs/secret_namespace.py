@@ -1,0 +1,46 @@
+"""SecretNamespace: the Secrets Manager secrets under one prefix, callsaver/{env}/{namespace}/."""
+
+from __future__ import annotations
+
+from aws_cdk import RemovalPolicy, SecretValue
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.nag import acknowledge
+from callsaver_infra.names import EnvNames
+from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
+
+
+class SecretNamespace(Construct):
+    """One secret per key of the namespace: configuration values from config, real secrets as a placeholder."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, namespace: str) -> None:
+        super().__init__(scope, construct_id)
+        names = EnvNames(config.name)
+        self.secrets: dict[str, secretsmanager.Secret] = {}
+        for spec in (s for s in SECRETS if s.namespace == namespace):
+            if spec.from_config is not None:
+                value, what = spec.from_config(config), "configuration value owned by the stack (from config)"
+            else:
+                value, what = PLACEHOLDER, "set by operators with `callsaver-infra secrets set`"
+            secret = secretsmanager.Secret(
+                self,
+                spec.key,
+                secret_name=names.secret(spec.ref),
+                description=f"{spec.key} for CallSaver {config.name}: {what}.",
+                # Not a secret: either a value from config, or the fixed placeholder (real values are set out of
+                # band and never pass through a template).
+                secret_string_value=SecretValue.unsafe_plain_text(value),
+                # A deleted secret would take an operator-set API key with it; the stack must never do that.
+                removal_policy=RemovalPolicy.RETAIN,
+            )
+            acknowledge(
+                secret,
+                "SMG4",
+                "Provider API keys (LiveKit, OpenAI, Deepgram, ...) are issued and revoked in each provider's "
+                "console, so Secrets Manager cannot rotate them without a provider-specific Lambda; operators "
+                "rotate by setting the new value with `callsaver-infra secrets set`. Config-owned values "
+                "(LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+            )
+            self.secrets[spec.key] = secret

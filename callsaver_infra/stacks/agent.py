@@ -1,0 +1,57 @@
+"""Callsaver-Agent-{env}: the LiveKit agent on Fargate, outbound only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Fn, Stack
+from aws_cdk import aws_secretsmanager as secretsmanager
+from constructs import Construct
+
+from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.constructs.agent_network import AZ_COUNT, AgentNetwork
+from callsaver_infra.constructs.agent_service import AgentService
+from callsaver_infra.names import AgentOutputs, EnvNames
+from callsaver_infra.secret_catalog import SECRETS
+
+
+class AgentStack(Stack):
+    """Composes AgentNetwork and AgentService and publishes the cluster, service and log group names."""
+
+    def __init__(self, scope: Construct, *, config: EnvironmentConfig, **kwargs: Any) -> None:
+        names = EnvNames(config.name)
+        super().__init__(scope, names.agent_stack, **kwargs)
+        self.network = AgentNetwork(self, "AgentNetwork", network=config.network)
+        # Referenced by name, not imported from the Secrets stack: no export locks the two stacks together, and
+        # the execution role's grant names each secret (with Secrets Manager's random 6-character suffix).
+        secrets = {
+            spec.key: secretsmanager.Secret.from_secret_name_v2(self, f"Secret{spec.key}", names.secret(spec.ref))
+            for spec in SECRETS
+            if spec.for_agent
+        }
+        self.agent_service = AgentService(
+            self,
+            "AgentService",
+            agent=config.agent,
+            cluster_name=names.agent_cluster,
+            service_name=names.agent_service,
+            log_group_name=names.agent_log_group,
+            environment={
+                "LIVEKIT_URL": config.livekit.url,
+                "LIVEKIT_WORKER_NAME": config.livekit.worker_name,
+                "LIVEKIT_SIP_ENDPOINT": config.livekit.sip_endpoint,
+            },
+            secrets=secrets,
+            vpc=self.network.vpc,
+            subnets=self.network.subnets,
+            security_group=self.network.security_group,
+        )
+        svc = self.agent_service
+        CfnOutput(self, AgentOutputs.CLUSTER_NAME, value=svc.cluster.cluster_name, description="ECS cluster")
+        CfnOutput(self, AgentOutputs.SERVICE_NAME, value=svc.service.service_name, description="Agent service")
+        CfnOutput(self, AgentOutputs.LOG_GROUP, value=svc.log_group.log_group_name, description="Agent log group")
+
+    @property
+    def availability_zones(self) -> list[str]:
+        """The first AZs CloudFormation lists for the account (Fn::GetAZs), instead of a lookup during synth."""
+        return [Fn.select(i, Fn.get_azs()) for i in range(AZ_COUNT)]
