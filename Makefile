@@ -14,7 +14,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 ENV ?=
 ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 
-.PHONY: help setup synth test snapshot-update lint bench diff deploy constraints clean
+.PHONY: help setup synth test snapshot-update lint bench bench-hook diff deploy constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -52,13 +52,17 @@ lint: setup ## ruff and mypy
 bench: setup ## Print synth timings (all environments vs an empty CDK app)
 	$(PY) benchmarks/synth_bench.py
 
+bench-hook: setup ## Print push-egress timings against the local LiveKit server and moto
+	$(PY) benchmarks/hook_bench.py
+
 diff: setup ## cdk diff against the real account (needs AWS credentials): make diff ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }
 	cdk diff --all $(ENV_CONTEXT)
 
-deploy: setup ## cdk deploy one environment (needs AWS credentials): make deploy ENV=staging
+deploy: setup ## cdk deploy one environment, then push its egress settings to LiveKit: make deploy ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }
 	cdk deploy --all $(ENV_CONTEXT) --outputs-file cdk.outputs.$(ENV).json
+	$(VENV)/bin/callsaver-infra push-egress --env $(ENV) --outputs-file cdk.outputs.$(ENV).json
 
 constraints: ## Re-pin every Python package from a fresh venv
 	rm -rf /tmp/callsaver-constraints && $(PYTHON) -m venv /tmp/callsaver-constraints

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from callsaver_infra import egress_hook
 from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.secrets_admin import (
     SecretsError,
@@ -44,7 +45,69 @@ def build_parser() -> argparse.ArgumentParser:
     setter.add_argument("--env", required=True, help="environment name (a file under config/)")
     setter.add_argument("secret", help="namespace/KEY, e.g. agent/OPENAI_API_KEY")
     setter.add_argument("--dry-run", action="store_true", help="check everything but change nothing")
+
+    push = commands.add_parser(
+        "push-egress",
+        help="after a deploy: push the bucket, region and egress key into the LiveKit SIP dispatch rules config "
+        "names (automatic recording); idempotent",
+        description="Read the deployed stacks' outputs and the egress access key, and write LiveKit's automatic "
+        "room recording (audio-only OGG to the environment's bucket) into the SIP dispatch rules listed in "
+        "[livekit_egress] of config/<env>.toml, keeping every other field of each rule. Nothing is pushed if "
+        "anything is missing. Exit 0 when done, 1 when a stack, output or secret is not there yet, 2 on errors.",
+    )
+    push.add_argument("--env", required=True, help="environment name (a file under config/)")
+    push.add_argument(
+        "--outputs-file",
+        type=Path,
+        metavar="PATH",
+        help="stack outputs as written by `cdk deploy --outputs-file` (default: ask CloudFormation)",
+    )
+    mode = push.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--dry-run", action="store_true", help="show the planned change as a diff (credentials masked); push nothing"
+    )
+    mode.add_argument(
+        "--verify",
+        action="store_true",
+        help="afterwards, record a short test room under _healthcheck/ in the bucket and check the file arrived",
+    )
+    push.add_argument(
+        "--livekit-url",
+        type=_livekit_url,
+        metavar="URL",
+        help="for local rehearsal and tests only: talk to this LiveKit server instead of livekit.url from config",
+    )
+    push.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="for local rehearsal and tests only: the S3 endpoint LiveKit uploads to (sets S3Upload.endpoint and "
+        "path-style addressing); never for real environments",
+    )
+    push.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=egress_hook.DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
+        f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
+    )
     return parser
+
+
+def _livekit_url(value: str) -> str:
+    if not value.startswith(("http://", "https://", "ws://", "wss://")):
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s):// or ws(s):// URL")
+    return value
+
+
+def _seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 300:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds between 0 and 300")
+    return seconds
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -56,7 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _secrets_status(config)
         if args.command == "secrets" and args.secrets_command == "set":
             return _secrets_set(config, args.secret, dry_run=args.dry_run)
-    except (ConfigError, SecretsError) as e:
+        if args.command == "push-egress":
+            return _push_egress(config, args)
+    except egress_hook.NotReadyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_NOT_READY
+    except (ConfigError, SecretsError, egress_hook.HookError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # botocore's credential and connection errors: say what, never dump a traceback
@@ -93,6 +161,20 @@ def _secrets_set(config: EnvironmentConfig, ref: str, *, dry_run: bool) -> int:
         return EXIT_OK
     version = set_secret(aws_client("secretsmanager", config), config, spec, value)
     print(f"set {name} ({len(value)} characters, version {version[:8]})")
+    return EXIT_OK
+
+
+def _push_egress(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+    options = egress_hook.HookOptions(
+        outputs_file=args.outputs_file,
+        dry_run=args.dry_run,
+        verify=args.verify,
+        livekit_url=args.livekit_url,
+        s3_endpoint_url=args.s3_endpoint_url,
+        timeout=args.timeout,
+        retry=egress_hook.DEFAULT_RETRY,
+    )
+    egress_hook.run_hook(config, options, lambda service: aws_client(service, config))
     return EXIT_OK
 
 

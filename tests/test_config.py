@@ -231,3 +231,71 @@ def test_two_environments_cannot_share_a_bucket(tmp_path: Path) -> None:
 def test_empty_config_directory(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no environment files"):
         load_environments(tmp_path)
+
+
+# --------------------------------------------------------------------------- [livekit_egress] (post-deploy hook)
+
+
+def test_livekit_egress_of_the_committed_environments() -> None:
+    envs = load_environments(CONFIG_DIR)
+    for name in ("staging", "production"):
+        assert envs[name].livekit_egress.auto_egress is False, "set the real rule id before turning it on"
+    local = envs["local"].livekit_egress
+    assert (local.auto_egress, local.dispatch_rule_ids) == (True, ("SDR_localrehearsal",))
+    assert all(e.livekit_egress.filepath_template == "{room_name}/{time}" for e in envs.values())
+
+
+def test_dispatch_rule_ids_list_becomes_a_tuple(tmp_path: Path) -> None:
+    env = load_environment(
+        _staging_with(tmp_path, livekit_egress__auto_egress=True, livekit_egress__dispatch_rule_ids=["SDR_abc123"])
+    )
+    assert env.livekit_egress.dispatch_rule_ids == ("SDR_abc123",)
+
+
+def test_auto_egress_needs_a_dispatch_rule(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, livekit_egress__auto_egress=True, livekit_egress__dispatch_rule_ids=[]))
+    assert "livekit_egress: auto_egress = true needs at least one entry in dispatch_rule_ids" in msg
+    assert "lk sip dispatch list" in msg
+
+
+def test_auto_egress_off_needs_no_dispatch_rule(tmp_path: Path) -> None:
+    env = load_environment(_staging_with(tmp_path, livekit_egress__dispatch_rule_ids=None))
+    assert (env.livekit_egress.auto_egress, env.livekit_egress.dispatch_rule_ids) == (False, ())
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        (["rule-1"], "['rule-1'] are not SIP dispatch rule ids; expected SDR_ followed by letters and digits"),
+        (["SDR_"], "['SDR_'] are not SIP dispatch rule ids"),
+        (["SDR_abc", "SDR_abc"], "lists a dispatch rule more than once"),
+    ],
+)
+def test_dispatch_rule_ids_must_be_rule_ids(tmp_path: Path, ids: list[str], expected: str) -> None:
+    msg = _error(_staging_with(tmp_path, livekit_egress__auto_egress=True, livekit_egress__dispatch_rule_ids=ids))
+    assert "livekit_egress.dispatch_rule_ids = " in msg and expected in msg
+
+
+@pytest.mark.parametrize(
+    ("template", "expected"),
+    [
+        ("calls/{time}", "must contain {room_name} or {room_id}"),
+        ("{room_name}/{date}", "uses {date}, which LiveKit does not expand; allowed: {room_name}, {room_id}, {time}"),
+        ("/{room_name}/{time}", "must not start with '/'"),
+        ("_healthcheck/{room_name}", "must not start with '_healthcheck/': push-egress --verify writes there"),
+    ],
+)
+def test_filepath_template_rules(tmp_path: Path, template: str, expected: str) -> None:
+    msg = _error(_staging_with(tmp_path, livekit_egress__filepath_template=template))
+    assert f"livekit_egress.filepath_template = {template!r}: {expected}" in msg
+
+
+@pytest.mark.parametrize("template", ["{room_id}", "recordings/{room_name}-{utc}-{retry}.ogg"])
+def test_filepath_template_accepts_livekit_variables(tmp_path: Path, template: str) -> None:
+    env = load_environment(_staging_with(tmp_path, livekit_egress__filepath_template=template))
+    assert env.livekit_egress.filepath_template == template
+
+
+def test_livekit_egress_section_is_required(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, livekit_egress=None))
+    assert "missing key 'livekit_egress'" in msg

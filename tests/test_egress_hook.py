@@ -1,0 +1,833 @@
+"""`callsaver-infra push-egress`, the post-deploy hook that writes the recording settings into LiveKit.
+
+LiveKit Cloud and AWS are unreachable from here. LiveKit is a LocalLiveKitServer on 127.0.0.1 speaking LiveKit's
+Twirp protocol (the real livekit-api client talks to it); AWS (CloudFormation, Secrets Manager, S3) is moto's
+server on 127.0.0.1, reached through boto3's standard AWS_ENDPOINT_URL. Every command run checks that no secret
+reaches stdout, stderr or the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import socket
+import tomllib
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from livekit import api
+from livekit.api.twirp_client import ServerError
+from moto.server import ThreadedMotoServer
+
+from callsaver_infra import egress_hook
+from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
+from callsaver_infra.config import load_environment
+from callsaver_infra.egress_hook import (
+    EgressCredentials,
+    LiveKitCredentials,
+    LiveKitSession,
+    Redactor,
+    RetryPolicy,
+    RulePlan,
+    api_url,
+    mask_key,
+    render_diff,
+)
+from callsaver_infra.livekit_local import LocalLiveKitServer
+from callsaver_infra.secret_catalog import PLACEHOLDER
+from tests.conftest import CONFIG_DIR
+
+ENV = "local"
+REGION = "us-west-1"
+BUCKET = "callsaver-sessions-local"
+API_KEY = "APIfakekeyNotReal01"
+API_SECRET = "test-livekit-secret-not-real-0123456789abcdef"
+ACCESS_KEY_ID = "AKIDFAKE0000EXAMPLE1"
+SECRET_ACCESS_KEY = "FAKEsecretAccessKeyNotReal0000000000000"
+OLD_SECRET_ACCESS_KEY = "FAKEoldSecretAccessKeyNotReal111111111"
+# Strings that must never be printed or logged; the access key id may appear only as its last 4 characters.
+NEVER_SHOWN = (API_SECRET, SECRET_ACCESS_KEY, OLD_SECRET_ACCESS_KEY, ACCESS_KEY_ID, API_KEY)
+STORAGE_STACK, IAM_STACK = f"Callsaver-Storage-{ENV}", f"Callsaver-IAM-{ENV}"
+EGRESS_SECRET = f"callsaver/{ENV}/egress/s3-access-key"
+
+
+# --------------------------------------------------------------------------- fixtures and helpers
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@dataclass
+class Aws:
+    """Clients on moto, as the operator."""
+
+    endpoint: str
+    s3: Any
+    secrets: Any
+    cloudformation: Any
+
+
+@pytest.fixture
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """A fresh moto account; the CLI finds it through AWS_ENDPOINT_URL. Retries back off in milliseconds."""
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "operator-fake-key-id",
+        "AWS_SECRET_ACCESS_KEY": "operator-fake-secret",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setattr(egress_hook, "DEFAULT_RETRY", RetryPolicy(attempts=3, backoff_seconds=0.01))
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+
+    def client(service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=moto_endpoint)
+
+    return Aws(moto_endpoint, client("s3"), client("secretsmanager"), client("cloudformation"))
+
+
+@pytest.fixture
+def lk(aws: Aws) -> Iterator[LocalLiveKitServer]:
+    """The local LiveKit server; its egress uploads go to moto (the requests carry no endpoint, as in real envs)."""
+    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, fault_delay=2.0) as server:
+        yield server
+
+
+def deploy(
+    aws: Aws,
+    tmp_path: Path,
+    *,
+    bucket: bool = True,
+    livekit_key: str | None = API_KEY,
+    livekit_secret: str | None = API_SECRET,
+    egress_secret: str | None = None,
+    drop: tuple[str, str | None] | None = None,
+) -> Path:
+    """Create what `make deploy ENV=local` creates (bucket, secrets) and write its outputs file.
+
+    drop=(stack, None) leaves a stack out of the outputs file, drop=(stack, key) one output.
+    """
+    if bucket:
+        aws.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    value = egress_secret or json.dumps({"accessKeyId": ACCESS_KEY_ID, "secretAccessKey": SECRET_ACCESS_KEY})
+    arn = aws.secrets.create_secret(Name=EGRESS_SECRET, SecretString=value)["ARN"]
+    for ref, secret in (("LIVEKIT_API_KEY", livekit_key), ("LIVEKIT_API_SECRET", livekit_secret)):
+        if secret is not None:
+            aws.secrets.create_secret(Name=f"callsaver/{ENV}/backend/{ref}", SecretString=secret)
+    outputs: dict[str, dict[str, str]] = {
+        STORAGE_STACK: {
+            "SessionBucketName": BUCKET,
+            "SessionBucketArn": f"arn:aws:s3:::{BUCKET}",
+            "SessionBucketRegion": REGION,
+        },
+        IAM_STACK: {
+            "EgressUserName": f"callsaver-livekit-egress-{ENV}",
+            "EgressAccessKeyId": ACCESS_KEY_ID,
+            "EgressCredentialsSecretArn": arn,
+        },
+    }
+    if drop is not None:
+        stack, key = drop
+        if key is None:
+            del outputs[stack]
+        else:
+            del outputs[stack][key]
+    path = tmp_path / f"cdk.outputs.{ENV}.json"
+    path.write_text(json.dumps(outputs, indent=2))
+    return path
+
+
+def create_stacks(aws: Aws, outputs_file: Path) -> None:
+    """Create the stacks in moto's CloudFormation with the same outputs (tiny templates of literal outputs)."""
+    for stack, outputs in json.loads(outputs_file.read_text()).items():
+        template = {
+            "Resources": {"Marker": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {key: {"Value": value} for key, value in outputs.items()},
+        }
+        aws.cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    return str(value)
+
+
+def config_dir(tmp_path: Path, **egress: Any) -> Path:
+    """config/local.toml with [livekit_egress] keys replaced, in its own directory."""
+    data = tomllib.loads((CONFIG_DIR / f"{ENV}.toml").read_text())
+    data["livekit_egress"] = {**data["livekit_egress"], **egress}
+    lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {_toml(v)}" for k, v in values.items()]
+    directory = tmp_path / "config"
+    directory.mkdir(exist_ok=True)
+    (directory / f"{ENV}.toml").write_text("\n".join(lines) + "\n")
+    load_environment(directory / f"{ENV}.toml")  # the test's config itself must be valid
+    return directory
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+
+def run_hook(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, configs: Path, *args: str) -> Run:
+    """Run `callsaver-infra push-egress --env local ...` in-process; fail if a secret shows up anywhere."""
+    caplog.set_level(logging.INFO)
+    capsys.readouterr()
+    code = main(["--config-dir", str(configs), "push-egress", "--env", ENV, *args])
+    captured = capsys.readouterr()
+    for text in (captured.out, captured.err, caplog.text):
+        for secret in NEVER_SHOWN:
+            assert secret not in text
+    return Run(code, captured.out, captured.err)
+
+
+def seeded_rule(**fields: Any) -> api.SIPDispatchRuleInfo:
+    defaults: dict[str, Any] = {
+        "name": "callsaver-inbound",
+        "trunk_ids": ["ST_trunkfake01"],
+        "rule": api.SIPDispatchRule(dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix="call")),
+    }
+    return api.SIPDispatchRuleInfo(**{**defaults, **fields})
+
+
+def expected_egress(bucket: str = BUCKET, filepath: str = "{room_name}/{time}") -> api.RoomCompositeEgressRequest:
+    """What the hook must write, spelled out independently of the hook's own builder."""
+    return api.RoomCompositeEgressRequest(
+        audio_only=True,
+        file_outputs=[
+            api.EncodedFileOutput(
+                file_type=api.EncodedFileType.OGG,
+                filepath=filepath,
+                s3=api.S3Upload(access_key=ACCESS_KEY_ID, secret=SECRET_ACCESS_KEY, region=REGION, bucket=bucket),
+            )
+        ],
+    )
+
+
+def old_egress() -> api.RoomEgress:
+    egress = expected_egress(bucket="callsaver-old-console-bucket", filepath="calls/{room_name}")
+    egress.file_outputs[0].s3.secret = OLD_SECRET_ACCESS_KEY
+    return api.RoomEgress(room=egress)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def updates(lk: LocalLiveKitServer) -> int:
+    return lk.methods_called().count("UpdateSIPDispatchRule")
+
+
+# --------------------------------------------------------------------------- pushing
+
+
+def test_end_to_end_outputs_file_push_record_then_no_change(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """Deployed outputs (the cdk outputs file) -> hook -> the rule holds exactly the expected settings, a call
+    through it is recorded into the bucket, and a second run changes nothing.
+
+    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    configs = config_dir(tmp_path, dispatch_rule_ids=[rule_id])
+    url = ["--livekit-url", lk.url, "--outputs-file", str(outputs)]
+
+    first = run_hook(capsys, caplog, configs, *url)
+    assert first.code == EXIT_OK, first.err
+    stored = lk.dispatch_rules[rule_id]
+    assert stored.room_config.egress.room == expected_egress()
+    s3 = stored.room_config.egress.room.file_outputs[0].s3
+    assert (s3.endpoint, s3.force_path_style) == ("", False), "no endpoint may reach a real environment's rule"
+    assert f'dispatch rule {rule_id} "callsaver-inbound": updated' in first.out
+    assert "the backend must not start a second recording" in first.out
+    assert updates(lk) == 1
+
+    room, egress_id = lk.simulate_inbound_call(rule_id)
+    assert egress_id is not None
+    info = lk.wait_for_egress(egress_id)
+    assert api.EgressStatus.Name(info.status) == "EGRESS_COMPLETE", info.error
+    key = info.file_results[0].filename
+    assert key.startswith(f"{room}/") and key.endswith(".ogg")
+    assert aws.s3.head_object(Bucket=BUCKET, Key=key)["ContentLength"] > 0
+
+    second = run_hook(capsys, caplog, configs, *url)
+    assert second.code == EXIT_OK, second.err
+    assert "LiveKit already holds these settings; nothing changed" in second.out
+    assert "no change" in second.out
+    assert updates(lk) == 1, "an unchanged rule must not be written again"
+    assert lk.dispatch_rules[rule_id] is stored
+
+
+def test_end_to_end_outputs_from_cloudformation(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """Without --outputs-file the outputs come from CloudFormation DescribeStacks (moto on 127.0.0.1); the rule on
+    the local LiveKit server (127.0.0.1, LiveKit's Twirp protocol; LiveKit Cloud is unreachable from here) then
+    holds exactly the expected settings, and a second run reports no change."""
+    create_stacks(aws, deploy(aws, tmp_path))
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    configs = config_dir(tmp_path, dispatch_rule_ids=[rule_id])
+
+    first = run_hook(capsys, caplog, configs, "--livekit-url", lk.url)
+    assert first.code == EXIT_OK, first.err
+    assert "outputs from CloudFormation in account 123456789012, us-west-1" in first.out
+    assert lk.dispatch_rules[rule_id].room_config.egress.room == expected_egress()
+
+    second = run_hook(capsys, caplog, configs, "--livekit-url", lk.url)
+    assert second.code == EXIT_OK and "no change" in second.out
+    assert updates(lk) == 1
+
+
+def test_every_other_field_of_the_rule_is_preserved(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """The rule is read, changed only in room_config.egress.room, and written back whole.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    rich = seeded_rule(
+        name="callsaver-main-line",
+        metadata='{"tenant": "callsaver"}',
+        hide_phone_number=True,
+        krisp_enabled=True,
+        room_preset="",
+        media_encryption=api.SIPMediaEncryption.SIP_MEDIA_ENCRYPT_ALLOW,
+    )
+    rich.trunk_ids.append("ST_trunkfake02")
+    rich.inbound_numbers.extend(["+15550100001", "+15550100002"])
+    rich.numbers.append("+15550109999")
+    rich.attributes.update({"team": "voice", "tier": "gold"})
+    rich.rule.dispatch_rule_individual.pin = "1234"
+    rich.rule.dispatch_rule_individual.no_randomness = False
+    rich.room_config.empty_timeout = 30
+    rich.room_config.departure_timeout = 10
+    rich.room_config.max_participants = 4
+    rich.room_config.metadata = "room-meta"
+    rich.room_config.agents.append(api.RoomAgentDispatch(agent_name="callsaver-agent", metadata="{}"))
+    rich.room_config.egress.CopyFrom(old_egress())
+    rule_id = lk.add_dispatch_rule(rich)
+    before = api.SIPDispatchRuleInfo()
+    before.CopyFrom(lk.dispatch_rules[rule_id])
+    outputs = deploy(aws, tmp_path)
+
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+    )
+    assert result.code == EXIT_OK, result.err
+    after = api.SIPDispatchRuleInfo()
+    after.CopyFrom(lk.dispatch_rules[rule_id])
+    assert after.room_config.egress.room == expected_egress()
+    for rule in (before, after):
+        rule.room_config.egress.ClearField("room")
+        rule.ClearField("updated_at")  # set by LiveKit on every write
+    assert after == before
+    assert after.HasField("created_at")
+
+
+def test_s3_endpoint_url_is_pushed_only_when_given(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """--s3-endpoint-url (local rehearsal) adds S3Upload.endpoint and path-style addressing.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+        "--s3-endpoint-url",
+        aws.endpoint,
+    )
+    assert result.code == EXIT_OK, result.err
+    s3 = lk.dispatch_rules[rule_id].room_config.egress.room.file_outputs[0].s3
+    assert (s3.endpoint, s3.force_path_style) == (aws.endpoint, True)
+
+
+def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """--dry-run prints the change as a diff: the access key as its last 4 characters, secrets never.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    rule_id = lk.add_dispatch_rule(seeded_rule(room_config=api.RoomConfiguration(egress=old_egress())))
+    before = lk.dispatch_rules[rule_id]
+    outputs = deploy(aws, tmp_path)
+
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+        "--dry-run",
+    )
+    assert result.code == EXIT_OK, result.err
+    out = result.out
+    assert f'dispatch rule {rule_id} "callsaver-inbound": room_config.egress.room' in out
+    assert '  -file_outputs[0].s3.bucket: "callsaver-old-console-bucket"\n' in out
+    assert f'  +file_outputs[0].s3.bucket: "{BUCKET}"\n' in out
+    assert '  -file_outputs[0].filepath: "calls/{room_name}"\n' in out
+    assert '  +file_outputs[0].filepath: "{room_name}/{time}"\n' in out
+    assert "  -file_outputs[0].s3.secret: <hidden, old>\n" in out
+    assert "  +file_outputs[0].s3.secret: <hidden, new>\n" in out
+    assert f"   file_outputs[0].s3.access_key: ****{ACCESS_KEY_ID[-4:]}\n" in out
+    assert "dry run: would update 1 of 1 dispatch rule(s); nothing was pushed" in out
+    # run_hook already checked that neither secret nor the whole access key id was printed.
+    assert updates(lk) == 0
+    assert lk.dispatch_rules[rule_id] is before
+
+
+def test_auto_egress_off_pushes_nothing_and_reports_what_the_backend_needs(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """With auto_egress = false the hook never contacts LiveKit (local server on 127.0.0.1 speaking LiveKit's
+    Twirp protocol; LiveKit Cloud is unreachable from here), not even to read the rule, and the LiveKit key may still
+    be the placeholder (a first deploy). AWS is moto on 127.0.0.1."""
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    outputs = deploy(aws, tmp_path, livekit_key=PLACEHOLDER, livekit_secret=PLACEHOLDER)
+    configs = config_dir(tmp_path, auto_egress=False, dispatch_rule_ids=[])
+
+    result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_OK, result.err
+    assert "auto-egress is off" in result.out and "nothing is pushed to LiveKit" in result.out
+    assert f"bucket             {BUCKET}" in result.out
+    assert f"region             {REGION}" in result.out
+    assert f"credentials secret arn:aws:secretsmanager:{REGION}:123456789012:secret:{EGRESS_SECRET}" in result.out
+    assert lk.methods_called() == []
+    assert not lk.dispatch_rules[rule_id].HasField("room_config")
+
+
+# --------------------------------------------------------------------------- failures: nothing pushed
+
+
+@pytest.mark.parametrize(
+    "drop",
+    [(IAM_STACK, None), (STORAGE_STACK, "SessionBucketRegion"), (IAM_STACK, "EgressCredentialsSecretArn")],
+)
+@pytest.mark.parametrize("source", ["outputs-file", "cloudformation"])
+def test_stack_or_output_missing(
+    aws: Aws,
+    lk: LocalLiveKitServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: Any,
+    drop: tuple[str, str | None],
+    source: str,
+) -> None:
+    """A stack not deployed or an output missing names both and pushes nothing.
+
+    The outputs come from the file or from CloudFormation (moto on 127.0.0.1); LiveKit is a local server on
+    127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from here).
+    """
+    outputs = deploy(aws, tmp_path, drop=drop)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    args = ["--livekit-url", lk.url]
+    if source == "outputs-file":
+        args += ["--outputs-file", str(outputs)]
+    else:
+        create_stacks(aws, outputs)
+    result = run_hook(capsys, caplog, config_dir(tmp_path, dispatch_rule_ids=[rule_id]), *args)
+    assert result.code == EXIT_NOT_READY
+    stack, key = drop
+    # From CloudFormation the message adds the stack's status: "stack X (status CREATE_COMPLETE) has no output Y".
+    expected = (
+        rf"stack {stack} is not deployed" if key is None else rf"stack {stack}( \(status \w+\))? has no output {key}"
+    )
+    assert re.search(expected, result.err), result.err
+    assert "make deploy ENV=local" in result.err
+    assert lk.methods_called() == []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            {"livekit_key": None},
+            "secret callsaver/local/backend/LIVEKIT_API_KEY does not exist: deploy Callsaver-Secrets-local, then "
+            "run: callsaver-infra secrets set --env local backend/LIVEKIT_API_KEY",
+        ),
+        (
+            {"livekit_key": PLACEHOLDER},
+            "secret callsaver/local/backend/LIVEKIT_API_KEY is still the placeholder: set it with: "
+            "callsaver-infra secrets set --env local backend/LIVEKIT_API_KEY",
+        ),
+        (
+            {"livekit_secret": PLACEHOLDER},
+            "secret callsaver/local/backend/LIVEKIT_API_SECRET is still the placeholder: set it with: "
+            "callsaver-infra secrets set --env local backend/LIVEKIT_API_SECRET",
+        ),
+    ],
+)
+def test_livekit_secret_missing_or_placeholder(
+    aws: Aws,
+    lk: LocalLiveKitServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: Any,
+    overrides: dict[str, Any],
+    expected: str,
+) -> None:
+    """An unset LiveKit key names the secret and the command that sets it; LiveKit (a local server on 127.0.0.1
+    speaking LiveKit's Twirp protocol; LiveKit Cloud is unreachable from here) is never contacted. AWS is moto on
+    127.0.0.1."""
+    outputs = deploy(aws, tmp_path, **overrides)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+    )
+    assert result.code == EXIT_NOT_READY
+    assert result.err == f"error: {expected}\n"
+    assert lk.methods_called() == []
+
+
+def test_egress_secret_not_json_is_reported_without_its_value(
+    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """A malformed egress credentials secret (moto on 127.0.0.1) is named, never quoted."""
+    outputs = deploy(aws, tmp_path, egress_secret=f"accessKeyId={ACCESS_KEY_ID} secret={SECRET_ACCESS_KEY}")
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert f"secret:{EGRESS_SECRET}" in result.err
+    assert "is not JSON with non-empty accessKeyId and secretAccessKey" in result.err
+
+
+def test_livekit_unreachable_retries_then_names_the_url(
+    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """Nothing listens on the URL (a closed port on 127.0.0.1 standing in for LiveKit, which speaks the Twirp
+    protocol when it is there; LiveKit Cloud is unreachable from here): bounded retries, then the URL. AWS is moto
+    on 127.0.0.1."""
+    outputs = deploy(aws, tmp_path)
+    url = closed_port_url()
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert f"LiveKit at {url} is unreachable" in result.err
+    assert "(ListSIPDispatchRule, 3 attempt(s) with backoff)" in result.err
+    assert "check livekit.url in config/local.toml" in result.err and "nothing was pushed" in result.err
+
+
+def test_livekit_timing_out_retries_then_gives_up(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """Every answer held past --timeout: three bounded attempts, then an error naming the URL; nothing pushed.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.inject_fault("ListSIPDispatchRule", "timeout", count=3)
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+        "--timeout",
+        "0.3",
+    )
+    assert result.code == EXIT_ERROR
+    assert f"LiveKit at {lk.url} did not answer within 0.3 s (ListSIPDispatchRule, 3 attempt(s)" in result.err
+    assert lk.methods_called() == ["ListSIPDispatchRule"] * 3
+    assert not lk.dispatch_rules[rule_id].HasField("room_config")
+
+
+def test_transient_failures_are_retried(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """A 503 and a timeout, then an answer: the hook retries and succeeds.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.inject_fault("ListSIPDispatchRule", "unavailable")
+    lk.inject_fault("UpdateSIPDispatchRule", "timeout")
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+        "--timeout",
+        "0.3",
+    )
+    assert result.code == EXIT_OK, result.err
+    assert lk.methods_called() == ["ListSIPDispatchRule"] * 2 + ["UpdateSIPDispatchRule"] * 2
+    assert lk.dispatch_rules[rule_id].room_config.egress.room == expected_egress()
+
+
+@pytest.mark.parametrize("method", ["ListSIPDispatchRule", "UpdateSIPDispatchRule"])
+def test_livekit_5xx_gives_up_after_bounded_retries(
+    aws: Aws,
+    lk: LocalLiveKitServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: Any,
+    method: str,
+) -> None:
+    """LiveKit answering 500 three times: the status is reported and the rule is untouched.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.inject_fault(method, "internal", count=3)
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+    )
+    assert result.code == EXIT_ERROR
+    assert f"LiveKit at {lk.url} answered 500 internal: internal error (injected fault) ({method}" in result.err
+    assert "LiveKit is failing on its side" in result.err and "nothing was pushed" in result.err
+    assert lk.methods_called().count(method) == 3
+    assert not lk.dispatch_rules[rule_id].HasField("room_config")
+
+
+def test_wrong_livekit_secret_is_401_naming_the_secret(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """A key pair LiveKit refuses (401) is not retried, and the message names the secret holding the key.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path, livekit_secret="test-livekit-secret-WRONG-not-real-000000")
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+    )
+    assert "test-livekit-secret-WRONG-not-real-000000" not in result.out + result.err
+    assert result.code == EXIT_ERROR
+    assert "refused ListSIPDispatchRule: 401 unauthenticated" in result.err
+    assert "secret callsaver/local/backend/LIVEKIT_API_KEY" in result.err
+    assert "callsaver-infra secrets set --env local backend/LIVEKIT_API_KEY" in result.err
+    assert lk.methods_called() == ["ListSIPDispatchRule"]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_permission_denied_names_the_secret(status: int) -> None:
+    """401 "permissions denied" (LiveKit's way) and 403 permission_denied are reported alike, without retrying.
+
+    No server needed: the call itself raises the LiveKit client's ServerError, as it does for a live answer.
+    """
+    attempts = []
+
+    async def denied(_: api.LiveKitAPI) -> None:
+        attempts.append(1)
+        code = "unauthenticated" if status == 401 else "permission_denied"
+        raise ServerError(code, "permissions denied", status=status)
+
+    async def scenario() -> str:
+        creds = LiveKitCredentials(API_KEY, API_SECRET)
+        async with LiveKitSession("wss://example.invalid", creds, env="staging", redact=Redactor()) as session:
+            with pytest.raises(egress_hook.HookError) as caught:
+                await session.call("ListSIPDispatchRule", denied)
+        return str(caught.value)
+
+    message = asyncio.run(scenario())
+    assert f"LiveKit at https://example.invalid refused ListSIPDispatchRule: {status}" in message
+    assert "permissions denied" in message and "secret callsaver/staging/backend/LIVEKIT_API_KEY" in message
+    assert attempts == [1]
+
+
+def test_dispatch_rule_not_found_lists_the_rules_that_exist(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """A configured rule id LiveKit does not have: the message lists every rule (id and name); nothing pushed.
+
+    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    first = lk.add_dispatch_rule(seeded_rule(name="main-line"))
+    second = lk.add_dispatch_rule(seeded_rule(name="", trunk_ids=["ST_trunkfake09"]))
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[first, "SDR_doesnotexist"]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+    )
+    assert result.code == EXIT_ERROR
+    assert "dispatch rule SDR_doesnotexist (livekit_egress.dispatch_rule_ids in config/local.toml)" in result.err
+    assert f'{first} "main-line"' in result.err and f"{second} (no name)" in result.err
+    assert "nothing was pushed" in result.err
+    assert updates(lk) == 0
+    assert not lk.dispatch_rules[first].HasField("room_config")
+
+
+# --------------------------------------------------------------------------- --verify
+
+
+def test_verify_writes_a_healthcheck_object(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """--verify records a `_healthcheck-<time>` room and finds the file under _healthcheck/ with HeadObject.
+
+    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); its egress uploads into S3 served by moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    result = run_hook(
+        capsys,
+        caplog,
+        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+        "--verify",
+    )
+    assert result.code == EXIT_OK, result.err
+    keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert len(keys) == 1 and keys[0].startswith("_healthcheck/") and keys[0].endswith(".ogg")
+    assert f"verify: ok: s3://{BUCKET}/{keys[0]} written by egress EG_" in result.out
+    (egress,) = lk.egresses.values()
+    assert egress.room_name.startswith("_healthcheck-") and egress.room_composite.audio_only
+    assert not any(name.startswith("_healthcheck-") for name in lk.rooms), "the test room is deleted afterwards"
+
+
+def test_verify_reports_the_egress_error(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """With the bucket gone, --verify fails with LiveKit's own egress error string.
+
+    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
+    here); S3 is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path, bucket=False)
+    configs = config_dir(tmp_path, auto_egress=False, dispatch_rule_ids=[])
+    result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify")
+    assert result.code == EXIT_ERROR
+    assert "--verify failed: egress EG_" in result.err
+    assert "ended EGRESS_FAILED: NoSuchBucket: The specified bucket does not exist" in result.err
+    assert "(test room _healthcheck-" in result.err
+    assert "UpdateSIPDispatchRule" not in lk.methods_called()
+
+
+def test_dry_run_and_verify_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    """--verify writes a test object, so it cannot be part of a dry run."""
+    with pytest.raises(SystemExit) as exited:
+        main(["--config-dir", str(CONFIG_DIR), "push-egress", "--env", ENV, "--dry-run", "--verify"])
+    assert exited.value.code == EXIT_ERROR
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def test_credentials_and_settings_never_show_secrets_in_repr() -> None:
+    """Objects holding secrets mask them in repr and str (as in a traceback or a debug print)."""
+    egress = EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    livekit = LiveKitCredentials(API_KEY, API_SECRET)
+    settings = egress_hook.EgressSettings(BUCKET, REGION, "{room_name}", egress)
+    plan = RulePlan(seeded_rule(sip_dispatch_rule_id="SDR_abc"), egress_hook.room_composite_request(settings))
+    for text in (repr(egress), str(egress), repr(livekit), str(livekit), repr(settings), repr(plan)):
+        for secret in NEVER_SHOWN:
+            assert secret not in text
+    assert "****PLE1" in repr(egress) and "****al01" in repr(livekit)
+
+
+def test_render_diff_of_a_rule_without_recording() -> None:
+    """A rule with no automatic egress diffs from "(no automatic recording)" to the full settings."""
+    creds = EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    settings = egress_hook.EgressSettings(BUCKET, REGION, "{room_name}/{time}", creds)
+    plan = RulePlan(seeded_rule(sip_dispatch_rule_id="SDR_abc"), egress_hook.room_composite_request(settings))
+    assert plan.changed
+    text = render_diff(plan)
+    assert text.splitlines()[:3] == [
+        'dispatch rule SDR_abc "callsaver-inbound": room_config.egress.room',
+        "  --- in LiveKit now",
+        "  +++ after push",
+    ]
+    assert "  -(no automatic recording)" in text
+    assert "  +audio_only: true" in text and '  +file_outputs[0].file_type: "OGG"' in text
+    assert "  +file_outputs[0].s3.secret: <hidden, new>" in text
+    assert SECRET_ACCESS_KEY not in text and ACCESS_KEY_ID not in text
+
+
+def test_small_helpers() -> None:
+    """URL conversion, key masking, backoff schedule and the redactor."""
+    assert api_url("wss://callsaver-d8dm5v36.livekit.cloud") == "https://callsaver-d8dm5v36.livekit.cloud"
+    assert api_url("ws://127.0.0.1:7880") == "http://127.0.0.1:7880"
+    assert api_url("http://127.0.0.1:7880") == "http://127.0.0.1:7880"
+    assert mask_key(ACCESS_KEY_ID) == "****PLE1" and mask_key("short") == "****"
+    assert [RetryPolicy().delay(n) for n in range(3)] == [0.5, 1.0, 2.0]
+    redact = Redactor()
+    redact.add_egress(EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
+    assert redact(f"bad {SECRET_ACCESS_KEY} for {ACCESS_KEY_ID}") == "bad <hidden> for ****PLE1"
