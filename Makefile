@@ -14,7 +14,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 ENV ?=
 ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 
-.PHONY: help setup synth test snapshot-update lint bench bench-hook diff deploy constraints clean
+.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	touch $@
+
+rehearse: setup ## Deploy every stack into a local AWS endpoint, check it, run the hook, tear down (no AWS needed)
+	$(VENV)/bin/callsaver-infra rehearse
 
 synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
 	rm -rf cdk.out

@@ -46,6 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
     setter.add_argument("secret", help="namespace/KEY, e.g. agent/OPENAI_API_KEY")
     setter.add_argument("--dry-run", action="store_true", help="check everything but change nothing")
 
+    rehearse = commands.add_parser(
+        "rehearse",
+        help="deploy every stack into a local AWS endpoint with the real CDK CLI, check it, run the hook, tear down",
+        description="The local deploy rehearsal: starts a local AWS endpoint (moto with callsaver's extension) and a "
+        "local LiveKit server on 127.0.0.1, runs `cdk bootstrap` and `cdk deploy --all` with the pinned CLI, checks "
+        "the deployed resources with describe calls, runs push-egress --verify, and stops everything. Needs no AWS "
+        "account, credentials or Docker. Run it from the repository root. Exit 0 when every step passed, 1 when a "
+        "step failed (named in the output), 2 on usage errors.",
+    )
+    rehearse.add_argument(
+        "--env", default="local", help="environment to rehearse; must use the local fake account (default: local)"
+    )
+
     push = commands.add_parser(
         "push-egress",
         help="after a deploy: push the bucket, region and egress key into the LiveKit SIP dispatch rules config "
@@ -121,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _secrets_set(config, args.secret, dry_run=args.dry_run)
         if args.command == "push-egress":
             return _push_egress(config, args)
+        if args.command == "rehearse":
+            return _rehearse(config)
     except egress_hook.NotReadyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -178,9 +193,23 @@ def _push_egress(config: EnvironmentConfig, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def run() -> None:
+def _rehearse(config: EnvironmentConfig) -> int:
+    from callsaver_infra.rehearsal.runner import Rehearsal, StepFailed, check_rehearsable
+
+    try:
+        check_rehearsable(config)
+    except StepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    if not (Path.cwd() / "cdk.json").exists():
+        print("error: run the rehearsal from the repository root (where cdk.json is)", file=sys.stderr)
+        return EXIT_ERROR
+    return Rehearsal(config, Path.cwd()).run()
+
+
+def run(argv: Sequence[str] | None = None) -> None:
     """Console-script wrapper."""
-    sys.exit(main())
+    sys.exit(main(argv))
 
 
 if __name__ == "__main__":

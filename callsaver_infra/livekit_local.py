@@ -447,13 +447,14 @@ class LocalLiveKitServer:
         with self.lock:
             return [record.method for record in self.requests]
 
-    def add_dispatch_rule(self, rule: proto_sip.SIPDispatchRuleInfo) -> str:
-        """Seed a dispatch rule as if created earlier; returns its new ``SDR_`` id."""
+    def add_dispatch_rule(self, rule: proto_sip.SIPDispatchRuleInfo, *, rule_id: str | None = None) -> str:
+        """Seed a dispatch rule as if created earlier; returns its ``SDR_`` id (new, or ``rule_id`` when given, so a
+        rehearsal can match the id an environment's config names)."""
         info = proto_sip.SIPDispatchRuleInfo()
         info.CopyFrom(rule)
         info.sip_dispatch_rule_id = ""
         with self.lock:
-            return self._store_new_rule(info).sip_dispatch_rule_id
+            return self._store_new_rule(info, rule_id=rule_id).sip_dispatch_rule_id
 
     def add_room(self, name: str) -> proto_models.Room:
         """Create (or return) a room without going through the API."""
@@ -726,9 +727,13 @@ class LocalLiveKitServer:
                             )
                         seen[key] = rule
 
-    def _store_new_rule(self, info: proto_sip.SIPDispatchRuleInfo) -> proto_sip.SIPDispatchRuleInfo:
+    def _store_new_rule(
+        self, info: proto_sip.SIPDispatchRuleInfo, *, rule_id: str | None = None
+    ) -> proto_sip.SIPDispatchRuleInfo:
         self._check_conflicts(info)
-        info.sip_dispatch_rule_id = _new_id("SDR_")
+        if rule_id is not None and rule_id in self.dispatch_rules:
+            raise ValueError(f"dispatch rule {rule_id} already exists")
+        info.sip_dispatch_rule_id = rule_id or _new_id("SDR_")
         info.created_at.GetCurrentTime()
         info.updated_at.CopyFrom(info.created_at)
         self.dispatch_rules[info.sip_dispatch_rule_id] = info

@@ -1,0 +1,1 @@
+"""The local deploy rehearsal (`callsaver-infra rehearse`, `make rehearse`)."""

@@ -1,0 +1,407 @@
+"""A small extension of moto's CloudFormation for exactly the resource types and properties our stacks use.
+
+Written against moto 5.2.5's extension point: moto builds its resource-type map from the direct subclasses of
+`CloudFormationModel` (later ones win), and each model creates its resource through moto's own service backend, so
+what a deploy creates is what the ordinary describe calls return. Importing this module registers the models.
+`EMULATED` says which properties are applied; the rehearsal lists every other property our templates set as
+"not emulated".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import moto
+from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.cloudformation import parsing
+from moto.core.common_models import CloudFormationModel
+from moto.ecs.models import Service as MotoService
+from moto.ecs.models import TaskDefinition as MotoTaskDefinition
+from moto.ecs.models import ecs_backends
+from moto.s3.models import FakeBucket, s3_backends
+from moto.secretsmanager.models import secretsmanager_backends
+from moto.utilities.utils import get_partition
+
+MOTO_VERSION = "5.2.5"
+if moto.__version__ != MOTO_VERSION:  # the extension reaches into moto's internals: pin and check
+    raise RuntimeError(
+        f"callsaver_infra.rehearsal.moto_ext was written for moto {MOTO_VERSION}, not {moto.__version__}"
+    )
+
+# Properties each resource type applies (ours plus what stock moto already applies and the checks verify).
+EMULATED: dict[str, frozenset[str]] = {
+    "AWS::S3::Bucket": frozenset(
+        {
+            "BucketName",
+            "BucketEncryption",
+            "Tags",
+            "LifecycleConfiguration",
+            "PublicAccessBlockConfiguration",
+            "OwnershipControls",
+        }
+    ),
+    "AWS::S3::BucketPolicy": frozenset({"Bucket", "PolicyDocument"}),
+    "AWS::SecretsManager::Secret": frozenset({"Name", "Description", "SecretString", "Tags"}),
+    "AWS::IAM::User": frozenset({"UserName", "Tags"}),
+    "AWS::IAM::Policy": frozenset({"PolicyName", "PolicyDocument", "Users", "Roles"}),
+    "AWS::IAM::AccessKey": frozenset({"UserName"}),
+    "AWS::IAM::Role": frozenset({"AssumeRolePolicyDocument", "Tags"}),
+    "AWS::Logs::LogGroup": frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
+    "AWS::ECS::Cluster": frozenset({"ClusterName", "Tags"}),
+    "AWS::ECS::TaskDefinition": frozenset(
+        {
+            "Family",
+            "ContainerDefinitions",
+            "Cpu",
+            "Memory",
+            "NetworkMode",
+            "RequiresCompatibilities",
+            "ExecutionRoleArn",
+            "TaskRoleArn",
+            "RuntimePlatform",
+            "Tags",
+        }
+    ),
+    "AWS::ECS::Service": frozenset(
+        {
+            "ServiceName",
+            "Cluster",
+            "TaskDefinition",
+            "DesiredCount",
+            "LaunchType",
+            "NetworkConfiguration",
+            "DeploymentConfiguration",
+            "PlatformVersion",
+            "Tags",
+        }
+    ),
+    "AWS::ApplicationAutoScaling::ScalableTarget": frozenset(
+        {"ServiceNamespace", "ResourceId", "ScalableDimension", "MinCapacity", "MaxCapacity", "RoleARN"}
+    ),
+    "AWS::ApplicationAutoScaling::ScalingPolicy": frozenset(
+        {"PolicyName", "PolicyType", "ScalingTargetId", "TargetTrackingScalingPolicyConfiguration"}
+    ),
+    "AWS::EC2::VPC": frozenset({"CidrBlock", "EnableDnsHostnames", "EnableDnsSupport", "InstanceTenancy", "Tags"}),
+    "AWS::EC2::Subnet": frozenset({"VpcId", "CidrBlock", "AvailabilityZone", "MapPublicIpOnLaunch", "Tags"}),
+    "AWS::EC2::RouteTable": frozenset({"VpcId", "Tags"}),
+    "AWS::EC2::SubnetRouteTableAssociation": frozenset({"RouteTableId", "SubnetId"}),
+    "AWS::EC2::Route": frozenset({"RouteTableId", "DestinationCidrBlock", "GatewayId"}),
+    "AWS::EC2::InternetGateway": frozenset({"Tags"}),
+    "AWS::EC2::VPCGatewayAttachment": frozenset({"VpcId", "InternetGatewayId"}),
+    "AWS::EC2::SecurityGroup": frozenset({"GroupDescription", "VpcId", "SecurityGroupEgress", "Tags"}),
+}
+
+
+def _camel(value: Any) -> Any:
+    """CloudFormation's PascalCase keys to the API's camelCase, recursively (ECS's request shapes)."""
+    if isinstance(value, dict):
+        return {(k[:1].lower() + k[1:]): _camel(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    return value
+
+
+def _s3(account_id: str, region_name: str) -> Any:
+    return s3_backends[account_id][get_partition(region_name)]
+
+
+class RehearsalBucket(CloudFormationModel):
+    """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block and ownership controls."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::S3::Bucket"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "BucketName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> FakeBucket:
+        bucket = FakeBucket.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+        cls._apply(bucket.name, cloudformation_json.get("Properties", {}), account_id, region_name)
+        return bucket
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> FakeBucket:
+        bucket = FakeBucket.update_from_cloudformation_json(
+            original_resource, new_resource_name, cloudformation_json, account_id, region_name
+        )
+        cls._apply(bucket.name, cloudformation_json.get("Properties", {}), account_id, region_name)
+        return bucket
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        FakeBucket.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
+
+    @staticmethod
+    def _apply(name: str, props: dict[str, Any], account_id: str, region_name: str) -> None:
+        backend = _s3(account_id, region_name)
+        if "LifecycleConfiguration" in props:
+            rules = []
+            for rule in props["LifecycleConfiguration"]["Rules"]:
+                api_rule: dict[str, Any] = {"ID": rule.get("Id"), "Status": rule["Status"], "Filter": {"Prefix": ""}}
+                if "ExpirationInDays" in rule:
+                    api_rule["Expiration"] = {"Days": rule["ExpirationInDays"]}
+                if "AbortIncompleteMultipartUpload" in rule:
+                    api_rule["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+                rules.append(api_rule)
+            backend.put_bucket_lifecycle_configuration(name, rules)
+        if "PublicAccessBlockConfiguration" in props:
+            backend.put_public_access_block(name, props["PublicAccessBlockConfiguration"])
+        if "OwnershipControls" in props:
+            backend.put_bucket_ownership_controls(name, props["OwnershipControls"]["Rules"][0]["ObjectOwnership"])
+
+
+class RehearsalBucketPolicy(CloudFormationModel):
+    """AWS::S3::BucketPolicy, stored on moto's bucket (see `_policy_ignoring_tls_deny` for enforcement)."""
+
+    def __init__(self, bucket_name: str) -> None:
+        self.bucket_name = bucket_name
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.bucket_name
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::S3::BucketPolicy"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalBucketPolicy:
+        props = cloudformation_json["Properties"]
+        bucket = props["Bucket"]
+        bucket_name = bucket.name if isinstance(bucket, FakeBucket) else str(bucket)
+        _s3(account_id, region_name).put_bucket_policy(bucket_name, json.dumps(props["PolicyDocument"]).encode())
+        return cls(bucket_name)
+
+
+class RehearsalSecret(CloudFormationModel):
+    """AWS::SecretsManager::Secret through moto's Secrets Manager backend; Ref is the secret's ARN."""
+
+    def __init__(self, arn: str, name: str) -> None:
+        self.arn = arn
+        self.name = name
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.arn
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::SecretsManager::Secret"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "Name"
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Id"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self.arn
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalSecret:
+        props = cloudformation_json["Properties"]
+        name = props.get("Name", resource_name)
+        created = secretsmanager_backends[account_id][region_name].create_secret(
+            name=name,
+            secret_string=props.get("SecretString"),
+            secret_binary=None,
+            description=props.get("Description"),
+            tags=props.get("Tags"),
+            kms_key_id=None,
+            client_request_token=None,
+            replica_regions=[],
+            force_overwrite=False,
+        )
+        return cls(json.loads(created)["ARN"], name)
+
+
+class RehearsalTaskDefinition(CloudFormationModel):
+    """AWS::ECS::TaskDefinition with the Fargate fields stock moto drops (cpu, network mode, roles, ...)."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ECS::TaskDefinition"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoTaskDefinition:
+        p = cloudformation_json["Properties"]
+        return ecs_backends[account_id][region_name].register_task_definition(
+            family=p.get("Family", resource_name),
+            container_definitions=_camel(p.get("ContainerDefinitions", [])),
+            network_mode=p.get("NetworkMode"),
+            tags=_camel(p.get("Tags")),
+            requires_compatibilities=p.get("RequiresCompatibilities"),
+            cpu=p.get("Cpu"),
+            memory=p.get("Memory"),
+            task_role_arn=p.get("TaskRoleArn"),
+            execution_role_arn=p.get("ExecutionRoleArn"),
+            runtime_platform=_camel(p.get("RuntimePlatform")),
+        )
+
+
+class RehearsalService(CloudFormationModel):
+    """AWS::ECS::Service with launch type, network and deployment configuration, which stock moto drops."""
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ECS::Service"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return "ServiceName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoService:
+        p = cloudformation_json["Properties"]
+        cluster = getattr(p["Cluster"], "name", p["Cluster"])
+        task_definition = p["TaskDefinition"]
+        if isinstance(task_definition, MotoTaskDefinition):
+            task_definition = task_definition.arn
+        service = ecs_backends[account_id][region_name].create_service(
+            cluster,
+            resource_name,
+            p.get("DesiredCount"),
+            task_definition_str=task_definition,
+            tags=_camel(p.get("Tags")),
+            launch_type=p.get("LaunchType"),
+            platform_version=p.get("PlatformVersion"),
+            network_configuration=_camel(p.get("NetworkConfiguration")),
+        )
+        if "DeploymentConfiguration" in p:
+            # moto's Service has no such field; its response serializer reads the attribute when present.
+            setattr(service, "deployment_configuration", _camel(p["DeploymentConfiguration"]))  # noqa: B010
+        return service
+
+
+class RehearsalScalableTarget(CloudFormationModel):
+    """AWS::ApplicationAutoScaling::ScalableTarget; Ref is CloudFormation's "resource|dimension|namespace" id."""
+
+    def __init__(self, resource_id: str, dimension: str, namespace: str) -> None:
+        self.resource_id, self.dimension, self.namespace = resource_id, dimension, namespace
+
+    @property
+    def physical_resource_id(self) -> str:
+        return f"{self.resource_id}|{self.dimension}|{self.namespace}"
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ApplicationAutoScaling::ScalableTarget"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalScalableTarget:
+        p = cloudformation_json["Properties"]
+        applicationautoscaling_backends[account_id][region_name].register_scalable_target(
+            p["ServiceNamespace"],
+            p["ResourceId"],
+            p["ScalableDimension"],
+            int(p["MinCapacity"]),
+            int(p["MaxCapacity"]),
+            p.get("RoleARN", ""),
+            None,  # type: ignore[arg-type]  # moto treats None as "no suspended state", its annotation says str
+        )
+        return cls(p["ResourceId"], p["ScalableDimension"], p["ServiceNamespace"])
+
+
+class RehearsalScalingPolicy(CloudFormationModel):
+    """AWS::ApplicationAutoScaling::ScalingPolicy (target tracking) attached to its scalable target."""
+
+    def __init__(self, arn: str) -> None:
+        self.arn = arn
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.arn
+
+    @staticmethod
+    def cloudformation_type() -> str:
+        return "AWS::ApplicationAutoScaling::ScalingPolicy"
+
+    @staticmethod
+    def cloudformation_name_type() -> str:
+        return ""
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalScalingPolicy:
+        p = cloudformation_json["Properties"]
+        resource_id, dimension, namespace = str(p["ScalingTargetId"]).split("|")
+        policy = applicationautoscaling_backends[account_id][region_name].put_scaling_policy(
+            p["PolicyName"],
+            namespace,
+            resource_id,
+            dimension,
+            p["TargetTrackingScalingPolicyConfiguration"],
+            p["PolicyType"],
+        )
+        return cls(policy.policy_arn)
+
+
+def _policy_ignoring_tls_deny(self: FakeBucket, action: str, resource: str) -> Any:
+    """Bucket-policy enforcement without the TLS-only statement: moto ignores conditions, so the Deny on
+    aws:SecureTransport=false would deny every request; the local endpoint speaks plain HTTP and stands for TLS."""
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+
+    if self.policy is None:
+        return PermissionResult.NEUTRAL
+    document = json.loads(self.policy)
+    document["Statement"] = [
+        s for s in document.get("Statement", []) if s.get("Condition") != {"Bool": {"aws:SecureTransport": "false"}}
+    ]
+    return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
+
+
+def _get_azs(original: Any) -> Any:
+    """Fn::GetAZs "" means the stack's region; stock moto answers with us-east-1's zones."""
+
+    def clean_json(resource_json: Any, resources_map: Any) -> Any:
+        if isinstance(resource_json, dict) and resource_json.keys() == {"Fn::GetAZs"}:
+            region = resource_json["Fn::GetAZs"] or resources_map._region_name
+            return [f"{region}{zone}" for zone in ("a", "b", "c")]
+        return original(resource_json, resources_map)
+
+    return clean_json
+
+
+FakeBucket.get_permission = _policy_ignoring_tls_deny  # type: ignore[method-assign]
+parsing.clean_json = _get_azs(parsing.clean_json)
+# The type map is cached on first use; make sure it is built after our subclasses exist.
+parsing.get_model_list.cache_clear()
+parsing.get_model_map.cache_clear()
+parsing.get_name_type_map.cache_clear()

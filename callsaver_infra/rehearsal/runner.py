@@ -1,0 +1,475 @@
+"""The local deploy rehearsal: the real CDK CLI deploys every stack of the `local` environment into a local AWS
+endpoint (moto plus `moto_ext`), the deployed resources are checked with boto3 describe calls, the post-deploy hook
+runs against a local LiveKit server, and everything is torn down. No AWS account, no Docker, no network.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs, StorageOutputs
+from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
+
+# moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
+MOTO_ACCOUNT = "123456789012"
+# Fake credentials for the local endpoint and the local LiveKit server; nothing real is ever involved.
+FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-not-a-secret"}
+LIVEKIT_API_KEY = "APIrehearsal"
+
+
+class StepFailed(Exception):
+    """A rehearsal step failed; the message says what was wrong."""
+
+
+@dataclass
+class StepResult:
+    """One step's outcome and wall time."""
+
+    name: str
+    seconds: float
+    detail: str
+    ok: bool = True
+
+
+@dataclass
+class Checks:
+    """Collects named expectations and fails the step with every miss listed at once."""
+
+    passed: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    def expect(self, name: str, actual: Any, expected: Any) -> None:
+        if actual == expected:
+            self.passed += 1
+        else:
+            self.failures.append(f"{name}: expected {expected!r}, got {actual!r}")
+
+    def raise_if_failed(self) -> None:
+        if self.failures:
+            raise StepFailed(f"{len(self.failures)} check(s) failed:\n    " + "\n    ".join(self.failures))
+
+
+@dataclass
+class Rehearsal:
+    """Runs the steps in order and keeps their results; `run()` returns the process exit code."""
+
+    config: EnvironmentConfig
+    root: Path
+    out: Callable[[str], None] = print
+    results: list[StepResult] = field(default_factory=list)
+    endpoint_url: str = ""
+    workdir: Path = Path()
+    outputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    livekit: Any = None
+    livekit_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+
+    def run(self) -> int:
+        names = EnvNames(self.config.name)
+        self.out(
+            f"Rehearsing environment {self.config.name!r}: the pinned CDK CLI deploys into a local AWS endpoint "
+            "(moto + callsaver extension) on 127.0.0.1, the hook pushes to a local LiveKit server."
+        )
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp, self._servers() as stop:
+            self.workdir = Path(tmp)
+            try:
+                self._step("bootstrap", self._bootstrap)
+                self._step("deploy", self._deploy)
+                self._step("check storage", self._check_storage)
+                self._step("check egress identity", self._check_iam)
+                self._step("check secrets", self._check_secrets)
+                self._step("check agent", self._check_agent)
+                self._step("post-deploy hook", self._hook)
+            except StepFailed:
+                stop()
+                return 1
+            gaps = self._not_emulated()
+            self._step_teardown(stop)
+        self.out(f"Stacks: {', '.join((names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack))}")
+        self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {gaps}")
+        self.out(f"Rehearsal passed in {time.perf_counter() - started:.1f} s.")
+        return 0
+
+    # -- steps -------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _servers(self) -> Iterator[Callable[[], None]]:
+        """Start the local AWS endpoint and LiveKit server; yield a stop function that is safe to call twice."""
+        started = time.perf_counter()
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        from callsaver_infra.livekit_local import LocalLiveKitServer
+        from callsaver_infra.rehearsal import moto_ext
+
+        # werkzeug logs every request of the endpoint; the steps report what matters.
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        aws.start()
+        host, port = aws.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        self.livekit = LocalLiveKitServer(
+            LIVEKIT_API_KEY, self.livekit_secret, s3_endpoint_url=self.endpoint_url
+        ).start()
+        self._record(
+            "start local endpoints",
+            started,
+            f"AWS {self.endpoint_url} (moto {moto_ext.MOTO_VERSION}), LiveKit {self.livekit.url}",
+        )
+        stopped = False
+
+        def stop() -> None:
+            nonlocal stopped
+            if not stopped:
+                stopped = True
+                self.livekit.stop()
+                aws.stop()
+
+        try:
+            yield stop
+        finally:
+            stop()
+
+    def _bootstrap(self) -> str:
+        self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}")
+        return "CDKToolkit"
+
+    def _deploy(self) -> str:
+        outputs_file = self.workdir / "outputs.json"
+        # --method=direct: moto's change-set execution yields no stack Outputs, which the hook needs.
+        self._cdk(
+            "deploy", "--all", "--method=direct", "--require-approval=never",
+            "--outputs-file", str(outputs_file), "-o", str(self.workdir / "cdk.out"),
+        )  # fmt: skip
+        self.outputs = json.loads(outputs_file.read_text())
+        deployed = sorted(
+            p.name.removesuffix(".template.json") for p in (self.workdir / "cdk.out").glob("*.template.json")
+        )
+        return ", ".join(deployed)
+
+    def _check_storage(self) -> str:
+        c, s3 = Checks(), self._client("s3")
+        bucket = self.config.storage.bucket_name
+        c.expect(
+            "bucket name output",
+            self._output(EnvNames(self.config.name).storage_stack, StorageOutputs.BUCKET_NAME),
+            bucket,
+        )
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        c.expect(
+            "lifecycle expiration days",
+            [r.get("Expiration", {}).get("Days") for r in rules],
+            [self.config.storage.expiration_days],
+        )
+        c.expect(
+            "lifecycle abort incomplete uploads",
+            [r.get("AbortIncompleteMultipartUpload") for r in rules],
+            [{"DaysAfterInitiation": 1}],
+        )
+        block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+        c.expect(
+            "public access block",
+            sorted(k for k, v in block.items() if v),
+            sorted(["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"]),
+        )
+        sse = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+        c.expect("encryption", sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
+        ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"][0]["ObjectOwnership"]
+        c.expect("object ownership", ownership, "BucketOwnerEnforced")
+        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
+        tls = [s for s in policy["Statement"] if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
+        c.expect("TLS-only policy denies", [s["Effect"] for s in tls], ["Deny"])
+        c.raise_if_failed()
+        return f"{c.passed} checks: s3://{bucket}"
+
+    def _check_iam(self) -> str:
+        c, iam, sm = Checks(), self._client("iam"), self._client("secretsmanager")
+        names = EnvNames(self.config.name)
+        document = iam.get_user_policy(UserName=names.egress_user, PolicyName=EGRESS_POLICY_NAME)["PolicyDocument"]
+        if isinstance(document, str):
+            document = json.loads(document)
+        statements = document["Statement"]
+        c.expect(
+            "egress policy actions",
+            sorted(a for s in statements for a in _list(s["Action"])),
+            ["s3:AbortMultipartUpload", "s3:PutObject"],
+        )
+        c.expect(
+            "egress policy resources",
+            [r for s in statements for r in _list(s["Resource"])],
+            [f"arn:aws:s3:::{self.config.storage.bucket_name}/*"],
+        )
+        keys = iam.list_access_keys(UserName=names.egress_user)["AccessKeyMetadata"]
+        key_id = self._output(names.iam_stack, IamOutputs.ACCESS_KEY_ID)
+        c.expect(
+            "one active access key, the one in the outputs",
+            [(k["AccessKeyId"], k["Status"]) for k in keys],
+            [(key_id, "Active")],
+        )
+        secret_arn = self._output(names.iam_stack, IamOutputs.CREDENTIALS_SECRET_ARN)
+        stored = json.loads(sm.get_secret_value(SecretId=secret_arn)["SecretString"])
+        c.expect("key secret holds the key id", stored.get("accessKeyId"), key_id)
+        c.expect("key secret holds a secret access key", bool(stored.get("secretAccessKey")), True)
+        c.raise_if_failed()
+        return f"{c.passed} checks: user {names.egress_user}, key ...{key_id[-4:]}"
+
+    def _check_secrets(self) -> str:
+        c, sm = Checks(), self._client("secretsmanager")
+        names = EnvNames(self.config.name)
+        for spec in SECRETS:
+            value = sm.get_secret_value(SecretId=names.secret(spec.ref))["SecretString"]
+            expected = spec.from_config(self.config) if spec.from_config else PLACEHOLDER
+            # Compare without ever showing an operator-owned value.
+            c.expect(
+                f"{spec.ref} is {'the config value' if spec.from_config else 'the placeholder'}",
+                value == expected,
+                True,
+            )
+        c.raise_if_failed()
+        return f"{c.passed} secrets under callsaver/{self.config.name}/"
+
+    def _check_agent(self) -> str:
+        c, ecs, ec2 = Checks(), self._client("ecs"), self._client("ec2")
+        aas, logs = self._client("application-autoscaling"), self._client("logs")
+        names, agent = EnvNames(self.config.name), self.config.agent
+        service = ecs.describe_services(cluster=names.agent_cluster, services=[names.agent_service])["services"][0]
+        task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+        c.expect("task cpu/memory", (task.get("cpu"), task.get("memory")), (str(agent.cpu), str(agent.memory_mib)))
+        c.expect("task network mode", task.get("networkMode"), "awsvpc")
+        c.expect("task compatibilities", task.get("requiresCompatibilities"), ["FARGATE"])
+        c.expect(
+            "task has execution and task roles",
+            (bool(task.get("executionRoleArn")), bool(task.get("taskRoleArn"))),
+            (True, True),
+        )
+        container = task["containerDefinitions"][0]
+        c.expect("container stop timeout", container.get("stopTimeout"), 120)
+        c.expect(
+            "container health check", "8081" in " ".join(container.get("healthCheck", {}).get("command", [])), True
+        )
+        c.expect("container secrets", len(container.get("secrets", [])), sum(s.for_agent for s in SECRETS))
+        c.expect("service launch type", service.get("launchType"), "FARGATE")
+        c.expect("service desired count", service.get("desiredCount"), agent.min_tasks)
+        deployment = service.get("deploymentConfiguration", {})
+        c.expect(
+            "deploy keeps capacity",
+            (deployment.get("minimumHealthyPercent"), deployment.get("maximumPercent")),
+            (100, 200),
+        )
+        c.expect(
+            "deploy circuit breaker", deployment.get("deploymentCircuitBreaker"), {"enable": True, "rollback": True}
+        )
+        network = service.get("networkConfiguration", {}).get("awsvpcConfiguration", {})
+        c.expect("tasks get public IPs", network.get("assignPublicIp"), "ENABLED")
+        subnets = ec2.describe_subnets(SubnetIds=network.get("subnets", []))["Subnets"]
+        c.expect(
+            "two subnets in two AZs of the region",
+            sorted({s["AvailabilityZone"][:-1] for s in subnets}) + [len({s["AvailabilityZone"] for s in subnets})],
+            [self.config.region, 2],
+        )
+        groups = ec2.describe_security_groups(GroupIds=network.get("securityGroups", []))["SecurityGroups"]
+        c.expect("security group has no ingress", [g["IpPermissions"] for g in groups], [[]])
+        target_id = f"service/{names.agent_cluster}/{names.agent_service}"
+        targets = aas.describe_scalable_targets(ServiceNamespace="ecs", ResourceIds=[target_id])["ScalableTargets"]
+        c.expect(
+            "autoscaling bounds",
+            [(t["MinCapacity"], t["MaxCapacity"]) for t in targets],
+            [(agent.min_tasks, agent.max_tasks)],
+        )
+        policies = aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=target_id)["ScalingPolicies"]
+        tracking = [p["TargetTrackingScalingPolicyConfiguration"] for p in policies]
+        c.expect(
+            "CPU target",
+            [(t["TargetValue"], t["PredefinedMetricSpecification"]["PredefinedMetricType"]) for t in tracking],
+            [(agent.cpu_target_percent, "ECSServiceAverageCPUUtilization")],
+        )
+        c.expect("scales out faster than in", [t["ScaleOutCooldown"] < t["ScaleInCooldown"] for t in tracking], [True])
+        groups_found = logs.describe_log_groups(logGroupNamePrefix=names.agent_log_group)["logGroups"]
+        c.expect("log group retention", [g.get("retentionInDays") for g in groups_found], [agent.log_retention_days])
+        c.raise_if_failed()
+        return f"{c.passed} checks: {names.agent_service} in {names.agent_cluster}"
+
+    def _hook(self) -> str:
+        from livekit.protocol import sip as proto_sip
+
+        from callsaver_infra.secret_catalog import find
+        from callsaver_infra.secrets_admin import set_secret
+
+        hook = self.config.livekit_egress
+        if not hook.auto_egress:
+            raise StepFailed(f"config/{self.config.name}.toml: livekit_egress.auto_egress is off; nothing to rehearse")
+        rule_id = hook.dispatch_rule_ids[0]
+        self.livekit.add_dispatch_rule(
+            proto_sip.SIPDispatchRuleInfo(
+                name="rehearsal inbound calls",
+                rule=proto_sip.SIPDispatchRule(
+                    dispatch_rule_individual=proto_sip.SIPDispatchRuleIndividual(room_prefix="call")
+                ),
+            ),
+            rule_id=rule_id,
+        )
+        # The operator's step after a first deploy: put the LiveKit API key pair into Secrets Manager.
+        sm = self._client("secretsmanager")
+        for ref, value in (
+            ("backend/LIVEKIT_API_KEY", LIVEKIT_API_KEY),
+            ("backend/LIVEKIT_API_SECRET", self.livekit_secret),
+        ):
+            spec = find(ref)
+            assert spec is not None
+            set_secret(sm, self.config, spec, value)
+        outputs_file = self.workdir / "outputs.json"
+        cli = [sys.executable, "-m", "callsaver_infra.cli", "push-egress", "--env", self.config.name,
+               "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
+               "--s3-endpoint-url", self.endpoint_url, "--verify"]  # fmt: skip
+        result = subprocess.run(
+            cli, cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False
+        )
+        if result.returncode != 0:
+            raise StepFailed(f"push-egress exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        c = Checks()
+        names = EnvNames(self.config.name)
+        with self.livekit.lock:
+            rule = self.livekit.dispatch_rules[rule_id]
+        room = rule.room_config.egress.room
+        upload = room.file_outputs[0].s3 if room.file_outputs else None
+        key_id = self._output(names.iam_stack, IamOutputs.ACCESS_KEY_ID)
+        stored = json.loads(
+            sm.get_secret_value(SecretId=self._output(names.iam_stack, IamOutputs.CREDENTIALS_SECRET_ARN))[
+                "SecretString"
+            ]
+        )
+        c.expect("dispatch rule egress bucket", upload.bucket if upload else None, self.config.storage.bucket_name)
+        c.expect("dispatch rule egress region", upload.region if upload else None, self.config.region)
+        c.expect("dispatch rule egress access key", upload.access_key if upload else None, key_id)
+        c.expect(
+            "dispatch rule egress secret matches the key secret",
+            (upload.secret if upload else None) == stored["secretAccessKey"],
+            True,
+        )
+        c.expect("dispatch rule keeps its name", rule.name, "rehearsal inbound calls")
+        listed = self._client("s3").list_objects_v2(Bucket=self.config.storage.bucket_name, Prefix="_healthcheck/")
+        c.expect("verify wrote a health-check recording", listed.get("KeyCount", 0) >= 1, True)
+        c.raise_if_failed()
+        bucket = self.config.storage.bucket_name
+        return f"{c.passed} checks: rule {rule_id} records to s3://{bucket} with key ...{key_id[-4:]}"
+
+    # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _step(self, name: str, action: Callable[[], str]) -> None:
+        started = time.perf_counter()
+        try:
+            detail = action()
+        except StepFailed as e:
+            self._record(name, started, str(e), ok=False)
+            self.out(f"Rehearsal failed at step {name!r}.")
+            raise
+        except Exception as e:  # an unexpected error is still a failed step, named as such
+            self._record(name, started, f"{type(e).__name__}: {e}", ok=False)
+            self.out(f"Rehearsal failed at step {name!r}.")
+            raise StepFailed(str(e)) from e
+        self._record(name, started, detail)
+
+    def _step_teardown(self, stop: Callable[[], None]) -> None:
+        started = time.perf_counter()
+        stop()
+        self._record("teardown", started, "endpoints stopped; nothing persists")
+
+    def _record(self, name: str, started: float, detail: str, *, ok: bool = True) -> None:
+        result = StepResult(name, time.perf_counter() - started, detail, ok)
+        self.results.append(result)
+        self.out(f"  {'ok' if ok else 'FAILED':<6} {name:<22} {result.seconds:5.1f} s  {detail}")
+
+    def _env(self) -> dict[str, str]:
+        """A clean environment: only the local endpoint and fake credentials, never the caller's AWS settings."""
+        keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM")}
+        return {
+            **keep,
+            **FAKE_AWS_ENV,
+            "PATH": os.pathsep.join(
+                [str(self.root / "node_modules" / ".bin"), str(Path(sys.executable).parent), os.defpath]
+            ),
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            # The CLI hands CloudFormation a template URL; with 127.0.0.1 moto would read the host as a bucket.
+            "AWS_ENDPOINT_URL_S3_FOR_CLOUDFORMATION": self.endpoint_url.replace("127.0.0.1", "localhost"),
+            "AWS_REGION": self.config.region,
+            "AWS_DEFAULT_REGION": self.config.region,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "CDK_DISABLE_VERSION_CHECK": "1",
+            "CDK_DISABLE_CLI_TELEMETRY": "true",
+        }
+
+    def _cdk(self, *args: str) -> None:
+        cdk = self.root / "node_modules" / ".bin" / "cdk"
+        if not cdk.exists():
+            raise StepFailed(f"{cdk} is missing: run `make setup` first")
+        result = subprocess.run(
+            [str(cdk), *args, "-c", f"env={self.config.name}"],
+            cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=600, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
+            raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")
+
+    def _client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            region_name=self.config.region,
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=FAKE_AWS_ENV["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=FAKE_AWS_ENV["AWS_SECRET_ACCESS_KEY"],
+        )
+
+    def _output(self, stack: str, key: str) -> str:
+        try:
+            return self.outputs[stack][key]
+        except KeyError:
+            raise StepFailed(f"stack {stack} has no output {key} in the deploy's outputs file") from None
+
+    def _not_emulated(self) -> str:
+        templates = [json.loads(t.read_text()) for t in sorted((self.workdir / "cdk.out").glob("*.template.json"))]
+        return ", ".join(not_emulated(templates)) or "none"
+
+
+def not_emulated(templates: list[dict[str, Any]]) -> list[str]:
+    """Every property the templates set that the moto extension does not apply, as Type.Property (sorted)."""
+    from callsaver_infra.rehearsal.moto_ext import EMULATED
+
+    missing: set[str] = set()
+    for template in templates:
+        for resource in template.get("Resources", {}).values():
+            applied = EMULATED.get(resource["Type"])
+            if applied is None:
+                missing.add(f"{resource['Type']} (whole resource)")
+                continue
+            missing |= {f"{resource['Type']}.{p}" for p in resource.get("Properties", {}) if p not in applied}
+    return sorted(missing)
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def check_rehearsable(config: EnvironmentConfig) -> None:
+    """Refuse any environment that is not on moto's fake account: a rehearsal must never look like a real deploy."""
+    if config.account != MOTO_ACCOUNT:
+        raise StepFailed(
+            f"environment {config.name!r} uses account {config.account}; only an environment on the local "
+            f"endpoint's fake account {MOTO_ACCOUNT} (config/local.toml) can be rehearsed"
+        )

@@ -1,0 +1,270 @@
+"""The moto CloudFormation extension used by the rehearsal: each resource type and property it adds is applied by a
+real CloudFormation CreateStack on moto's server (127.0.0.1) and read back with the ordinary describe calls."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto.server import ThreadedMotoServer
+
+from callsaver_infra.rehearsal import moto_ext  # registers the extension before the server starts
+from callsaver_infra.rehearsal.runner import not_emulated
+
+REGION = "us-west-1"
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, Any]]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    kwargs = {
+        "region_name": REGION,
+        "endpoint_url": f"http://{host}:{port}",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    yield kwargs
+    server.stop()
+
+
+def _deploy(
+    aws: dict[str, Any], name: str, resources: dict[str, Any], outputs: dict[str, Any] | None = None
+) -> dict[str, str]:
+    cfn = boto3.client("cloudformation", **aws)
+    template = {"Resources": resources, "Outputs": outputs or {}}
+    cfn.create_stack(StackName=name, TemplateBody=json.dumps(template))
+    stack = cfn.describe_stacks(StackName=name)["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE", stack
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def test_extension_is_pinned_to_the_moto_it_was_written_for() -> None:
+    import moto
+
+    assert moto.__version__ == moto_ext.MOTO_VERSION == "5.2.5"
+
+
+def test_bucket_lifecycle_public_access_ownership_and_tls_policy(aws: dict[str, Any]) -> None:
+    bucket = "ext-test-bucket"
+    _deploy(
+        aws,
+        "ExtBucket",
+        {
+            "B": {
+                "Type": "AWS::S3::Bucket",
+                "Properties": {
+                    "BucketName": bucket,
+                    "LifecycleConfiguration": {
+                        "Rules": [
+                            {
+                                "Id": "Expire",
+                                "Status": "Enabled",
+                                "ExpirationInDays": 7,
+                                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+                            }
+                        ]
+                    },
+                    "PublicAccessBlockConfiguration": {
+                        "BlockPublicAcls": True,
+                        "BlockPublicPolicy": True,
+                        "IgnorePublicAcls": True,
+                        "RestrictPublicBuckets": True,
+                    },
+                    "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                },
+            },
+            "P": {
+                "Type": "AWS::S3::BucketPolicy",
+                "Properties": {
+                    "Bucket": {"Ref": "B"},
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Effect": "Deny",
+                                "Principal": {"AWS": "*"},
+                                "Action": "s3:*",
+                                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+                            },
+                            {
+                                "Effect": "Deny",
+                                "Principal": {"AWS": "*"},
+                                "Action": "s3:PutObject",
+                                "Resource": f"arn:aws:s3:::{bucket}/blocked/*",
+                            },
+                        ],
+                    },
+                },
+            },
+        },
+    )
+    s3 = boto3.client("s3", **aws)
+    rule = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"][0]
+    assert (rule["ID"], rule["Expiration"], rule["AbortIncompleteMultipartUpload"]) == (
+        "Expire",
+        {"Days": 7},
+        {"DaysAfterInitiation": 1},
+    )
+    assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
+    ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
+    assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert len(json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]) == 2
+    # The TLS-only Deny stands for TLS on a plain-HTTP endpoint; every other statement is still enforced.
+    s3.put_object(Bucket=bucket, Key="calls/a.ogg", Body=b"OggS")
+    with pytest.raises(ClientError, match="403|AccessDenied|Forbidden"):
+        s3.put_object(Bucket=bucket, Key="blocked/a.ogg", Body=b"OggS")
+
+
+def test_secret_from_an_access_key_and_ref_is_the_arn(aws: dict[str, Any]) -> None:
+    outputs = _deploy(
+        aws,
+        "ExtSecret",
+        {
+            "U": {"Type": "AWS::IAM::User", "Properties": {"UserName": "ext-user"}},
+            "K": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": {"Ref": "U"}}},
+            "S": {
+                "Type": "AWS::SecretsManager::Secret",
+                "Properties": {
+                    "Name": "ext/test/key",
+                    "Description": "test",
+                    "SecretString": {
+                        "Fn::Join": [
+                            "",
+                            ['{"id":"', {"Ref": "K"}, '","secret":"', {"Fn::GetAtt": ["K", "SecretAccessKey"]}, '"}'],
+                        ]
+                    },
+                },
+            },
+        },
+        {"Arn": {"Value": {"Ref": "S"}}},
+    )
+    assert outputs["Arn"].startswith(f"arn:aws:secretsmanager:{REGION}:123456789012:secret:ext/test/key-")
+    value = json.loads(boto3.client("secretsmanager", **aws).get_secret_value(SecretId="ext/test/key")["SecretString"])
+    keys = boto3.client("iam", **aws).list_access_keys(UserName="ext-user")["AccessKeyMetadata"]
+    assert value["id"] == keys[0]["AccessKeyId"] and len(value["secret"]) >= 20
+
+
+def test_fargate_service_with_autoscaling_in_the_stacks_region(aws: dict[str, Any]) -> None:
+    resources = {
+        "Vpc": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.9.0.0/16"}},
+        "Subnet": {
+            "Type": "AWS::EC2::Subnet",
+            "Properties": {
+                "VpcId": {"Ref": "Vpc"},
+                "CidrBlock": "10.9.0.0/24",
+                "AvailabilityZone": {"Fn::Select": [1, {"Fn::GetAZs": ""}]},
+            },
+        },
+        "Sg": {"Type": "AWS::EC2::SecurityGroup", "Properties": {"GroupDescription": "t", "VpcId": {"Ref": "Vpc"}}},
+        "Cluster": {"Type": "AWS::ECS::Cluster", "Properties": {"ClusterName": "ext-cluster"}},
+        "Task": {
+            "Type": "AWS::ECS::TaskDefinition",
+            "Properties": {
+                "Family": "ext-task",
+                "Cpu": "512",
+                "Memory": "2048",
+                "NetworkMode": "awsvpc",
+                "RequiresCompatibilities": ["FARGATE"],
+                "ExecutionRoleArn": "arn:aws:iam::123456789012:role/exec",
+                "ContainerDefinitions": [{"Name": "a", "Image": "img:1", "StopTimeout": 120}],
+            },
+        },
+        "Service": {
+            "Type": "AWS::ECS::Service",
+            "Properties": {
+                "ServiceName": "ext-service",
+                "Cluster": {"Ref": "Cluster"},
+                "TaskDefinition": {"Ref": "Task"},
+                "DesiredCount": 1,
+                "LaunchType": "FARGATE",
+                "DeploymentConfiguration": {
+                    "MinimumHealthyPercent": 100,
+                    "MaximumPercent": 200,
+                    "DeploymentCircuitBreaker": {"Enable": True, "Rollback": True},
+                },
+                "NetworkConfiguration": {
+                    "AwsvpcConfiguration": {
+                        "AssignPublicIp": "ENABLED",
+                        "Subnets": [{"Ref": "Subnet"}],
+                        "SecurityGroups": [{"Fn::GetAtt": ["Sg", "GroupId"]}],
+                    }
+                },
+            },
+        },
+        "Target": {
+            "Type": "AWS::ApplicationAutoScaling::ScalableTarget",
+            "Properties": {
+                "ServiceNamespace": "ecs",
+                "ScalableDimension": "ecs:service:DesiredCount",
+                "ResourceId": "service/ext-cluster/ext-service",
+                "MinCapacity": 1,
+                "MaxCapacity": 2,
+                "RoleARN": "arn:aws:iam::123456789012:role/scaling",
+            },
+            "DependsOn": "Service",
+        },
+        "Policy": {
+            "Type": "AWS::ApplicationAutoScaling::ScalingPolicy",
+            "Properties": {
+                "PolicyName": "cpu",
+                "PolicyType": "TargetTrackingScaling",
+                "ScalingTargetId": {"Ref": "Target"},
+                "TargetTrackingScalingPolicyConfiguration": {
+                    "TargetValue": 80,
+                    "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"},
+                },
+            },
+        },
+    }
+    _deploy(aws, "ExtAgent", resources)
+    ecs, ec2 = boto3.client("ecs", **aws), boto3.client("ec2", **aws)
+    service = ecs.describe_services(cluster="ext-cluster", services=["ext-service"])["services"][0]
+    assert service["launchType"] == "FARGATE"
+    assert service["deploymentConfiguration"] == {
+        "minimumHealthyPercent": 100,
+        "maximumPercent": 200,
+        "deploymentCircuitBreaker": {"enable": True, "rollback": True},
+    }
+    network = service["networkConfiguration"]["awsvpcConfiguration"]
+    assert network["assignPublicIp"] == "ENABLED" and len(network["subnets"]) == 1
+    task = ecs.describe_task_definition(taskDefinition="ext-task")["taskDefinition"]
+    assert (task["cpu"], task["memory"], task["networkMode"], task["requiresCompatibilities"]) == (
+        "512",
+        "2048",
+        "awsvpc",
+        ["FARGATE"],
+    )
+    assert task["executionRoleArn"] == "arn:aws:iam::123456789012:role/exec"
+    subnet = ec2.describe_subnets(SubnetIds=network["subnets"])["Subnets"][0]
+    assert subnet["AvailabilityZone"] == f"{REGION}b"
+    aas = boto3.client("application-autoscaling", **aws)
+    target = aas.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]
+    assert [(t["ResourceId"], t["MinCapacity"], t["MaxCapacity"]) for t in target] == [
+        ("service/ext-cluster/ext-service", 1, 2)
+    ]
+    policies = aas.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"]
+    assert [p["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] for p in policies] == [80]
+
+
+def test_properties_and_types_outside_the_extension_are_reported() -> None:
+    templates = [
+        {
+            "Resources": {
+                "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "x", "VersioningConfiguration": {}}},
+                "Q": {"Type": "AWS::SQS::Queue", "Properties": {}},
+                "K": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": "u", "Serial": 2}},
+            }
+        }
+    ]
+    assert not_emulated(templates) == [
+        "AWS::IAM::AccessKey.Serial",
+        "AWS::S3::Bucket.VersioningConfiguration",
+        "AWS::SQS::Queue (whole resource)",
+    ]

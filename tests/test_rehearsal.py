@@ -1,0 +1,92 @@
+"""The local deploy rehearsal end to end: the pinned CDK CLI deploys all four stacks into moto's server plus our
+extension on 127.0.0.1 (real AWS is unreachable from here), the hook pushes to the local LiveKit server on
+127.0.0.1 that speaks LiveKit's Twirp protocol, and every step is checked."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from callsaver_infra.config import load_environments
+from callsaver_infra.rehearsal.runner import Rehearsal, StepFailed, check_rehearsable
+from tests.conftest import CONFIG_DIR, ROOT
+
+STEPS = (
+    "start local endpoints",
+    "bootstrap",
+    "deploy",
+    "check storage",
+    "check egress identity",
+    "check secrets",
+    "check agent",
+    "post-deploy hook",
+    "teardown",
+)
+
+
+@pytest.fixture(scope="module")
+def rehearsal_run() -> subprocess.CompletedProcess[str]:
+    env = {
+        "PATH": os.pathsep.join([str(ROOT / "node_modules" / ".bin"), str(Path(sys.executable).parent), os.defpath]),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        # Real credentials in the caller's environment must not matter (and are dropped by the rehearsal).
+        "AWS_ACCESS_KEY_ID": "should-not-be-used",
+        "AWS_SECRET_ACCESS_KEY": "should-not-be-used",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "callsaver_infra.cli", "rehearse"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_rehearsal_passes_every_step(rehearsal_run: subprocess.CompletedProcess[str]) -> None:
+    out = rehearsal_run.stdout
+    assert rehearsal_run.returncode == 0, out + rehearsal_run.stderr
+    for step in STEPS:
+        assert re.search(rf"^  ok\s+{re.escape(step)}\s", out, re.MULTILINE), f"step {step!r} not reported ok:\n{out}"
+    assert "Stacks: Callsaver-Storage-local, Callsaver-IAM-local, Callsaver-Secrets-local, Callsaver-Agent-local" in out
+    assert re.search(r"^Rehearsal passed in \d+\.\d s\.$", out, re.MULTILINE)
+
+
+def test_rehearsal_lists_what_it_does_not_emulate(rehearsal_run: subprocess.CompletedProcess[str]) -> None:
+    line = next(ln for ln in rehearsal_run.stdout.splitlines() if ln.startswith("Not emulated"))
+    # The access key serial (rotation) and the cluster's Container Insights setting are applied only by AWS.
+    assert "AWS::IAM::AccessKey.Serial" in line and "AWS::ECS::Cluster.ClusterSettings" in line
+    assert "AWS::S3::Bucket.LifecycleConfiguration" not in line
+
+
+def test_rehearsal_output_holds_no_key_or_secret(rehearsal_run: subprocess.CompletedProcess[str]) -> None:
+    text = rehearsal_run.stdout + rehearsal_run.stderr
+    assert not re.search(r"AKIA[0-9A-Z]{16}", text), "a full access key id was printed"
+    assert "secretAccessKey" not in text and "should-not-be-used" not in text
+
+
+def test_a_failing_step_stops_the_rehearsal_and_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_environments(CONFIG_DIR)["local"]
+    lines: list[str] = []
+    rehearsal = Rehearsal(config, ROOT, out=lines.append)
+
+    def broken_bootstrap() -> str:
+        raise StepFailed("cdk bootstrap exited 1: simulated")
+
+    monkeypatch.setattr(rehearsal, "_bootstrap", broken_bootstrap)
+    assert rehearsal.run() == 1
+    assert any(re.match(r"  FAILED bootstrap\s+\d+\.\d s  cdk bootstrap exited 1: simulated", ln) for ln in lines)
+    assert "Rehearsal failed at step 'bootstrap'." in lines
+    assert [r.name for r in rehearsal.results] == ["start local endpoints", "bootstrap"]
+
+
+def test_real_accounts_cannot_be_rehearsed() -> None:
+    staging = load_environments(CONFIG_DIR)["staging"]
+    with pytest.raises(StepFailed, match="uses account 836347236108; only an environment on the local endpoint"):
+        check_rehearsable(staging)
