@@ -27,7 +27,7 @@ from callsaver_infra.livekit_local import LocalLiveKitServer, expand_egress_file
 
 API_KEY = "APItestkey"
 API_SECRET = "test-secret-not-real-0123456789abcdef"
-S3_ACCESS_KEY = "AKIAFAKEFAKEFAKEFAKE"
+S3_ACCESS_KEY = "AKIDFAKEFAKEFAKEFAKE"
 S3_SECRET = "fake-s3-secret-not-real-abcdefghijklmnop"
 REGION = "us-east-1"
 
