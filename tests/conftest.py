@@ -18,6 +18,17 @@ from callsaver_infra.nag import enable_policy_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
+# The secret keys of each namespace, as the seed document lists them (written out here, not read from the code).
+SEED_BACKEND_KEYS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SESSION_S3_BUCKET")
+SEED_AGENT_KEYS = (
+    "LIVEKIT_OUTBOUND_TRUNK_ID",
+    "OPENAI_API_KEY",
+    "DEEPGRAM_API_KEY",
+    "CARTESIA_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ASSEMBLYAI_API_KEY",
+    "GOOGLE_API_KEY",
+)
 # Parametrize over the files themselves, so a new config/<env>.toml is tested without touching the tests.
 ENV_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 
@@ -69,6 +80,18 @@ def synthesize(configs: list[EnvironmentConfig], outdir: Path) -> Synthesized:
         add_environment(app, config)
     enable_policy_checks(app)
     return Synthesized(assembly=app.synth(), outdir=outdir)
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server on 127.0.0.1 (a local AWS endpoint: real AWS is unreachable here), fresh for each test module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,6 @@ import boto3
 import pytest
 from livekit import api
 from livekit.api.twirp_client import ServerError
-from moto.server import ThreadedMotoServer
 
 from callsaver_infra import egress_hook
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
@@ -59,15 +58,6 @@ EGRESS_SECRET = f"callsaver/{ENV}/egress/s3-access-key"
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 @dataclass

@@ -21,7 +21,6 @@ import boto3  # type: ignore[import-untyped]
 import pytest
 from livekit import api
 from livekit.api.twirp_client import TwirpClient, TwirpError
-from moto.server import ThreadedMotoServer
 
 from callsaver_infra.livekit_local import LocalLiveKitServer, expand_egress_filepath
 
@@ -39,15 +38,6 @@ REGION = "us-east-1"
 def lk() -> Iterator[LocalLiveKitServer]:
     with LocalLiveKitServer(API_KEY, API_SECRET, fault_delay=2.0) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
 
 
 def s3_client(endpoint: str) -> Any:
@@ -546,14 +536,14 @@ def test_stop_cuts_a_held_timeout_response_short() -> None:
 # --------------------------------------------------------------------------- egress
 
 
-def test_room_composite_egress_uploads_to_s3(lk: LocalLiveKitServer, s3_endpoint: str) -> None:
+def test_room_composite_egress_uploads_to_s3(lk: LocalLiveKitServer, moto_endpoint: str) -> None:
     """StartRoomCompositeEgress "records" to a moto S3 bucket at the expanded key; ListEgress shows COMPLETE.
 
     Runs against a local server on 127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud
     is unreachable from here.
     """
-    lk.s3_endpoint_url = s3_endpoint
-    s3 = s3_client(s3_endpoint)
+    lk.s3_endpoint_url = moto_endpoint
+    s3 = s3_client(moto_endpoint)
     s3.create_bucket(Bucket="rec-ok")
 
     async def scenario() -> tuple[api.EgressInfo, api.EgressInfo, api.Room]:
@@ -573,7 +563,7 @@ def test_room_composite_egress_uploads_to_s3(lk: LocalLiveKitServer, s3_endpoint
     assert re.fullmatch(rf"calls/call_\+15550100/{room.sid}-\d{{4}}-\d{{2}}-\d{{2}}T\d{{6}}\.ogg", result.filename), (
         result.filename
     )
-    assert result.location == f"{s3_endpoint}/rec-ok/{result.filename}"
+    assert result.location == f"{moto_endpoint}/rec-ok/{result.filename}"
     body = s3.get_object(Bucket="rec-ok", Key=result.filename)["Body"].read()
     assert body.startswith(b"OggS") and len(body) == result.size
     # S3 credentials are redacted in what the server reports, as LiveKit's egress does.
@@ -583,13 +573,13 @@ def test_room_composite_egress_uploads_to_s3(lk: LocalLiveKitServer, s3_endpoint
     assert lk.egresses[final.egress_id].status == api.EgressStatus.EGRESS_COMPLETE
 
 
-def test_egress_to_missing_bucket_fails_with_the_s3_error(lk: LocalLiveKitServer, s3_endpoint: str) -> None:
+def test_egress_to_missing_bucket_fails_with_the_s3_error(lk: LocalLiveKitServer, moto_endpoint: str) -> None:
     """An upload that S3 rejects (no such bucket) ends in EGRESS_FAILED carrying the S3 error text.
 
     Runs against a local server on 127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud
     is unreachable from here.
     """
-    lk.s3_endpoint_url = s3_endpoint
+    lk.s3_endpoint_url = moto_endpoint
     lk.add_room("missing-bucket-room")
 
     async def scenario() -> api.EgressInfo:
@@ -623,14 +613,14 @@ def test_egress_for_unknown_room_is_not_found(lk: LocalLiveKitServer) -> None:
     assert lk.egresses == {}
 
 
-def test_stop_egress_ends_a_long_recording(s3_endpoint: str) -> None:
+def test_stop_egress_ends_a_long_recording(moto_endpoint: str) -> None:
     """With no automatic end, the egress stays ACTIVE until StopEgress, then uploads and completes.
 
     Runs against a local server on 127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud
     is unreachable from here.
     """
-    s3_client(s3_endpoint).create_bucket(Bucket="rec-stop")
-    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=s3_endpoint, egress_upload_delay=None) as lk:
+    s3_client(moto_endpoint).create_bucket(Bucket="rec-stop")
+    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=moto_endpoint, egress_upload_delay=None) as lk:
         lk.add_room("long-call")
 
         async def scenario() -> tuple[api.EgressInfo, api.EgressInfo, TwirpError]:
@@ -652,16 +642,16 @@ def test_stop_egress_ends_a_long_recording(s3_endpoint: str) -> None:
     assert again.code == "failed_precondition"
 
 
-def test_inbound_call_through_rule_records_to_s3(s3_endpoint: str) -> None:
+def test_inbound_call_through_rule_records_to_s3(moto_endpoint: str) -> None:
     """simulate_inbound_call dispatches through a rule whose room_config egress then uploads the call.
 
     Runs against a local server on 127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud
     is unreachable from here.
     """
-    s3 = s3_client(s3_endpoint)
+    s3 = s3_client(moto_endpoint)
     s3.create_bucket(Bucket="rec-rule")
     with LocalLiveKitServer(API_KEY, API_SECRET) as lk:
-        rule_id = lk.add_dispatch_rule(recording_rule("rec-rule", "{room_name}", endpoint=s3_endpoint))
+        rule_id = lk.add_dispatch_rule(recording_rule("rec-rule", "{room_name}", endpoint=moto_endpoint))
         room_name, egress_id = lk.simulate_inbound_call(rule_id, from_number="+15557654321")
         assert egress_id is not None
         final = lk.wait_for_egress(egress_id)
@@ -690,15 +680,15 @@ def test_expand_egress_filepath_matches_livekit_egress() -> None:
 # --------------------------------------------------------------------------- hygiene
 
 
-def test_no_secret_reaches_logs_state_or_responses(s3_endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_secret_reaches_logs_state_or_responses(moto_endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
     """Neither the API secret, the bearer token nor the S3 secret shows up in logs, repr, log or egress info.
 
     Runs against a local server on 127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud
     is unreachable from here.
     """
     caplog.set_level(logging.DEBUG, logger="callsaver_infra.livekit_local")
-    s3_client(s3_endpoint).create_bucket(Bucket="rec-hygiene")
-    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=s3_endpoint) as lk:
+    s3_client(moto_endpoint).create_bucket(Bucket="rec-hygiene")
+    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=moto_endpoint) as lk:
         assert lk.url.startswith("http://127.0.0.1:")
         lk.add_room("hygiene")
         lk.inject_fault("ListEgress", "internal")

@@ -4,13 +4,11 @@ real CloudFormation CreateStack on moto's server (127.0.0.1) and read back with 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from callsaver_infra.rehearsal import moto_ext  # registers the extension before the server starts
 from callsaver_infra.rehearsal.runner import not_emulated
@@ -19,18 +17,13 @@ REGION = "us-west-1"
 
 
 @pytest.fixture(scope="module")
-def aws() -> Iterator[dict[str, Any]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    kwargs = {
+def aws(moto_endpoint: str) -> dict[str, Any]:
+    return {
         "region_name": REGION,
-        "endpoint_url": f"http://{host}:{port}",
+        "endpoint_url": moto_endpoint,
         "aws_access_key_id": "testing",
         "aws_secret_access_key": "testing",
     }
-    yield kwargs
-    server.stop()
 
 
 def _deploy(

@@ -12,18 +12,8 @@ from aws_cdk import aws_s3 as s3
 
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.nag import acknowledge, enable_policy_checks
-from tests.conftest import ENV_NAMES, Synthesized, new_app
+from tests.conftest import ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
 
-BACKEND_KEYS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SESSION_S3_BUCKET")
-AGENT_KEYS = (
-    "LIVEKIT_OUTBOUND_TRUNK_ID",
-    "OPENAI_API_KEY",
-    "DEEPGRAM_API_KEY",
-    "CARTESIA_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "ASSEMBLYAI_API_KEY",
-    "GOOGLE_API_KEY",
-)
 # Every acknowledged finding, per environment: (rule, construct path below the stack). A new entry here is a
 # security decision and must be reviewed with its reason in the code.
 EXPECTED_ACKNOWLEDGEMENTS = {
@@ -33,8 +23,8 @@ EXPECTED_ACKNOWLEDGEMENTS = {
         "Callsaver-IAM-{env}/EgressWriter/Policy/Resource",
     ),
     ("AwsSolutions-SMG4", "Callsaver-IAM-{env}/EgressWriter/CredentialsSecret/Resource"),
-    *(("AwsSolutions-SMG4", f"Callsaver-Secrets-{{env}}/BackendSecrets/{key}/Resource") for key in BACKEND_KEYS),
-    *(("AwsSolutions-SMG4", f"Callsaver-Secrets-{{env}}/AgentSecrets/{key}/Resource") for key in AGENT_KEYS),
+    *(("AwsSolutions-SMG4", f"Callsaver-Secrets-{{env}}/BackendSecrets/{key}/Resource") for key in SEED_BACKEND_KEYS),
+    *(("AwsSolutions-SMG4", f"Callsaver-Secrets-{{env}}/AgentSecrets/{key}/Resource") for key in SEED_AGENT_KEYS),
     ("AwsSolutions-VPC7", "Callsaver-Agent-{env}/AgentNetwork/Vpc/Resource"),
     ("AwsSolutions-ECS2", "Callsaver-Agent-{env}/AgentService/TaskDefinition/Resource"),
     (

@@ -10,7 +10,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
@@ -20,28 +19,19 @@ FAKE_VALUE = "sk-fake-not-a-real-key-0123456789"
 ENV = "staging"
 
 
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 @pytest.fixture
-def aws(endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A Secrets Manager client on a fresh moto backend, with the CLI pointed at the same endpoint."""
     for key, value in {
-        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": moto_endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
     }.items():
         monkeypatch.setenv(key, value)
     # Each test starts from an empty account.
-    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
-    yield boto3.client("secretsmanager", region_name="us-west-1", endpoint_url=endpoint)
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    yield boto3.client("secretsmanager", region_name="us-west-1", endpoint_url=moto_endpoint)
 
 
 def _deploy_secrets(client: Any, *, overrides: dict[str, str | None] | None = None) -> None:

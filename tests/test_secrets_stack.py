@@ -7,18 +7,9 @@ from aws_cdk.assertions import Match
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.names import EnvNames
 from callsaver_infra.secret_catalog import PLACEHOLDER
-from tests.conftest import Synthesized
+from tests.conftest import SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized
 
-BACKEND = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SESSION_S3_BUCKET")
-AGENT = (
-    "LIVEKIT_OUTBOUND_TRUNK_ID",
-    "OPENAI_API_KEY",
-    "DEEPGRAM_API_KEY",
-    "CARTESIA_API_KEY",
-    "ANTHROPIC_API_KEY",
-    "ASSEMBLYAI_API_KEY",
-    "GOOGLE_API_KEY",
-)
+BACKEND, AGENT = SEED_BACKEND_KEYS, SEED_AGENT_KEYS
 
 
 def _secrets(synthesized: Synthesized, env: EnvironmentConfig) -> dict[str, dict[str, object]]:
