@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all.
+"""CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all and the CI stack.
 
-Context: `env` (one environment), `agentImageTag` (the agent image tag to deploy, overriding config).
+Context: `env` (one environment, or `ci` for the CI stack alone), `agentImageTag` (the agent image tag to deploy,
+overriding config).
 
 The only place that reads the outside world (context, files); everything below receives typed config.
 """
@@ -14,8 +15,15 @@ from pathlib import Path
 from aws_cdk import App
 
 from callsaver_infra.assembly import add_environment
+from callsaver_infra.ci_config import (
+    CI_CONFIG_FILE,
+    CI_ENV_NAME,
+    check_reserved_environment_names,
+    load_ci_config,
+)
 from callsaver_infra.config import ConfigError, load_environments, select_environments, with_image_tag
 from callsaver_infra.nag import enable_policy_checks
+from callsaver_infra.stacks.ci import add_ci_stack
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
@@ -23,7 +31,12 @@ CONFIG_DIR = Path(__file__).resolve().parent / "config"
 def main() -> None:
     app = App()
     try:
-        envs = select_environments(load_environments(CONFIG_DIR), app.node.try_get_context("env"))
+        all_envs = load_environments(CONFIG_DIR)
+        check_reserved_environment_names(CONFIG_DIR, all_envs)
+        wanted = app.node.try_get_context("env")
+        # The CI stack (GitHub OIDC roles) comes with every environment, or alone with -c env=ci.
+        ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, all_envs) if wanted in (None, CI_ENV_NAME) else None
+        envs = [] if wanted == CI_ENV_NAME else select_environments(all_envs, wanted)
         # CI deploys the image it built for the commit: -c agentImageTag=<sha> overrides config's image_tag.
         image_tag = app.node.try_get_context("agentImageTag")
         if image_tag is not None:
@@ -33,6 +46,8 @@ def main() -> None:
         sys.exit(2)
     for config in envs:
         add_environment(app, config)
+    if ci is not None:
+        add_ci_stack(app, ci, all_envs)
     enable_policy_checks(app)
     app.synth()
 

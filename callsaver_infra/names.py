@@ -81,3 +81,41 @@ class EnvNames:
     def secret(self, ref: str) -> str:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""
         return f"callsaver/{self.env}/{ref}"
+
+
+# The account-level stack holding the GitHub OIDC provider and the roles the workflows assume (`-c env=ci`).
+CI_STACK = f"{PROJECT}-CI"
+
+
+def _pascal(env: str) -> str:
+    # Output ids must be alphanumeric: "qa-eu" -> "QaEu".
+    return "".join(part.capitalize() for part in env.split("-"))
+
+
+class CiOutputs:
+    """Output keys of the CI stack, and the GitHub repository variables each role ARN goes into."""
+
+    PROVIDER_ARN = "GitHubOidcProviderArn"
+    DIFF_ROLE_ARN = "DiffRoleArn"
+    DIFF_ROLE_VARIABLE = "AWS_DIFF_ROLE_ARN"
+
+    @staticmethod
+    def deploy_role_arn(env: str) -> str:
+        """Output key of env's deploy role ARN: DeployRoleArnStaging."""
+        return f"DeployRoleArn{_pascal(env)}"
+
+    @staticmethod
+    def deploy_role_variable(env: str) -> str:
+        """Repository variable the workflows read env's deploy role ARN from: AWS_DEPLOY_ROLE_ARN_STAGING."""
+        return f"AWS_DEPLOY_ROLE_ARN_{env.upper().replace('-', '_')}"
+
+
+class CiNames:
+    """Names of the CI stack's roles (fixed, so their ARNs are predictable when connecting a repository)."""
+
+    DIFF_ROLE = "callsaver-ci-diff"
+
+    @staticmethod
+    def deploy_role(env: str) -> str:
+        """The deploy role of env: callsaver-ci-deploy-staging."""
+        return f"callsaver-ci-deploy-{env}"

@@ -1,0 +1,159 @@
+"""config/ci/github.toml: validation errors that name file, key, value and fix; the reserved name `ci`; app.py's
+selection of the CI stack through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from callsaver_infra.ci_config import (
+    CI_CONFIG_FILE,
+    CiConfig,
+    check_reserved_environment_names,
+    load_ci_config,
+)
+from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments
+from tests.conftest import CONFIG_DIR
+from tests.test_cdk_cli import _cdk
+
+VALID = """\
+repository = "callsaver/callsaver-infra"
+account = "836347236108"
+region = "us-west-1"
+main_branch = "main"
+deploy_environments = ["staging", "production"]
+production_approval_environment = "production"
+create_oidc_provider = true
+"""
+
+
+def _load(tmp_path: Path, text: str, environments: dict[str, EnvironmentConfig]) -> CiConfig:
+    path = tmp_path / "github.toml"
+    path.write_text(text)
+    return load_ci_config(path, environments)
+
+
+def _error(tmp_path: Path, text: str, environments: dict[str, EnvironmentConfig]) -> str:
+    with pytest.raises(ConfigError) as e:
+        _load(tmp_path, text, environments)
+    return str(e.value)
+
+
+def test_committed_ci_config_loads(environments: dict[str, EnvironmentConfig]) -> None:
+    ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, environments)
+    assert ci.deploy_environments == ("staging", "production")
+    assert ci.deploy_subject("staging") == f"repo:{ci.repository}:ref:refs/heads/main"
+    assert ci.deploy_subject("production") == f"repo:{ci.repository}:environment:production"
+    assert ci.pull_request_subject == f"repo:{ci.repository}:pull_request"
+
+
+def test_valid_text_loads_and_is_frozen(tmp_path: Path, environments: dict[str, EnvironmentConfig]) -> None:
+    ci = _load(tmp_path, VALID, environments)
+    with pytest.raises(ValueError):
+        ci.repository = "other/repo"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            'repository = "callsaver/callsaver-infra"',
+            'repository = "https://github.com/callsaver/callsaver-infra"',
+            "repository = 'https://github.com/callsaver/callsaver-infra': must be a GitHub repository \"OWNER/REPO\"",
+        ),
+        ('repository = "callsaver/callsaver-infra"', 'repository = "callsaver/*"', "repository = 'callsaver/*'"),
+        ('account = "836347236108"', "account = 836347236108", "account = 836347236108: must be a 12-digit"),
+        ('region = "us-west-1"', 'region = "us-west-9"', "region = 'us-west-9': is not an AWS region"),
+        ('main_branch = "main"', 'main_branch = "refs/heads/main"', "no refs/heads/ prefix"),
+        ('main_branch = "main"', 'main_branch = "release/*"', "main_branch = 'release/*'"),
+        ("create_oidc_provider = true", 'create_oidc_provider = "yes"', "create_oidc_provider = 'yes'"),
+        (
+            'deploy_environments = ["staging", "production"]',
+            'deploy_environments = ["staging", "staging", "production"]',
+            "lists an environment more than once",
+        ),
+        ('deploy_environments = ["staging", "production"]', "deploy_environments = []", "at least one environment"),
+        (
+            'production_approval_environment = "production"',
+            'production_approval_environment = "prod"',
+            "production_approval_environment = 'prod' is not one of deploy_environments",
+        ),
+        (
+            'production_approval_environment = "production"',
+            'production_approval_environment = "production"\nbranch = "main"',
+            "unknown key 'branch'; allowed keys: repository, account",
+        ),
+        ('main_branch = "main"\n', "", "missing key 'main_branch' (The branch whose pushes deploy"),
+    ],
+)
+def test_invalid_values_name_file_key_value_and_fix(
+    tmp_path: Path, environments: dict[str, EnvironmentConfig], old: str, new: str, expected: str
+) -> None:
+    assert old in VALID
+    message = _error(tmp_path, VALID.replace(old, new), environments)
+    assert message.startswith(f"{tmp_path / 'github.toml'}: invalid configuration")
+    assert expected in message
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path, environments: dict[str, EnvironmentConfig]) -> None:
+    text = VALID.replace('"836347236108"', "1").replace('"us-west-1"', '"nowhere"')
+    message = _error(tmp_path, text, environments)
+    assert "(2 problem(s))" in message and "account = 1" in message and "region = 'nowhere'" in message
+
+
+def test_deploy_environments_must_exist(tmp_path: Path, environments: dict[str, EnvironmentConfig]) -> None:
+    message = _error(tmp_path, VALID.replace('"staging", "production"', '"production", "qa"'), environments)
+    assert "deploy_environments: 'qa' has no environment file; known environments: local, production, staging" in (
+        message
+    )
+    assert "Fix: add config/qa.toml or remove it from the list" in message
+
+
+def test_deploy_environments_must_be_in_the_ci_account(
+    tmp_path: Path, environments: dict[str, EnvironmentConfig]
+) -> None:
+    message = _error(tmp_path, VALID.replace('"staging", "production"', '"production", "local"'), environments)
+    assert "'local' is in account 123456789012, the CI stack in 836347236108" in message
+    assert "Fix: deploy the CI stack into that account too" in message
+
+
+def test_missing_and_broken_files(tmp_path: Path, environments: dict[str, EnvironmentConfig]) -> None:
+    with pytest.raises(ConfigError, match=r"github.toml: file not found \(the CI configuration"):
+        load_ci_config(tmp_path / "github.toml", environments)
+    assert "not valid TOML" in _error(tmp_path, "repository = ", environments)
+
+
+def test_an_environment_named_ci_is_rejected(tmp_path: Path) -> None:
+    shutil.copy(CONFIG_DIR / "staging.toml", tmp_path / "staging.toml")
+    text = (CONFIG_DIR / "staging.toml").read_text().replace("callsaver-sessions-staging", "callsaver-sessions-ci")
+    (tmp_path / "ci.toml").write_text(text)
+    envs = load_environments(tmp_path)  # a valid environment file on its own...
+    with pytest.raises(ConfigError) as e:
+        check_reserved_environment_names(tmp_path, envs)  # ...but its name selects the CI stack
+    assert str(e.value) == (
+        f"{tmp_path / 'ci.toml'}: the environment name 'ci' is reserved for the CI stack (`cdk synth -c env=ci`, "
+        f"configured in {tmp_path / 'ci' / 'github.toml'}); rename the file"
+    )
+    check_reserved_environment_names(CONFIG_DIR, load_environments(CONFIG_DIR))  # the committed files pass
+
+
+def _stacks(outdir: Path) -> list[str]:
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    return sorted(k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
+
+
+def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
+    result = _cdk("synth", "-q", "-c", "env=ci", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert _stacks(tmp_path) == ["Callsaver-CI"]
+
+
+def test_cli_without_env_synthesizes_every_environment_and_the_ci_stack(tmp_path: Path) -> None:
+    result = _cdk("synth", "-q", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+    expected = [f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Secrets", "Storage")]
+    assert _stacks(tmp_path) == sorted(["Callsaver-CI", *expected])

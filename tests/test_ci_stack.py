@@ -1,0 +1,256 @@
+"""Callsaver-CI: the GitHub OIDC provider and the roles the workflows assume, synthesized with the cdk-nag gate on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cfnlint.api
+import pytest
+from syrupy.assertion import SnapshotAssertion
+from syrupy.extensions.json import JSONSnapshotExtension
+
+from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, load_ci_config
+from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
+from callsaver_infra.nag import enable_policy_checks
+from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
+from callsaver_infra.stacks.ci import add_ci_stack
+from tests.conftest import CONFIG_DIR, Synthesized, new_app
+from tests.test_snapshots import _mask_asset_hashes
+
+SUB = "token.actions.githubusercontent.com:sub"
+AUD = "token.actions.githubusercontent.com:aud"
+
+
+def _synth(ci: CiConfig, environments: dict[str, EnvironmentConfig], outdir: Path) -> Synthesized:
+    app = new_app(outdir)
+    add_ci_stack(app, ci, environments)
+    enable_policy_checks(app)
+    return Synthesized(assembly=app.synth(), outdir=outdir)
+
+
+@pytest.fixture(scope="module")
+def ci(environments: dict[str, EnvironmentConfig]) -> CiConfig:
+    return load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, environments)
+
+
+@pytest.fixture(scope="module")
+def ci_synth(
+    ci: CiConfig, environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
+) -> Synthesized:
+    # Its own synth, not the shared session fixture: the environment tests keep their exact stack set.
+    return _synth(ci, environments, tmp_path_factory.mktemp("ci.out"))
+
+
+@pytest.fixture(scope="module")
+def template(ci_synth: Synthesized) -> dict[str, Any]:
+    return ci_synth.template_json(CI_STACK)
+
+
+def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
+
+
+def _role(template: dict[str, Any], name: str) -> dict[str, Any]:
+    roles = [r["Properties"] for r in _resources(template, "AWS::IAM::Role").values()]
+    (role,) = [r for r in roles if r["RoleName"] == name]
+    return dict(role)
+
+
+def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for policy in role.get("Policies", []) for s in policy["PolicyDocument"]["Statement"]]
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _trust(role: dict[str, Any]) -> dict[str, Any]:
+    (statement,) = role["AssumeRolePolicyDocument"]["Statement"]
+    return dict(statement)
+
+
+def test_the_provider_is_the_native_resource_for_github(template: dict[str, Any]) -> None:
+    (provider,) = _resources(template, "AWS::IAM::OIDCProvider").values()
+    props = provider["Properties"]
+    assert props["Url"] == "https://token.actions.githubusercontent.com"
+    assert props["ClientIdList"] == ["sts.amazonaws.com"]
+    assert (
+        props["ThumbprintList"]
+        == list(GITHUB_OIDC_THUMBPRINTS)
+        == [
+            "6938fd4d98bab03faadb97b34396831e3780aea1",
+            "1c58a3a8518e8759bf075b76b750d4f2df264fcd",
+        ]
+    )
+    # One provider per account, possibly shared: the stack never deletes it.
+    assert provider["DeletionPolicy"] == "Retain"
+
+
+def test_no_lambda_custom_resource_and_no_long_lived_keys(template: dict[str, Any]) -> None:
+    types = {r["Type"] for r in template["Resources"].values()}
+    assert types == {"AWS::IAM::OIDCProvider", "AWS::IAM::Role"}
+    assert not any(t.startswith(("Custom::", "AWS::Lambda::", "AWS::CloudFormation::CustomResource")) for t in types)
+    assert "AWS::IAM::User" not in types and "AWS::IAM::AccessKey" not in types
+
+
+def test_every_role_trusts_only_github_tokens_for_sts_with_exact_subjects(
+    template: dict[str, Any], ci: CiConfig
+) -> None:
+    roles = _resources(template, "AWS::IAM::Role")
+    assert len(roles) == 1 + len(ci.deploy_environments)
+    for role in roles.values():
+        trust = _trust(role["Properties"])
+        assert trust["Effect"] == "Allow"
+        assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
+        assert trust["Principal"] == {"Federated": {"Ref": next(iter(_resources(template, "AWS::IAM::OIDCProvider")))}}
+        # StringEquals only: no StringLike, so no wildcard can widen the subject.
+        assert set(trust["Condition"]) == {"StringEquals"}
+        assert trust["Condition"]["StringEquals"][AUD] == "sts.amazonaws.com"
+        for subject in trust["Condition"]["StringEquals"][SUB]:
+            assert subject.startswith(f"repo:{ci.repository}:") and "*" not in subject and "?" not in subject
+
+
+def test_trust_subjects_per_role(template: dict[str, Any]) -> None:
+    repo = "repo:callsaver/callsaver-infra"
+    subjects = {
+        name: _trust(_role(template, name))["Condition"]["StringEquals"][SUB]
+        for name in (CiNames.DIFF_ROLE, CiNames.deploy_role("staging"), CiNames.deploy_role("production"))
+    }
+    assert subjects == {
+        # Pull requests, and the main branch's production plan (what the approver reviews).
+        "callsaver-ci-diff": [f"{repo}:pull_request", f"{repo}:ref:refs/heads/main"],
+        # Staging deploys on every push to main; production only from jobs in the approval-gated environment.
+        "callsaver-ci-deploy-staging": [f"{repo}:ref:refs/heads/main"],
+        "callsaver-ci-deploy-production": [f"{repo}:environment:production"],
+    }
+
+
+def test_no_role_has_managed_policies_or_wildcard_actions(template: dict[str, Any]) -> None:
+    for role in _resources(template, "AWS::IAM::Role").values():
+        props = role["Properties"]
+        assert "ManagedPolicyArns" not in props  # no AdministratorAccess, no ReadOnlyAccess
+        assert "PermissionsBoundary" not in props
+        for statement in _statements(props):
+            assert statement["Effect"] == "Allow"
+            assert all("*" not in action for action in _as_list(statement["Action"])), statement
+    assert "AdministratorAccess" not in json.dumps(template)
+
+
+def test_the_diff_role_may_only_assume_the_cdk_lookup_role(template: dict[str, Any]) -> None:
+    (statement,) = _statements(_role(template, CiNames.DIFF_ROLE))
+    assert statement["Action"] == "sts:AssumeRole"
+    # staging and production share one account and region, so one bootstrap lookup role.
+    assert _as_list(statement["Resource"]) == [
+        "arn:aws:iam::836347236108:role/cdk-hnb659fds-lookup-role-836347236108-us-west-1"
+    ]
+
+
+@pytest.mark.parametrize("env_name", ["staging", "production"])
+def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any], env_name: str) -> None:
+    role = _role(template, CiNames.deploy_role(env_name))
+    statements = {s["Sid"]: s for s in _statements(role)}
+    account, region = "836347236108", "us-west-1"
+    assert statements["AssumeCdkDeployRoles"]["Action"] == "sts:AssumeRole"
+    assert statements["AssumeCdkDeployRoles"]["Resource"] == [
+        f"arn:aws:iam::{account}:role/cdk-hnb659fds-deploy-role-{account}-{region}",
+        f"arn:aws:iam::{account}:role/cdk-hnb659fds-file-publishing-role-{account}-{region}",
+    ]
+    secrets = f"arn:aws:secretsmanager:{region}:{account}:secret:callsaver/{env_name}"
+    assert statements["ReadHookSecrets"]["Action"] == "secretsmanager:GetSecretValue"
+    assert statements["ReadHookSecrets"]["Resource"] == [
+        f"{secrets}/backend/LIVEKIT_API_KEY-??????",
+        f"{secrets}/backend/LIVEKIT_API_SECRET-??????",
+        f"{secrets}/egress/s3-access-key-??????",
+    ]
+    assert statements["VerifyHealthcheckRecording"]["Action"] == "s3:GetObject"
+    assert (
+        statements["VerifyHealthcheckRecording"]["Resource"]
+        == f"arn:aws:s3:::callsaver-sessions-{env_name}/_healthcheck/*"
+    )
+    assert set(statements) == {"AssumeCdkDeployRoles", "ReadHookSecrets", "VerifyHealthcheckRecording"}
+    other = "production" if env_name == "staging" else "staging"
+    assert other not in json.dumps(role["Policies"])
+
+
+def test_bootstrap_role_arns_are_the_ones_the_cli_assumes(template: dict[str, Any], synthesized: Synthesized) -> None:
+    """The ARNs granted here must equal what the environments' cloud assembly tells `cdk diff`/`cdk deploy` to use."""
+    manifest = json.loads((synthesized.outdir / "manifest.json").read_text())
+    used: set[str] = set()
+    for env in ("staging", "production"):
+        for stack in (EnvNames(env).storage_stack, EnvNames(env).agent_stack):
+            props = manifest["artifacts"][stack]["properties"]
+            used |= {props["lookupRole"]["arn"], props["assumeRoleArn"]}
+            assets = json.loads((synthesized.outdir / f"{stack}.assets.json").read_text())
+            used |= {d["assumeRoleArn"] for f in assets["files"].values() for d in f["destinations"].values()}
+    used = {arn.replace("${AWS::Partition}", "aws") for arn in used}
+    granted = {
+        arn
+        for role in _resources(template, "AWS::IAM::Role").values()
+        for s in _statements(role["Properties"])
+        if s["Action"] == "sts:AssumeRole"
+        for arn in _as_list(s["Resource"])
+    }
+    assert granted == used
+
+
+def test_outputs_name_the_repository_variables(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    assert (
+        set(outputs)
+        == {
+            CiOutputs.PROVIDER_ARN,
+            CiOutputs.DIFF_ROLE_ARN,
+            CiOutputs.deploy_role_arn("staging"),
+            CiOutputs.deploy_role_arn("production"),
+        }
+        == {"GitHubOidcProviderArn", "DiffRoleArn", "DeployRoleArnStaging", "DeployRoleArnProduction"}
+    )
+    assert "AWS_DIFF_ROLE_ARN" in outputs["DiffRoleArn"]["Description"]
+    assert "AWS_DEPLOY_ROLE_ARN_STAGING" in outputs["DeployRoleArnStaging"]["Description"]
+    assert "AWS_DEPLOY_ROLE_ARN_PRODUCTION" in outputs["DeployRoleArnProduction"]["Description"]
+
+
+def test_stack_is_termination_protected(ci_synth: Synthesized) -> None:
+    assert ci_synth.artifact(CI_STACK).termination_protection is True
+
+
+def test_an_existing_provider_is_reused_not_created(
+    ci: CiConfig, environments: dict[str, EnvironmentConfig], tmp_path: Path
+) -> None:
+    reused = _synth(ci.model_copy(update={"create_oidc_provider": False}), environments, tmp_path)
+    template = reused.template_json(CI_STACK)
+    assert _resources(template, "AWS::IAM::OIDCProvider") == {}
+    trust = _trust(_role(template, CiNames.DIFF_ROLE))
+    assert trust["Principal"]["Federated"] == (
+        "arn:aws:iam::836347236108:oidc-provider/token.actions.githubusercontent.com"
+    )
+
+
+def test_cdk_nag_passes_with_reasoned_acknowledgements(ci_synth: Synthesized) -> None:
+    report = json.loads((ci_synth.outdir / "validation-report.json").read_text())["pluginReports"][0]
+    assert report["conclusion"] == "success" and report["violations"] == []
+    found = set()
+    for suppressed in report["suppressedViolations"]:
+        assert len(suppressed["reason"]) >= 80, f"{suppressed['ruleName']}: reason too thin for a reviewer"
+        for construct in suppressed["violatingConstructs"]:
+            found.add((suppressed["ruleName"], construct["constructPath"]))
+    assert found == {
+        (
+            f"AwsSolutions-IAM5[Resource::arn:aws:s3:::callsaver-sessions-{env}/_healthcheck/*]",
+            f"Callsaver-CI/GitHubOidc/DeployRole{env.capitalize()}/Resource",
+        )
+        for env in ("staging", "production")
+    }
+
+
+def test_cfn_lint_finds_no_errors_or_warnings(ci_synth: Synthesized) -> None:
+    text = Path(ci_synth.artifact(CI_STACK).template_full_path).read_text()
+    matches = cfnlint.api.lint(text, regions=["us-west-1"])
+    assert [f"{m.rule.id} {m.message}" for m in matches if m.rule.id[0] in "EW"] == []
+
+
+def test_template_matches_snapshot(template: dict[str, Any], snapshot: SnapshotAssertion) -> None:
+    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=_mask_asset_hashes)
