@@ -13,6 +13,8 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 
 ENV ?=
 ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
+# Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="-c agentImageTag=<sha> --require-approval never" (CI).
+CDK_ARGS ?=
 
 .PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy constraints clean
 
@@ -35,7 +37,7 @@ rehearse: setup ## Deploy every stack into a local AWS endpoint, check it, run t
 
 synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
 	rm -rf cdk.out
-	cdk synth --quiet $(ENV_CONTEXT)
+	cdk synth --quiet $(ENV_CONTEXT) $(CDK_ARGS)
 	cfn-lint cdk.out/*.template.json
 	@echo "cdk-nag: $$($(PY) -c 'import json; r = json.load(open("cdk.out/validation-report.json"))["pluginReports"][0]; print(r["conclusion"], "-", len(r["violations"]), "findings,", len(r["suppressedViolations"]), "acknowledged")')"
 	@echo "cfn-lint: no errors or warnings"
@@ -52,7 +54,7 @@ lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy callsaver_infra app.py
 
-bench: setup ## Print synth timings (all environments vs an empty CDK app)
+bench: setup ## Print synth timings (all environments vs an empty CDK app), test-suite time, cost-bearing resources
 	$(PY) benchmarks/synth_bench.py
 
 bench-hook: setup ## Print push-egress timings against the local LiveKit server and moto
@@ -60,11 +62,11 @@ bench-hook: setup ## Print push-egress timings against the local LiveKit server 
 
 diff: setup ## cdk diff against the real account (needs AWS credentials): make diff ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }
-	cdk diff --all $(ENV_CONTEXT)
+	cdk diff --all $(ENV_CONTEXT) $(CDK_ARGS)
 
 deploy: setup ## cdk deploy one environment, then push its egress settings to LiveKit: make deploy ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }
-	cdk deploy --all $(ENV_CONTEXT) --outputs-file cdk.outputs.$(ENV).json
+	cdk deploy --all $(ENV_CONTEXT) --outputs-file cdk.outputs.$(ENV).json $(CDK_ARGS)
 	$(VENV)/bin/callsaver-infra push-egress --env $(ENV) --outputs-file cdk.outputs.$(ENV).json
 
 constraints: ## Re-pin every Python package from a fresh venv

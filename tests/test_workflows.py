@@ -1,0 +1,349 @@
+"""The GitHub Actions workflows: actionlint and zizmor (offline) pass on them and bite on a bad one; actions are
+pinned to verified commits; permissions are least; the workflows agree with config/ci/github.toml and the CI stack."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, load_ci_config
+from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.names import CiOutputs
+from callsaver_infra.pr_comment import marker
+from callsaver_infra.stateful_changes import ALLOW_INPUT, ALLOW_LABEL
+from tests.conftest import CONFIG_DIR, ROOT
+
+GITHUB = ROOT / ".github"
+WORKFLOW_FILES = sorted((GITHUB / "workflows").glob("*.yml"))
+SETUP_ACTION = GITHUB / "actions" / "setup" / "action.yml"
+VENV_BIN = Path(sys.executable).parent
+
+# Every third-party action, pinned to the commit of one release. Each SHA -> version pair was checked in at least two
+# unrelated public repositories that pin the same commit with the same version comment.
+PINNED = {
+    "actions/checkout": ("de0fac2e4500dabe0009e67214ff5f5447ce83dd", "v6.0.2"),
+    "actions/setup-python": ("a309ff8b426b58ec0e2a45f0f869d46889d02405", "v6.2.0"),
+    "actions/setup-node": ("6044e13b5dc448c55e2357c09f80417699197238", "v6.2.0"),
+    "actions/upload-artifact": ("b7c566a772e6b6bfb58ed0dc250532a479d7789f", "v6.0.0"),
+    "actions/download-artifact": ("37930b1c2abaa49bbe596cd826c3c89aef350131", "v7.0.0"),
+    "actions/github-script": ("ed597411d8f924073f98dfc5c65a23a2325f34cd", "v8.0.0"),
+    "aws-actions/configure-aws-credentials": ("61815dcd50bd041e203e49132bacad1fd04d2708", "v5.1.1"),
+}
+
+# A workflow with one mistake per check the linters must catch.
+BAD_WORKFLOW = """\
+name: bad
+on: pull_request_target
+permissions: write-all
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    steps:
+      - uses: actions/checkout@v4
+        with:
+          fetch-dept: 1
+      - run: echo "${{ github.event.pull_request.title }}"
+      - run: |
+          files=$(ls)
+          cat $files
+      - uses: aws-actions/configure-aws-credentials@v4
+        with:
+          aws-access-key-id: ${{ secrets.AWS_ACCESS_KEY_ID }}
+          aws-secret-access-key: ${{ secrets.AWS_SECRET_ACCESS_KEY }}
+          aws-region: us-west-1
+"""
+
+
+def _tool(name: str) -> str:
+    path = VENV_BIN / name
+    if not path.exists():
+        pytest.fail(f"{path} is missing: run `make setup` (it is a pinned dev dependency)")
+    return str(path)
+
+
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    # The venv's bin first, so actionlint finds the pinned shellcheck.
+    env = {**os.environ, "PATH": os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", os.defpath)])}
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _load(path: Path) -> dict[str, Any]:
+    data: dict[Any, Any] = yaml.safe_load(path.read_text())
+    if True in data:  # YAML 1.1 reads the key `on` as true
+        data["on"] = data.pop(True)
+    return data
+
+
+@pytest.fixture(scope="module")
+def workflows() -> dict[str, dict[str, Any]]:
+    return {p.name: _load(p) for p in WORKFLOW_FILES}
+
+
+@pytest.fixture(scope="module")
+def ci(environments: dict[str, EnvironmentConfig]) -> CiConfig:
+    return load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, environments)
+
+
+def _jobs(workflows: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {f"{name}:{job}": spec for name, wf in workflows.items() for job, spec in wf["jobs"].items()}
+
+
+def _steps(workflows: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    steps: list[dict[str, Any]] = [s for job in _jobs(workflows).values() for s in job.get("steps", [])]
+    return steps + list(_load(SETUP_ACTION)["runs"]["steps"])
+
+
+def test_the_workflows_exist() -> None:
+    assert [p.name for p in WORKFLOW_FILES] == ["deploy.yml", "pull-request.yml"]
+
+
+def test_actionlint_passes() -> None:
+    # Project mode (no file arguments): it also checks the calls of the local action against its inputs.
+    result = _run([_tool("actionlint"), "-verbose", "-format", "{{json .}}"], ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout) == []
+    assert "Linting 2 files" in result.stderr
+    assert 'Rule "shellcheck" was disabled' not in result.stderr  # run: scripts are shellchecked too
+
+
+def test_actionlint_catches_a_bad_workflow(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(BAD_WORKFLOW)
+    result = _run([_tool("actionlint"), "-format", "{{json .}}", str(bad)], tmp_path)
+    assert result.returncode == 1, result.stderr
+    messages = [(e["kind"], e["message"]) for e in json.loads(result.stdout)]
+    kinds = {kind for kind, _ in messages}
+    assert {"expression", "action", "shellcheck"} <= kinds, messages
+    assert any("github.event.pull_request.title" in m and "untrusted" in m for _, m in messages)
+    assert any('input "fetch-dept" is not defined' in m for _, m in messages)
+    assert any("SC2086" in m for _, m in messages)
+
+
+def _zizmor(*inputs: str, cwd: Path) -> tuple[int, list[dict[str, Any]]]:
+    result = _run([_tool("zizmor"), "--offline", "--persona", "pedantic", "--format", "json", *inputs], cwd)
+    assert result.stdout.strip(), result.stderr
+    findings: list[dict[str, Any]] = json.loads(result.stdout)
+    return result.returncode, findings
+
+
+def test_zizmor_offline_pedantic_finds_nothing() -> None:
+    code, findings = _zizmor(".github", cwd=ROOT)
+    assert [(f["ident"], f["locations"][0]["symbolic"]["key"]) for f in findings] == []
+    assert code == 0
+
+
+def test_zizmor_config_silences_only_the_two_reviewed_audits() -> None:
+    config = yaml.safe_load((GITHUB / "zizmor.yml").read_text())
+    assert config["rules"] == {
+        "self-repository": {"disable": True},
+        "concurrency-limits": {"ignore": ["deploy.yml"]},
+    }
+
+
+def test_zizmor_catches_a_bad_workflow(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text(BAD_WORKFLOW)
+    code, findings = _zizmor("bad.yml", cwd=tmp_path)
+    idents = {f["ident"] for f in findings}
+    assert {
+        "unpinned-uses",
+        "template-injection",
+        "excessive-permissions",
+        "artipacked",
+        "dangerous-triggers",
+    } <= idents, idents
+    assert code >= 10  # zizmor's exit codes 10-14: findings, by highest severity
+
+
+def test_actions_are_pinned_to_verified_release_commits() -> None:
+    seen: dict[str, set[str]] = {}
+    for path in [*WORKFLOW_FILES, SETUP_ACTION]:
+        for line in path.read_text().splitlines():
+            match = re.match(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", line)
+            if not match:
+                continue
+            ref, comment = match.groups()
+            if ref.startswith("./"):
+                assert ref == "./.github/actions/setup", line
+                continue
+            action, _, sha = ref.partition("@")
+            assert action in PINNED, f"{path.name}: {action} is not a reviewed action"
+            assert re.fullmatch(r"[0-9a-f]{40}", sha), f"{path.name}: {line.strip()} is not pinned to a commit"
+            assert (sha, comment.strip()) == (PINNED[action][0], f"# {PINNED[action][1]}"), line
+            seen.setdefault(action, set()).add(sha)
+    assert set(seen) == set(PINNED)
+
+
+def test_permissions_are_least(workflows: dict[str, dict[str, Any]]) -> None:
+    for wf in workflows.values():
+        assert wf["permissions"] == {}  # nothing by default; each job asks for what it needs
+    granted = {name: job["permissions"] for name, job in _jobs(workflows).items()}
+    assert granted == {
+        "deploy.yml:prepare": {"contents": "read", "pull-requests": "read"},
+        "deploy.yml:staging": {"contents": "read", "id-token": "write"},
+        "deploy.yml:production-plan": {"contents": "read", "id-token": "write"},
+        "deploy.yml:production": {"contents": "read", "id-token": "write"},
+        "pull-request.yml:lint": {"contents": "read"},
+        "pull-request.yml:test": {"contents": "read"},
+        "pull-request.yml:synth": {"contents": "read"},
+        "pull-request.yml:cfn-lint": {"contents": "read"},
+        "pull-request.yml:diff": {"contents": "read", "id-token": "write", "pull-requests": "write"},
+    }
+
+
+def test_aws_credentials_come_only_from_github_oidc(workflows: dict[str, dict[str, Any]]) -> None:
+    text = "\n".join(p.read_text() for p in [*WORKFLOW_FILES, SETUP_ACTION])
+    assert "secrets." not in text and "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    aws_steps = [s for s in _steps(workflows) if s.get("uses", "").startswith("aws-actions/configure-aws-credentials")]
+    assert len(aws_steps) == 4  # diff, staging, production plan, production
+    for step in aws_steps:
+        assert set(step["with"]) == {"role-to-assume", "role-session-name", "aws-region"}
+        assert re.fullmatch(r"\$\{\{ vars\.AWS_[A-Z_]+_ROLE_ARN(_[A-Z]+)? \}\}", step["with"]["role-to-assume"])
+
+
+def test_no_expression_is_interpolated_into_a_script(workflows: dict[str, dict[str, Any]]) -> None:
+    """Untrusted values (titles, branch names, inputs) reach scripts only through env, never as ${{ }} in run:."""
+    for step in _steps(workflows):
+        assert "${{" not in step.get("run", ""), step
+        assert "${{" not in step.get("with", {}).get("script", ""), step
+
+
+def test_checkouts_do_not_persist_credentials(workflows: dict[str, dict[str, Any]]) -> None:
+    checkouts = [s for s in _steps(workflows) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts and all(s["with"] == {"persist-credentials": False} for s in checkouts)
+
+
+def test_pull_request_jobs_run_the_make_targets(workflows: dict[str, dict[str, Any]]) -> None:
+    jobs = workflows["pull-request.yml"]["jobs"]
+    runs = {name: " ".join(s.get("run", "") for s in job["steps"]) for name, job in jobs.items()}
+    assert "make lint" in runs["lint"]
+    assert "make test" in runs["test"]
+    assert "make synth" in runs["synth"]
+    assert "cfn-lint cdk.out/*.template.json" in runs["cfn-lint"]
+    assert 'make diff ENV="$ENVIRONMENT" CDK_ARGS="--method=template' in runs["diff"]
+    assert "callsaver_infra.stateful_changes --assembly cdk.out --role lookup" in runs["diff"]
+    assert workflows["pull-request.yml"]["on"]["pull_request"]["types"] == [
+        "opened",
+        "synchronize",
+        "reopened",
+        "labeled",
+        "unlabeled",
+    ]
+
+
+def test_diff_runs_per_deployed_environment_and_skips_without_a_role(
+    workflows: dict[str, dict[str, Any]], ci: CiConfig
+) -> None:
+    diff = workflows["pull-request.yml"]["jobs"]["diff"]
+    assert diff["strategy"]["matrix"]["environment"] == list(ci.deploy_environments)
+    assert diff["strategy"]["fail-fast"] is False
+    check = diff["steps"][0]
+    assert check["env"]["DIFF_ROLE_ARN"] == f"${{{{ vars.{CiOutputs.DIFF_ROLE_VARIABLE} }}}}"
+    assert "::notice title=cdk diff skipped::" in check["run"]
+    later = diff["steps"][1:]
+    assert all("steps.aws.outputs.connected == 'true'" in s["if"] for s in later)
+    # The verdict and the comment are posted even when the gate (or the diff) failed.
+    assert all(s["if"].startswith("${{ !cancelled()") for s in later[4:])
+
+
+def test_one_comment_per_environment_updated_in_place(workflows: dict[str, dict[str, Any]]) -> None:
+    script = workflows["pull-request.yml"]["jobs"]["diff"]["steps"][-1]["with"]["script"]
+    assert marker("${process.env.ENVIRONMENT}") in script
+    assert "updateComment" in script and "createComment" in script and "github.paginate" in script
+    assert '"github-actions[bot]"' in script
+
+
+def test_the_escape_hatch_names_match_the_gate(workflows: dict[str, dict[str, Any]]) -> None:
+    text = "\n".join(p.read_text() for p in WORKFLOW_FILES)
+    assert text.count(f"'{ALLOW_LABEL}'") == 1  # the pull request's label
+    assert 'index("allow-destructive-changes")' in text  # the merged pull request's label, on push
+    assert ALLOW_INPUT in workflows["deploy.yml"]["on"]["workflow_dispatch"]["inputs"]
+
+
+def test_deploys_match_the_ci_config_and_trust(workflows: dict[str, dict[str, Any]], ci: CiConfig) -> None:
+    deploy = workflows["deploy.yml"]
+    assert deploy["on"]["push"] == {"branches": [ci.main_branch]}
+    assert f'"refs/heads/{ci.main_branch}"' in deploy["jobs"]["prepare"]["steps"][0]["run"]
+    for wf in workflows.values():
+        assert wf["env"]["AWS_REGION"] == ci.region
+    jobs = deploy["jobs"]
+    approval = [env for env in ci.deploy_environments if ci.needs_approval(env)]
+    direct = [env for env in ci.deploy_environments if not ci.needs_approval(env)]
+    assert (direct, approval) == (["staging"], ["production"])
+    # The staging role trusts the main branch's subject, which a job in a GitHub environment never has.
+    assert "environment" not in jobs["staging"] and jobs["staging"]["env"]["ENVIRONMENT"] == "staging"
+    assert jobs["production"]["environment"] == ci.production_approval_environment
+    assert jobs["production"]["needs"] == ["prepare", "production-plan"]
+    assert jobs["production-plan"]["needs"] == ["prepare", "staging"]
+    roles = {
+        name: step["with"]["role-to-assume"]
+        for name, job in jobs.items()
+        for step in job["steps"]
+        if "configure-aws-credentials" in step.get("uses", "")
+    }
+    assert roles == {
+        "staging": f"${{{{ vars.{CiOutputs.deploy_role_variable('staging')} }}}}",
+        "production-plan": f"${{{{ vars.{CiOutputs.DIFF_ROLE_VARIABLE} }}}}",
+        "production": f"${{{{ vars.{CiOutputs.deploy_role_variable('production')} }}}}",
+    }
+
+
+def test_two_deploys_of_one_environment_never_overlap(workflows: dict[str, dict[str, Any]]) -> None:
+    jobs = workflows["deploy.yml"]["jobs"]
+    groups = {name: job.get("concurrency") for name, job in jobs.items()}
+    assert groups == {
+        "prepare": None,
+        "staging": {"group": "deploy-staging", "cancel-in-progress": False},
+        "production-plan": {"group": "deploy-production", "cancel-in-progress": False},
+        "production": {"group": "deploy-production", "cancel-in-progress": False},
+    }
+
+
+def test_deploys_run_make_deploy_on_the_checked_assembly(workflows: dict[str, dict[str, Any]]) -> None:
+    jobs = workflows["deploy.yml"]["jobs"]
+    for name in ("staging", "production"):
+        runs = [s.get("run", "") for s in jobs[name]["steps"]]
+        deploys = [r for r in runs if "make deploy" in r]
+        assert deploys == ['make deploy ENV="$ENVIRONMENT" CDK_ARGS="--app cdk.out --require-approval never"']
+        gate = next(i for i, r in enumerate(runs) if "callsaver_infra.stateful_changes" in r)
+        assert gate < runs.index(deploys[0]) and "--role deploy" in runs[gate]
+    for name in ("staging", "production-plan"):
+        scripts = " ".join(s.get("run", "") for s in jobs[name]["steps"])
+        assert 'make synth ENV="$ENVIRONMENT" CDK_ARGS="-c agentImageTag=$IMAGE_TAG"' in scripts
+    tag = jobs["prepare"]["steps"][1]
+    assert tag["env"] == {"INPUT_TAG": "${{ inputs.image_tag }}", "COMMIT": "${{ github.sha }}"}
+    assert 'tag="${INPUT_TAG:-$COMMIT}"' in tag["run"]
+    # Production deploys the artifact its plan showed, checked by digest.
+    production = jobs["production"]
+    assert production["env"]["PLANNED_DIGEST"] == "${{ needs.production-plan.outputs.digest }}"
+    assert any('"$digest" != "$PLANNED_DIGEST"' in s.get("run", "") for s in production["steps"])
+
+
+def test_caches_for_pip_and_npm_but_not_in_deploys(workflows: dict[str, dict[str, Any]]) -> None:
+    setup = {s["name"]: s for s in _load(SETUP_ACTION)["runs"]["steps"]}
+    assert setup["Set up Python"]["with"]["cache"] == "${{ inputs.cache == 'true' && 'pip' || '' }}"
+    assert setup["Set up Node"]["with"]["cache"] == "${{ inputs.cache == 'true' && 'npm' || '' }}"
+    assert setup["Install the pinned dependencies (make setup)"]["run"] == "make setup"
+    for name, job in _jobs(workflows).items():
+        for step in job["steps"]:
+            if step.get("uses") == "./.github/actions/setup":
+                expected = {"cache": "false"} if name.startswith("deploy.yml") else None
+                assert step.get("with") == expected, name
+
+
+def test_makefile_passes_cdk_args_to_synth_diff_and_deploy() -> None:
+    for target, expected in (
+        ("synth", "cdk synth --quiet -c env=staging --x"),
+        ("diff", "cdk diff --all -c env=staging --x"),
+        ("deploy", "cdk deploy --all -c env=staging --outputs-file cdk.outputs.staging.json --x"),
+    ):
+        result = _run(["make", "-n", target, "ENV=staging", "CDK_ARGS=--x"], ROOT)
+        assert result.returncode == 0, result.stderr
+        assert expected in result.stdout, result.stdout
