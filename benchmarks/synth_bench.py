@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Print the median wall time of synthesizing every environment next to an empty CDK app, in one run.
+"""Print, in one run: the median wall time of synthesizing every environment next to an empty CDK app, the test
+suite's wall time, and the cost-bearing resources of each environment read from the synthesized templates.
 
-Each sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does).
-Usage: python benchmarks/synth_bench.py [--runs N]
+Each synth sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does). The
+cost table (NAT gateways, load balancers, interface VPC endpoints, Fargate tasks at desired count) lets a reviewer
+see cost drift next to the timings.
+Usage: python benchmarks/synth_bench.py [--runs N] [--skip-tests]
 """
 
 from __future__ import annotations
@@ -42,20 +45,53 @@ def _time(argv: list[str], runs: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5, help="samples per case (default 5)")
+    parser.add_argument("--skip-tests", action="store_true", help="do not time the test suite")
     args = parser.parse_args()
     envs = sorted(p.stem for p in (ROOT / "config").glob("*.toml"))
     cases = {
         "empty CDK app": [sys.executable, "-c", EMPTY_APP],
-        f"callsaver-infra, all environments ({', '.join(envs)})": [sys.executable, "app.py"],
+        f"callsaver-infra, all environments ({', '.join(envs)}) + CI": [sys.executable, "app.py"],
     }
     print(f"synth wall time, median of {args.runs} fresh processes (node {_node_version()})")
     medians = {}
     for label, argv in cases.items():
         samples = _time(argv, args.runs)
         medians[label] = statistics.median(samples)
-        print(f"  {label:<66} median {medians[label]:6.2f} s  (min {min(samples):.2f}, max {max(samples):.2f})")
+        print(f"  {label:<70} median {medians[label]:6.2f} s  (min {min(samples):.2f}, max {max(samples):.2f})")
     base, full = medians.values()
-    print(f"  {'cost of our stacks over an empty app':<60}        {full - base:6.2f} s")
+    print(f"  {'cost of our stacks over an empty app':<70}        {full - base:6.2f} s")
+    _print_costs(envs)
+    if not args.skip_tests:
+        _print_test_time()
+
+
+def _print_costs(envs: list[str]) -> None:
+    from callsaver_infra.cost_report import count_templates
+    from callsaver_infra.names import CI_STACK, EnvNames
+    from callsaver_infra.stateful_changes import read_assembly
+
+    with tempfile.TemporaryDirectory() as outdir:
+        env = {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()}
+        subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, check=True, capture_output=True)
+        templates = {stack.name: stack.template() for stack in read_assembly(Path(outdir))}
+    print("cost-bearing resources per environment (from the synthesized templates)")
+    print(f"  {'environment':<12} {'NAT gw':>7} {'LBs':>5} {'iface VPCE':>11} {'tasks':>6} {'task vCPU':>10}")
+    groups = {e: [n.storage_stack, n.iam_stack, n.secrets_stack, n.agent_stack] for e in envs for n in [EnvNames(e)]}
+    for name, stacks in {**groups, "ci": [CI_STACK]}.items():
+        c = count_templates(templates[s] for s in stacks if s in templates)
+        row = f"{c.nat_gateways:>7} {c.load_balancers:>5} {c.interface_endpoints:>11} {c.running_tasks:>6}"
+        print(f"  {name:<12} {row} {c.task_vcpus:>10.2f}")
+
+
+def _print_test_time() -> None:
+    # One run of what `make test` runs; wall time includes the session's synth and the real-CLI tests.
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    print(f"test suite wall time: {elapsed:.1f} s  ({lines[-1].strip('= ') if lines else 'no output'})")
 
 
 def _node_version() -> str:
