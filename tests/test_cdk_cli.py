@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.config import load_environments
-from tests.conftest import CONFIG_DIR, ROOT, Synthesized, synthesize
+from tests.conftest import CONFIG_DIR, ENV_NAMES, ROOT, Synthesized, synthesize
 
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 
@@ -69,7 +69,7 @@ def test_cli_rejects_an_unknown_environment_and_lists_the_known_ones(tmp_path: P
     result = _cdk("synth", "-q", "-c", "env=prod", "-o", str(tmp_path))
     assert result.returncode != 0
     assert (
-        "error: unknown environment 'prod'; known environments: local, production, staging "
+        f"error: unknown environment 'prod'; known environments: {', '.join(ENV_NAMES)} "
         "(add config/prod.toml to create it)"
     ) in result.stderr
 

@@ -17,7 +17,7 @@ from callsaver_infra.config import (
     load_environments,
     select_environments,
 )
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, ENV_NAMES
 
 STAGING = CONFIG_DIR / "staging.toml"
 
@@ -63,7 +63,7 @@ def _error(path: Path) -> str:
 
 def test_committed_environments_hold_the_seed_values() -> None:
     envs = load_environments(CONFIG_DIR)
-    assert sorted(envs) == ["local", "production", "staging"]
+    assert {"local", "production", "staging"} <= set(envs)
     for name in ("staging", "production"):
         e = envs[name]
         assert (e.account, e.region) == ("836347236108", "us-west-1")
@@ -206,13 +206,13 @@ def test_unknown_environment_lists_the_known_ones() -> None:
     with pytest.raises(ConfigError) as e:
         select_environments(envs, "prod")
     assert str(e.value) == (
-        "unknown environment 'prod'; known environments: local, production, staging (add config/prod.toml to create it)"
+        f"unknown environment 'prod'; known environments: {', '.join(ENV_NAMES)} (add config/prod.toml to create it)"
     )
 
 
 def test_no_env_selects_every_environment_and_a_name_selects_one() -> None:
     envs = load_environments(CONFIG_DIR)
-    assert [e.name for e in select_environments(envs, None)] == ["local", "production", "staging"]
+    assert [e.name for e in select_environments(envs, None)] == ENV_NAMES
     assert [e.name for e in select_environments(envs, "staging")] == ["staging"]
 
 

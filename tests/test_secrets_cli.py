@@ -13,7 +13,7 @@ import pytest
 
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, ENV_NAMES
 
 FAKE_VALUE = "sk-fake-not-a-real-key-0123456789"
 ENV = "staging"
@@ -150,7 +150,7 @@ def test_set_refuses_bad_requests(
 
 def test_unknown_environment(capsys: pytest.CaptureFixture[str]) -> None:
     assert _run("secrets", "status", "--env", "prod") == EXIT_ERROR
-    assert "unknown environment 'prod'; known environments: local, production, staging" in capsys.readouterr().err
+    assert f"unknown environment 'prod'; known environments: {', '.join(ENV_NAMES)}" in capsys.readouterr().err
 
 
 def test_no_aws_endpoint_reachable_is_an_error_not_a_traceback(
