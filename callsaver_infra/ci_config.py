@@ -11,11 +11,10 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from callsaver_infra.config import ConfigError, EnvironmentConfig, known_regions
+from callsaver_infra.config import AccountId, AwsRegion, ConfigError, EnvironmentConfig, StrTuple, config_error
 
 CI_ENV_NAME = "ci"
 # The CI file, relative to the config directory.
@@ -36,10 +35,10 @@ class CiConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     repository: str = Field(description='GitHub repository as "OWNER/REPO", exactly as GitHub spells it')
-    account: str = Field(description="12-digit AWS account id of the CI stack, in quotes")
-    region: str = Field(description="AWS region of the CI stack, e.g. us-west-1")
+    account: AccountId = Field(description="12-digit AWS account id of the CI stack, in quotes")
+    region: AwsRegion = Field(description="AWS region of the CI stack, e.g. us-west-1")
     main_branch: str = Field(description="The branch whose pushes deploy the environments without approval")
-    deploy_environments: tuple[str, ...] = Field(
+    deploy_environments: StrTuple = Field(
         description="Environments (config/<env>.toml) the workflows diff and deploy, e.g. staging, production"
     )
     production_approval_environment: str = Field(
@@ -50,31 +49,11 @@ class CiConfig(BaseModel):
         description="Create the account's GitHub OIDC provider (false: the account already has one; reuse it)"
     )
 
-    @field_validator("deploy_environments", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        # TOML arrays arrive as lists; strict mode wants the frozen tuple.
-        return tuple(v) if isinstance(v, list) else v
-
     @field_validator("repository")
     @classmethod
     def _repository(cls, v: str) -> str:
         if not REPOSITORY_PATTERN.fullmatch(v):
             raise ValueError('must be a GitHub repository "OWNER/REPO", e.g. "callsaver/callsaver-infra"')
-        return v
-
-    @field_validator("account", mode="before")
-    @classmethod
-    def _account(cls, v: Any) -> Any:
-        if not (isinstance(v, str) and re.fullmatch(r"\d{12}", v)):
-            raise ValueError('must be a 12-digit AWS account id written as a string, e.g. "123456789012"')
-        return v
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, v: str) -> str:
-        if v not in known_regions():
-            raise ValueError("is not an AWS region known to aws-cdk-lib, e.g. us-west-1")
         return v
 
     @field_validator("main_branch")
@@ -160,9 +139,7 @@ def load_ci_config(path: Path, envs: Mapping[str, EnvironmentConfig]) -> CiConfi
     try:
         config = CiConfig.model_validate(data)
     except ValidationError as e:
-        lines = [f"{path}: invalid configuration ({e.error_count()} problem(s)):"]
-        lines += [f"  - {_describe(err)}" for err in e.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise config_error(path, CiConfig, e) from None
     problems = []
     for env in config.deploy_environments:
         if env not in envs:
@@ -182,19 +159,3 @@ def load_ci_config(path: Path, envs: Mapping[str, EnvironmentConfig]) -> CiConfi
         lines += [f"  - {p}" for p in problems]
         raise ConfigError("\n".join(lines))
     return config
-
-
-def _describe(err: Mapping[str, Any]) -> str:
-    key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        allowed = ", ".join(CiConfig.model_fields)
-        return f"unknown key '{key}'; allowed keys: {allowed}. Fix: remove it or correct its spelling"
-    if kind == "missing":
-        field = CiConfig.model_fields.get(key)
-        hint = f" ({field.description})" if field is not None and field.description else ""
-        return f"missing key '{key}'{hint}. Fix: add it"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if not err["loc"]:
-        return msg
-    return f"{key} = {err.get('input')!r}: {msg}"

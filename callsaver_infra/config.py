@@ -12,9 +12,18 @@ import tomllib
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 
@@ -37,6 +46,31 @@ _BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-
 
 class ConfigError(Exception):
     """A configuration file is missing, unreadable or invalid; the message says where and how to fix it."""
+
+
+def _tuple_from_list(v: Any) -> Any:
+    # TOML arrays arrive as lists; strict mode wants the frozen tuple.
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _check_account(v: Any) -> Any:
+    if not (isinstance(v, str) and re.fullmatch(r"\d{12}", v)):
+        raise ValueError('must be a 12-digit AWS account id written as a string, e.g. "123456789012"')
+    return v
+
+
+def _check_region(v: str) -> str:
+    regions = known_regions()
+    if v not in regions:
+        near = [r for r in regions if r.split("-")[0] == v.split("-")[0]] or sorted(regions)
+        raise ValueError(f"is not an AWS region; known regions include: {', '.join(sorted(near))}")
+    return v
+
+
+# Field types shared by every config file (environments and CI).
+StrTuple = Annotated[tuple[str, ...], BeforeValidator(_tuple_from_list)]
+AccountId = Annotated[str, BeforeValidator(_check_account)]
+AwsRegion = Annotated[str, AfterValidator(_check_region)]
 
 
 class _Section(BaseModel):
@@ -181,16 +215,10 @@ class NetworkConfig(_Section):
     """Where the agent's tasks run: by default a new two-AZ public-subnet VPC, or an existing VPC named by id."""
 
     existing_vpc_id: str | None = Field(default=None, description="Run in this VPC instead of creating one")
-    existing_subnet_ids: tuple[str, ...] = Field(default=(), description="Public subnets of existing_vpc_id")
-    existing_subnet_zones: tuple[str, ...] = Field(
+    existing_subnet_ids: StrTuple = Field(default=(), description="Public subnets of existing_vpc_id")
+    existing_subnet_zones: StrTuple = Field(
         default=(), description="The availability zone of each existing subnet, in the same order"
     )
-
-    @field_validator("existing_subnet_ids", "existing_subnet_zones", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        # TOML arrays arrive as lists; strict mode wants the frozen tuple.
-        return tuple(v) if isinstance(v, list) else v
 
     @field_validator("existing_vpc_id")
     @classmethod
@@ -237,18 +265,12 @@ class EgressHookConfig(_Section):
     auto_egress: bool = Field(
         description="Record every call through dispatch_rule_ids automatically (false: the backend starts recordings)"
     )
-    dispatch_rule_ids: tuple[str, ...] = Field(
+    dispatch_rule_ids: StrTuple = Field(
         default=(), description="SIP dispatch rules (SDR_...) to record calls of; from `lk sip dispatch list`"
     )
     filepath_template: str = Field(
         description="Object key of each recording, e.g. '{room_name}/{time}'; LiveKit appends .ogg"
     )
-
-    @field_validator("dispatch_rule_ids", mode="before")
-    @classmethod
-    def _list(cls, v: Any) -> Any:
-        # TOML arrays arrive as lists; strict mode wants the frozen tuple.
-        return tuple(v) if isinstance(v, list) else v
 
     @field_validator("dispatch_rule_ids")
     @classmethod
@@ -294,8 +316,8 @@ class EnvironmentConfig(_Section):
     """Everything one environment's stacks need; built once in app.py and passed down, never re-read."""
 
     name: str = Field(description="Environment name; taken from the config file's name")
-    account: str = Field(description="12-digit AWS account id, in quotes")
-    region: str = Field(description="AWS region, e.g. us-west-1")
+    account: AccountId = Field(description="12-digit AWS account id, in quotes")
+    region: AwsRegion = Field(description="AWS region, e.g. us-west-1")
     termination_protection: bool = Field(description="Protect this environment's stacks from deletion")
     livekit: LiveKitConfig
     storage: StorageConfig
@@ -312,22 +334,6 @@ class EnvironmentConfig(_Section):
                 "environment names (the config file's name) must be 1-20 characters of a-z, 0-9 and '-', "
                 "starting with a letter"
             )
-        return v
-
-    @field_validator("account", mode="before")
-    @classmethod
-    def _account(cls, v: Any) -> Any:
-        if not (isinstance(v, str) and re.fullmatch(r"\d{12}", v)):
-            raise ValueError('must be a 12-digit AWS account id written as a string, e.g. "123456789012"')
-        return v
-
-    @field_validator("region")
-    @classmethod
-    def _region(cls, v: str) -> str:
-        regions = known_regions()
-        if v not in regions:
-            near = [r for r in regions if r.split("-")[0] == v.split("-")[0]] or sorted(regions)
-            raise ValueError(f"is not an AWS region; known regions include: {', '.join(sorted(near))}")
         return v
 
     @model_validator(mode="after")
@@ -399,9 +405,7 @@ def load_environment(path: Path) -> EnvironmentConfig:
     try:
         return EnvironmentConfig.model_validate({"name": path.stem, **data})
     except ValidationError as e:
-        lines = [f"{path}: invalid configuration ({e.error_count()} problem(s)):"]
-        lines += [f"  - {_describe(err)}" for err in e.errors()]
-        raise ConfigError("\n".join(lines)) from None
+        raise config_error(path, EnvironmentConfig, e) from None
 
 
 def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
@@ -433,15 +437,22 @@ def select_environments(envs: Mapping[str, EnvironmentConfig], wanted: str | Non
     return [envs[wanted]]
 
 
-def _describe(err: Mapping[str, Any]) -> str:
+def config_error(path: Path, model: type[BaseModel], error: ValidationError) -> ConfigError:
+    """One ConfigError listing every problem of a config file, each with its key, bad value and fix."""
+    lines = [f"{path}: invalid configuration ({error.error_count()} problem(s)):"]
+    lines += [f"  - {_describe(model, err)}" for err in error.errors()]
+    return ConfigError("\n".join(lines))
+
+
+def _describe(root: type[BaseModel], err: Mapping[str, Any]) -> str:
     loc = tuple(str(p) for p in err["loc"])
     key = ".".join(loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        allowed = ", ".join(_fields_at(loc[:-1]))
+        allowed = ", ".join(_fields_at(root, loc[:-1]))
         return f"unknown key '{key}'; allowed keys here: {allowed}. Fix: remove it or correct its spelling"
     if kind == "missing":
-        field = _field_at(loc)
+        field = _field_at(root, loc)
         hint = f" ({field.description})" if field is not None and field.description else ""
         return f"missing key '{key}'{hint}. Fix: add it"
     msg = str(err["msg"]).removeprefix("Value error, ")
@@ -451,8 +462,8 @@ def _describe(err: Mapping[str, Any]) -> str:
     return f"{key} = {value!r}: {msg}"
 
 
-def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = EnvironmentConfig
+def _model_at(root: type[BaseModel], loc: tuple[str, ...]) -> type[BaseModel] | None:
+    model = root
     for part in loc:
         field = model.model_fields.get(part)
         annotation = field.annotation if field is not None else None
@@ -462,11 +473,12 @@ def _model_at(loc: tuple[str, ...]) -> type[BaseModel] | None:
     return model
 
 
-def _fields_at(loc: tuple[str, ...]) -> list[str]:
-    model = _model_at(loc)
+def _fields_at(root: type[BaseModel], loc: tuple[str, ...]) -> list[str]:
+    # "name" is the environment file's name, never a key in it.
+    model = _model_at(root, loc)
     return [f for f in model.model_fields if f != "name"] if model is not None else []
 
 
-def _field_at(loc: tuple[str, ...]) -> Any:
-    model = _model_at(loc[:-1])
+def _field_at(root: type[BaseModel], loc: tuple[str, ...]) -> Any:
+    model = _model_at(root, loc[:-1])
     return model.model_fields.get(loc[-1]) if model is not None and loc else None

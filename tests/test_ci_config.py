@@ -84,7 +84,7 @@ def test_valid_text_loads_and_is_frozen(tmp_path: Path, environments: dict[str, 
         (
             'production_approval_environment = "production"',
             'production_approval_environment = "production"\nbranch = "main"',
-            "unknown key 'branch'; allowed keys: repository, account",
+            "unknown key 'branch'; allowed keys here: repository, account",
         ),
         ('main_branch = "main"\n', "", "missing key 'main_branch' (The branch whose pushes deploy"),
     ],
