@@ -109,7 +109,7 @@ def test_bucket_lifecycle_public_access_ownership_and_tls_policy(aws: dict[str, 
     ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert len(json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]) == 2
-    # The TLS-only Deny stands for TLS on a plain-HTTP endpoint; every other statement is still enforced.
+    # Conditional statements (the TLS-only Deny) are stored, not enforced; unconditional ones still are.
     s3.put_object(Bucket=bucket, Key="calls/a.ogg", Body=b"OggS")
     with pytest.raises(ClientError, match="403|AccessDenied|Forbidden"):
         s3.put_object(Bucket=bucket, Key="blocked/a.ogg", Body=b"OggS")

@@ -91,6 +91,33 @@ def test_bucket_policy_denies_requests_without_tls(synthesized: Synthesized, env
     )
 
 
+def test_cdk_lookup_roles_cannot_read_recordings(synthesized: Synthesized, env: EnvironmentConfig) -> None:
+    """CI's pull-request diff role may assume the CDK lookup role, whose ReadOnlyAccess includes s3:GetObject."""
+    template = synthesized.template(EnvNames(env.name).storage_stack)
+    bucket_id = _bucket_id(synthesized, env)
+    template.has_resource_properties(
+        "AWS::S3::BucketPolicy",
+        {
+            "PolicyDocument": {
+                "Statement": Match.array_with(
+                    [
+                        {
+                            "Sid": "DenyRecordingReadsByCdkLookupRoles",
+                            "Effect": "Deny",
+                            "Principal": {"AWS": "*"},
+                            "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                            "Resource": {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/*"]]},
+                            "Condition": {
+                                "ArnLike": {"aws:PrincipalArn": f"arn:aws:iam::{env.account}:role/cdk-*-lookup-role-*"}
+                            },
+                        }
+                    ]
+                )
+            }
+        },
+    )
+
+
 def test_bucket_survives_stack_deletion_and_replacement(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     template = synthesized.template(EnvNames(env.name).storage_stack)
     template.has_resource("AWS::S3::Bucket", {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"})

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
@@ -35,6 +36,23 @@ class SessionBucket(Construct):
             # Recordings are evidence of calls: a stack deletion or replacement must never take them along.
             removal_policy=RemovalPolicy.RETAIN,
             auto_delete_objects=False,
+        )
+        # The CDK bootstrap lookup role carries ReadOnlyAccess (s3:GetObject included) and CI's diff role, which
+        # pull requests use, may assume it: it must never read a call recording.
+        stack = Stack.of(self)
+        self.bucket.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="DenyRecordingReadsByCdkLookupRoles",
+                effect=iam.Effect.DENY,
+                principals=[iam.AnyPrincipal()],
+                actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=[self.bucket.arn_for_objects("*")],
+                conditions={
+                    "ArnLike": {
+                        "aws:PrincipalArn": f"arn:{stack.partition}:iam::{stack.account}:role/cdk-*-lookup-role-*"
+                    }
+                },
+            )
         )
         acknowledge(
             self.bucket,

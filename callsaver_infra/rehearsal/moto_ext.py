@@ -373,17 +373,16 @@ class RehearsalScalingPolicy(CloudFormationModel):
         return cls(policy.policy_arn)
 
 
-def _policy_ignoring_tls_deny(self: FakeBucket, action: str, resource: str) -> Any:
-    """Bucket-policy enforcement without the TLS-only statement: moto ignores conditions, so the Deny on
-    aws:SecureTransport=false would deny every request; the local endpoint speaks plain HTTP and stands for TLS."""
+def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
+    """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
+    Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
+    role (aws:PrincipalArn) would deny every request; they are stored and returned, not enforced."""
     from moto.iam.access_control import IAMPolicy, PermissionResult
 
     if self.policy is None:
         return PermissionResult.NEUTRAL
     document = json.loads(self.policy)
-    document["Statement"] = [
-        s for s in document.get("Statement", []) if s.get("Condition") != {"Bool": {"aws:SecureTransport": "false"}}
-    ]
+    document["Statement"] = [s for s in document.get("Statement", []) if "Condition" not in s]
     return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
 
 
@@ -399,7 +398,7 @@ def _get_azs(original: Any) -> Any:
     return clean_json
 
 
-FakeBucket.get_permission = _policy_ignoring_tls_deny  # type: ignore[method-assign]
+FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
 # The type map is cached on first use; make sure it is built after our subclasses exist.
 parsing.get_model_list.cache_clear()

@@ -192,6 +192,8 @@ class Rehearsal:
         policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
         tls = [s for s in policy["Statement"] if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
         c.expect("TLS-only policy denies", [s["Effect"] for s in tls], ["Deny"])
+        lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyRecordingReadsByCdkLookupRoles"]
+        c.expect("CDK lookup roles may not read recordings", [s["Effect"] for s in lookup], ["Deny"])
         c.raise_if_failed()
         return f"{c.passed} checks: s3://{bucket}"
 
