@@ -10,7 +10,7 @@ what a deploy creates is what the ordinary describe calls return. Importing this
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
@@ -106,16 +106,28 @@ def _s3(account_id: str, region_name: str) -> Any:
     return s3_backends[account_id][get_partition(region_name)]
 
 
-class RehearsalBucket(CloudFormationModel):
+class _Typed:
+    """The resource type and name property of a model, as class attributes (moto asks the class for both).
+
+    A mixin, not a base class: moto only registers direct subclasses of CloudFormationModel."""
+
+    CFN_TYPE: ClassVar[str]
+    NAME_TYPE: ClassVar[str] = ""
+
+    @classmethod
+    def cloudformation_type(cls) -> str:
+        return cls.CFN_TYPE
+
+    @classmethod
+    def cloudformation_name_type(cls) -> str:
+        return cls.NAME_TYPE
+
+
+class RehearsalBucket(_Typed, CloudFormationModel):
     """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block and ownership controls."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::S3::Bucket"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "BucketName"
+    CFN_TYPE = "AWS::S3::Bucket"
+    NAME_TYPE = "BucketName"
 
     @classmethod
     def create_from_cloudformation_json(
@@ -162,8 +174,10 @@ class RehearsalBucket(CloudFormationModel):
             backend.put_bucket_ownership_controls(name, props["OwnershipControls"]["Rules"][0]["ObjectOwnership"])
 
 
-class RehearsalBucketPolicy(CloudFormationModel):
-    """AWS::S3::BucketPolicy, stored on moto's bucket (see `_policy_ignoring_tls_deny` for enforcement)."""
+class RehearsalBucketPolicy(_Typed, CloudFormationModel):
+    """AWS::S3::BucketPolicy, stored on moto's bucket (see `_policy_without_conditional_statements` for enforcement)."""
+
+    CFN_TYPE = "AWS::S3::BucketPolicy"
 
     def __init__(self, bucket_name: str) -> None:
         self.bucket_name = bucket_name
@@ -171,14 +185,6 @@ class RehearsalBucketPolicy(CloudFormationModel):
     @property
     def physical_resource_id(self) -> str:
         return self.bucket_name
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::S3::BucketPolicy"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
 
     @classmethod
     def create_from_cloudformation_json(
@@ -191,8 +197,11 @@ class RehearsalBucketPolicy(CloudFormationModel):
         return cls(bucket_name)
 
 
-class RehearsalSecret(CloudFormationModel):
+class RehearsalSecret(_Typed, CloudFormationModel):
     """AWS::SecretsManager::Secret through moto's Secrets Manager backend; Ref is the secret's ARN."""
+
+    CFN_TYPE = "AWS::SecretsManager::Secret"
+    NAME_TYPE = "Name"
 
     def __init__(self, arn: str, name: str) -> None:
         self.arn = arn
@@ -201,14 +210,6 @@ class RehearsalSecret(CloudFormationModel):
     @property
     def physical_resource_id(self) -> str:
         return self.arn
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SecretsManager::Secret"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "Name"
 
     @classmethod
     def has_cfn_attr(cls, attr: str) -> bool:
@@ -237,16 +238,10 @@ class RehearsalSecret(CloudFormationModel):
         return cls(json.loads(created)["ARN"], name)
 
 
-class RehearsalTaskDefinition(CloudFormationModel):
+class RehearsalTaskDefinition(_Typed, CloudFormationModel):
     """AWS::ECS::TaskDefinition with the Fargate fields stock moto drops (cpu, network mode, roles, ...)."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ECS::TaskDefinition"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
+    CFN_TYPE = "AWS::ECS::TaskDefinition"
 
     @classmethod
     def create_from_cloudformation_json(
@@ -267,16 +262,11 @@ class RehearsalTaskDefinition(CloudFormationModel):
         )
 
 
-class RehearsalService(CloudFormationModel):
+class RehearsalService(_Typed, CloudFormationModel):
     """AWS::ECS::Service with launch type, network and deployment configuration, which stock moto drops."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ECS::Service"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return "ServiceName"
+    CFN_TYPE = "AWS::ECS::Service"
+    NAME_TYPE = "ServiceName"
 
     @classmethod
     def create_from_cloudformation_json(
@@ -303,8 +293,10 @@ class RehearsalService(CloudFormationModel):
         return service
 
 
-class RehearsalScalableTarget(CloudFormationModel):
+class RehearsalScalableTarget(_Typed, CloudFormationModel):
     """AWS::ApplicationAutoScaling::ScalableTarget; Ref is CloudFormation's "resource|dimension|namespace" id."""
+
+    CFN_TYPE = "AWS::ApplicationAutoScaling::ScalableTarget"
 
     def __init__(self, resource_id: str, dimension: str, namespace: str) -> None:
         self.resource_id, self.dimension, self.namespace = resource_id, dimension, namespace
@@ -312,14 +304,6 @@ class RehearsalScalableTarget(CloudFormationModel):
     @property
     def physical_resource_id(self) -> str:
         return f"{self.resource_id}|{self.dimension}|{self.namespace}"
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApplicationAutoScaling::ScalableTarget"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
 
     @classmethod
     def create_from_cloudformation_json(
@@ -338,8 +322,10 @@ class RehearsalScalableTarget(CloudFormationModel):
         return cls(p["ResourceId"], p["ScalableDimension"], p["ServiceNamespace"])
 
 
-class RehearsalScalingPolicy(CloudFormationModel):
+class RehearsalScalingPolicy(_Typed, CloudFormationModel):
     """AWS::ApplicationAutoScaling::ScalingPolicy (target tracking) attached to its scalable target."""
+
+    CFN_TYPE = "AWS::ApplicationAutoScaling::ScalingPolicy"
 
     def __init__(self, arn: str) -> None:
         self.arn = arn
@@ -347,14 +333,6 @@ class RehearsalScalingPolicy(CloudFormationModel):
     @property
     def physical_resource_id(self) -> str:
         return self.arn
-
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::ApplicationAutoScaling::ScalingPolicy"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return ""
 
     @classmethod
     def create_from_cloudformation_json(
