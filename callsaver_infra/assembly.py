@@ -44,6 +44,7 @@ def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
     agent = AgentStack(app, config=config, description=f"CallSaver {config.name}: LiveKit agent on Fargate", **common)
     # Tasks read their secrets at start: the secrets must exist first.
     agent.add_stack_dependency(secrets, "the agent's tasks read its secrets at start")
+    agent.add_stack_dependency(iam, "the agent's tasks read the egress key pair to record outbound calls")
     stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent)
     for stack in stacks.all():
         Tags.of(stack).add("project", "callsaver")

@@ -36,6 +36,24 @@ class AgentOutputs:
     LOG_GROUP = "AgentLogGroupName"
 
 
+class AgentEnvironment:
+    """Variables the agent's container receives beyond the secrets of the catalog (README, "Agent identity" and
+    "Which calls are recorded"): its LiveKit identity and what it needs to record the calls it places."""
+
+    AGENT_NAME = "LIVEKIT_AGENT_NAME"  # read by livekit-agents itself (ServerOptions.agent_name)
+    WORKER_NAME = "LIVEKIT_WORKER_NAME"  # read by the seed's agent code; same value
+    RECORDING_BUCKET = "SESSION_S3_BUCKET"
+    RECORDING_REGION = "SESSION_S3_REGION"
+    RECORDING_FILEPATH = "SESSION_S3_FILEPATH"
+    RECORDING_ACCESS_KEY_ID = "SESSION_S3_ACCESS_KEY_ID"
+    RECORDING_SECRET_ACCESS_KEY = "SESSION_S3_SECRET_ACCESS_KEY"
+
+
+# JSON keys of the egress credentials secret (written by EgressWriter, read by the hook and injected into the agent).
+EGRESS_SECRET_KEY_ID_FIELD = "accessKeyId"
+EGRESS_SECRET_SECRET_FIELD = "secretAccessKey"
+
+
 @dataclass(frozen=True)
 class EnvNames:
     """The names of one environment's stacks and named resources."""
@@ -77,6 +95,11 @@ class EnvNames:
     @property
     def agent_log_group(self) -> str:
         return f"/callsaver/{self.env}/agent"
+
+    @property
+    def egress_push_receipt(self) -> str:
+        """SSM parameter where push-egress records which key pair it last wrote into each dispatch rule."""
+        return f"/callsaver/{self.env}/livekit/egress-push-receipt"
 
     def secret(self, ref: str) -> str:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.config import LOCAL_ACCOUNT, EnvironmentConfig
 from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs, StorageOutputs
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
-MOTO_ACCOUNT = "123456789012"
+MOTO_ACCOUNT = LOCAL_ACCOUNT
 # Fake credentials for the local endpoint and the local LiveKit server; nothing real is ever involved.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-not-a-secret"}
 LIVEKIT_API_KEY = "APIrehearsal"
