@@ -7,6 +7,7 @@ what it does, not by an id copied into config, so a rule recreated in the dashbo
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -129,14 +130,24 @@ def shown_key(value: str) -> str:
     return mask_key(value)
 
 
+# The placeholders livekit/protocol egress/redact.go writes over upload credentials (utils.Redact).
+REDACT_PLACEHOLDERS = frozenset(
+    {"{access_key}", "{secret}", "{external_id}", "{session_token}", "{credentials}", "{account_name}", "{account_key}"}
+)
+# utils/redact.go RedactIdentifier: "{abc...xyz}", up to three characters kept at each end.
+_REDACTED_IDENTIFIER = re.compile(r"^\{[^{}]{0,3}\.\.\.[^{}]{0,3}\}$")
+
+
 def looks_masked(value: str) -> bool:
-    """True for the forms LiveKit masks a value with: `{access_key}`-style placeholders (livekit/protocol
-    egress/redact.go, utils.Redact), `{abc...xyz}` (utils/redact.go RedactIdentifier), `<redacted (N bytes)>`
-    (the protos' logger.redact_format), or asterisks as other consoles show secrets."""
+    """True for the forms LiveKit masks a value with: the placeholders of livekit/protocol egress/redact.go
+    (`{access_key}`, `{secret}`, ...), `{abc...xyz}` (utils/redact.go RedactIdentifier), `<redacted (N bytes)>`
+    (the protos' logger.redact_format), `{...}` query values, or asterisks as consoles show secrets. A filepath
+    template such as `{room_name}/{time}` is not a mask."""
     v = value.strip()
     return (
-        (v.startswith("{") and v.endswith("}") and len(v) > 2)
+        v in REDACT_PLACEHOLDERS
+        or bool(_REDACTED_IDENTIFIER.fullmatch(v))
         or (len(v) >= 3 and set(v) == {"*"})
         or v.startswith("<redacted")
-        or "{...}" in v
+        or "={...}" in v
     )

@@ -365,6 +365,8 @@ def unowned_part(rule: api.SIPDispatchRuleInfo) -> api.SIPDispatchRuleInfo:
     part.CopyFrom(rule)
     if part.HasField("room_config") and part.room_config.HasField("egress"):
         part.room_config.egress.ClearField("room")
+        if not part.room_config.egress.ListFields():
+            part.room_config.ClearField("egress")  # "no egress" and "an egress with nothing but ours" are one state
     part.ClearField("updated_at")
     return part
 
@@ -380,7 +382,7 @@ def _walk(message: Message, path: str) -> Iterator[tuple[str, Message, Any, Any]
                     yield from _walk(item, f"{here}[{key!r}]")
                 else:
                     yield f"{here}[{key!r}]", message, fd, item
-        elif fd.label == fd.LABEL_REPEATED:  # type: ignore[attr-defined]
+        elif fd.is_repeated:
             for index, item in enumerate(value):
                 if isinstance(item, Message):
                     yield from _walk(item, f"{here}[{index}]")
@@ -703,9 +705,12 @@ class LiveKitSession:
 
     def _auth_error(self, what: str, e: ServerError) -> HookError:
         names = EnvNames(self._env)
+        # A bad token gets a plain-text 401 (livekit/livekit pkg/service/auth.go), which the SDK reports as code
+        # "unknown" with no message; a missing grant gets Twirp's unauthenticated "permissions denied".
+        answer = f"{e.status} {e.code}: {e.message}" if e.message else f"{e.status} (the token was not accepted)"
         return HookError(
             self._redact(
-                f"LiveKit at {self.url} refused {what}: {e.status} {e.code}: {e.message}. The API key in secret "
+                f"LiveKit at {self.url} refused {what}: {answer}. The API key in secret "
                 f"{names.secret(LIVEKIT_KEY_REF)} (with {names.secret(LIVEKIT_SECRET_REF)}) is wrong, belongs to "
                 f"another project, or lacks the grant; set the pair with: callsaver-infra secrets set --env "
                 f"{self._env} {LIVEKIT_KEY_REF} (and {LIVEKIT_SECRET_REF})"

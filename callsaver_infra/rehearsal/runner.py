@@ -413,10 +413,16 @@ class Rehearsal:
         room, egress_id = self.livekit.simulate_inbound_call(self.rule_id)
         if egress_id is None:
             raise StepFailed(f"a call through {self.rule_id} started no recording")
-        self._livekit_call(lambda lk: lk.room.delete_room(_delete_room_request(room)))
-        info = self.livekit.wait_for_egress(egress_id, timeout=10)
         from livekit.protocol import egress as proto_egress
 
+        deadline = time.monotonic() + 10  # the caller talks until the recording runs, then hangs up
+        while time.monotonic() < deadline:
+            with self.livekit.lock:
+                if self.livekit.egresses[egress_id].status == proto_egress.EgressStatus.EGRESS_ACTIVE:
+                    break
+            time.sleep(0.02)
+        self._livekit_call(lambda lk: lk.room.delete_room(_delete_room_request(room)))
+        info = self.livekit.wait_for_egress(egress_id, timeout=10)
         status = proto_egress.EgressStatus.Name(info.status)
         if status != "EGRESS_COMPLETE":
             raise StepFailed(f"the call's recording ended {status}: {info.error}")
