@@ -475,10 +475,14 @@ def check_livekit_identities(config_dir: Path, envs: Mapping[str, EnvironmentCon
                 continue
             a, b = (config_dir / f"{e.name}.toml" for e in (first, second))
             if first.livekit.worker_name == second.livekit.worker_name:
+                rename = next(
+                    (e for e in (second, first) if e.livekit.worker_name != f"callsaver-agent-{e.name}"), second
+                )
                 problems.append(
                     f"{a} and {b}: key 'livekit.worker_name' = {first.livekit.worker_name!r} in both, with the same "
                     f"livekit.url {first.livekit.url!r}: the two environments' agents would form one pool and take "
-                    f"each other's calls; give each its own worker_name (e.g. 'callsaver-agent-{second.name}')"
+                    f"each other's calls; give each its own worker_name (e.g. 'callsaver-agent-{rename.name}' in "
+                    f"{config_dir / (rename.name + '.toml')})"
                 )
             for key in ("dispatch_rule_ids", "dispatch_rule_names"):
                 shared = sorted(set(getattr(first.livekit_egress, key)) & set(getattr(second.livekit_egress, key)))
