@@ -533,8 +533,7 @@ class LocalLiveKitServer:
                 self._check_conflicts(info, list(self.dispatch_rules.values()))
             except _TwirpFailure as failure:
                 raise ValueError(failure.msg) from None
-            if not info.HasField("created_at"):
-                info.created_at.GetCurrentTime()
+            # created_at stays as given: the open-source server never sets it (livekit pkg/service/sip.go).
             self.dispatch_rules[info.sip_dispatch_rule_id] = info
             return info.sip_dispatch_rule_id
 
