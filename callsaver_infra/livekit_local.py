@@ -731,7 +731,8 @@ class LocalLiveKitServer:
         try:
             claims = self._verifier.verify(token)
         except jwt.PyJWTError as exc:
-            raise _AuthFailure(f"invalid authorization token: {_golang_jwt_text(exc)}") from None
+            alg = jwt.get_unverified_header(token).get("alg")
+            raise _AuthFailure(f"invalid authorization token: {_golang_jwt_text(exc, alg)}") from None
         registered = {"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
         return claims, {k: v for k, v in raw.items() if k not in registered}
 
@@ -1275,12 +1276,13 @@ def _is_http_url(raw: str) -> bool:
     return match.group(1).lower() in ("http", "https")
 
 
-def _golang_jwt_text(exc: jwt.PyJWTError) -> str:
-    """The golang-jwt/jwt v5 error text (used by protocol auth/verifier.go) for what PyJWT reported."""
+def _golang_jwt_text(exc: jwt.PyJWTError, alg: object) -> str:
+    """The golang-jwt/jwt v5 error text (errors.go newError, parser.go, validator.go; used by protocol
+    auth/verifier.go) for what PyJWT reported."""
     if isinstance(exc, jwt.InvalidSignatureError):
         return "token signature is invalid: signature is invalid"
     if isinstance(exc, jwt.InvalidAlgorithmError):
-        return "token signature is invalid: signing method is invalid"
+        return f"token signature is invalid: signing method {alg} is invalid"
     if isinstance(exc, jwt.ExpiredSignatureError):
         return "token has invalid claims: token is expired"
     if isinstance(exc, jwt.ImmatureSignatureError):

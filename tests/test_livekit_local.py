@@ -9,6 +9,7 @@ the stand-in's output.
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime
 import json
 import logging
@@ -37,6 +38,14 @@ S3_SECRET = "fake-s3-secret-not-real-abcdefghijklmnop"
 S3_SESSION = "fake-session-token-not-real"
 REGION = "us-east-1"
 S = api.EgressStatus
+# An unsigned token (alg "none") carrying the right issuer and a far-future expiry.
+NONE_ALG = (
+    ".".join(
+        base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+        for part in ({"alg": "none", "typ": "JWT"}, {"iss": API_KEY, "exp": 4102444800, "sip": {"admin": True}})
+    )
+    + "."
+)
 
 
 # --------------------------------------------------------------------------- fixtures / helpers
@@ -461,9 +470,10 @@ async def raw_post(lk: LocalLiveKitServer, path: str, headers: dict[str, str]) -
         (f"Bearer {token(sip=api.SIPGrants(admin=True), key='APIunknown')}", "invalid API key"),
         (f"Bearer {token(sip=api.SIPGrants(admin=True), ttl=datetime.timedelta(hours=-1))}", "expired"),
         ("Bearer not-a-jwt", "invalid authorization token"),
+        (f"Bearer {NONE_ALG}", "alg-none"),
         ("Token abc", "invalid authorization header. Must start with Bearer "),
     ],
-    ids=["bad-signature", "unknown-key", "expired", "malformed", "not-bearer"],
+    ids=["bad-signature", "unknown-key", "expired", "malformed", "alg-none", "not-bearer"],
 )
 def test_bad_tokens_get_a_plain_text_401(lk: LocalLiveKitServer, authorization: str, body: str) -> None:
     """livekit pkg/service/auth.go + utils.go HandleError: HTTP 401, a text/plain body holding the error text.
@@ -473,6 +483,7 @@ def test_bad_tokens_get_a_plain_text_401(lk: LocalLiveKitServer, authorization: 
     texts = {
         "signature": "invalid authorization token: token signature is invalid: signature is invalid",
         "expired": "invalid authorization token: token has invalid claims: token is expired",
+        "alg-none": "invalid authorization token: token signature is invalid: signing method none is invalid",
     }
     path = "/twirp/livekit.SIP/ListSIPDispatchRule"
     status, content_type, text = asyncio.run(raw_post(lk, path, {"Authorization": authorization}))
