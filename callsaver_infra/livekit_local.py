@@ -66,6 +66,7 @@ _TWIRP_HTTP_STATUS = {
     "bad_route": 404,
     "failed_precondition": 412,
     "unauthenticated": 401,
+    "unimplemented": 501,
     "internal": 500,
     "unavailable": 503,
 }
