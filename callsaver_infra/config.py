@@ -168,13 +168,37 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 IMAGE_TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# The tags that name one image for good: the agent repository's full commit SHA, or a full release version
+# (v1.4.2, 1.4.2-rc.1). `latest`, branch names and floating versions (v1, v1.4) move to other images over time,
+# so a deploy of them is not reproducible (and the registry's immutable tags would refuse to move them anyway).
+IMMUTABLE_TAG_PATTERN = re.compile(r"^(?:[0-9a-f]{40}|v?\d+\.\d+\.\d+(?:-[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)*)?)$")
+IMMUTABLE_TAG_FIX = (
+    "use an immutable tag: the agent repository's full commit SHA (40 lowercase hex characters) or a release "
+    "version such as v1.4.2"
+)
+# ECR repository names (ECR's CreateRepository constraint).
+ECR_REPOSITORY_PATTERN = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+
+
+def image_tag_problem(tag: str) -> str | None:
+    """Why `tag` must not be deployed (not a tag at all, or one that can move), or None for an immutable tag."""
+    if not IMAGE_TAG_PATTERN.fullmatch(tag):
+        return f"is not a container image tag (up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -); {IMMUTABLE_TAG_FIX}"
+    if tag == "latest":
+        return f"'latest' moves with every push, so a deploy could run any image; {IMMUTABLE_TAG_FIX}"
+    if not IMMUTABLE_TAG_PATTERN.fullmatch(tag):
+        return f"looks like a moving tag (a branch name, 'latest' or a floating version); {IMMUTABLE_TAG_FIX}"
+    return None
 
 
 class AgentConfig(_Section):
     """The LiveKit agent's Fargate service: image, size, scaling and logs."""
 
     image_repository: str = Field(description="ECR repository (name, in this account and region) of the agent image")
-    image_tag: str = Field(description="Image tag to run; CI overrides it with -c agentImageTag=<tag>")
+    image_tag: str = Field(
+        description="Immutable tag of the agent image to run (commit SHA or release version); the one source of "
+        "the deployed tag, overridden only by -c agentImageTag=<tag> for a hotfix"
+    )
     cpu: int = Field(description="Task CPU units (256, 512, 1024, ...)")
     memory_mib: int = Field(description="Task memory in MiB; must be a valid Fargate pair with cpu")
     min_tasks: int = Field(ge=1, description="Fewest running tasks; at least 1 so calls are answered")
@@ -185,17 +209,16 @@ class AgentConfig(_Section):
     @field_validator("image_repository")
     @classmethod
     def _repository(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", v) or len(v) > 256:
+        if not ECR_REPOSITORY_PATTERN.fullmatch(v) or len(v) > 256:
             raise ValueError("is not an ECR repository name; use lowercase letters, digits and . _ - /")
         return v
 
     @field_validator("image_tag")
     @classmethod
     def _tag(cls, v: str) -> str:
-        if not IMAGE_TAG_PATTERN.fullmatch(v):
-            raise ValueError(
-                "is not a container image tag; use up to 128 of A-Z a-z 0-9 _ . - (not starting with . or -)"
-            )
+        problem = image_tag_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("log_retention_days")

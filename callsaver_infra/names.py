@@ -115,6 +115,20 @@ def _pascal(env: str) -> str:
     return "".join(part.capitalize() for part in env.split("-"))
 
 
+# The account-level stack holding the agent image's ECR repository (`-c env=registry`).
+REGISTRY_STACK = f"{PROJECT}-Registry"
+# The role the agent repository's CI pushes images through, when the registry trusts it by GitHub OIDC subject.
+REGISTRY_PUSH_ROLE = "callsaver-agent-image-push"
+
+
+class RegistryOutputs:
+    """Output keys of the registry stack."""
+
+    REPOSITORY_NAME = "AgentRepositoryName"
+    REPOSITORY_URI = "AgentRepositoryUri"
+    PUSH_ROLE_ARN = "AgentImagePushRoleArn"
+
+
 class CiOutputs:
     """Output keys of the CI stack, and the GitHub repository variables each role ARN goes into."""
 
