@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra import egress_hook
+from callsaver_infra import egress_hook, image_check
 from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.secrets_admin import (
     SecretsError,
@@ -116,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
         f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
     )
+    image_check.add_parser(commands)
     return parser
 
 
@@ -147,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _secrets_set(config, args.secret, dry_run=args.dry_run)
         if args.command == "push-egress":
             return _push_egress(config, args, tuple(envs.values()))
+        if args.command == "check-image":
+            return image_check.run(config, args, lambda service: aws_client(service, config))
         if args.command == "rehearse":
             return _rehearse(config)
     except egress_hook.NotReadyError as e:

@@ -183,7 +183,10 @@ ECR_REPOSITORY_PATTERN = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(
 def image_tag_problem(tag: str) -> str | None:
     """Why `tag` must not be deployed (not a tag at all, or one that can move), or None for an immutable tag."""
     if not IMAGE_TAG_PATTERN.fullmatch(tag):
-        return f"is not a container image tag (up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -); {IMMUTABLE_TAG_FIX}"
+        return (
+            "is not a container image tag (up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -); "
+            + IMMUTABLE_TAG_FIX
+        )
     if tag == "latest":
         return f"'latest' moves with every push, so a deploy could run any image; {IMMUTABLE_TAG_FIX}"
     if not IMMUTABLE_TAG_PATTERN.fullmatch(tag):

@@ -115,9 +115,7 @@ class AgentImageRepository(Construct):
                                 actions=list(PUSH_ACTIONS),
                                 resources=[self.repository.repository_arn],
                             ),
-                            iam.PolicyStatement(
-                                sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]
-                            ),
+                            iam.PolicyStatement(sid="EcrLogin", actions=["ecr:GetAuthorizationToken"], resources=["*"]),
                         ]
                     )
                 },

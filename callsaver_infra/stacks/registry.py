@@ -29,9 +29,7 @@ class RegistryStack(Stack):
             push_role_name=REGISTRY_PUSH_ROLE,
         )
         repository = self.agent_images.repository
-        CfnOutput(
-            self, RegistryOutputs.REPOSITORY_NAME, value=repository.repository_name, description="Agent images"
-        )
+        CfnOutput(self, RegistryOutputs.REPOSITORY_NAME, value=repository.repository_name, description="Agent images")
         CfnOutput(
             self,
             RegistryOutputs.REPOSITORY_URI,
