@@ -93,9 +93,9 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
 
 
 def test_cli_image_tag_context_overrides_config(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=0123abc", "-o", str(tmp_path))
+    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "/callsaver-agent:0123abc" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
+    assert "/callsaver-agent:v1.0.1" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
 
 
 def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:

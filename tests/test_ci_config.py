@@ -150,9 +150,9 @@ def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
     assert _stacks(tmp_path) == ["Callsaver-CI"]
 
 
-def test_cli_without_env_synthesizes_every_environment_and_the_ci_stack(tmp_path: Path) -> None:
+def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_stack(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
     expected = [f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Secrets", "Storage")]
-    assert _stacks(tmp_path) == sorted(["Callsaver-CI", *expected])
+    assert _stacks(tmp_path) == sorted(["Callsaver-CI", "Callsaver-Registry", *expected])
