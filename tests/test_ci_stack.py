@@ -176,7 +176,16 @@ def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any],
         statements["VerifyHealthcheckRecording"]["Resource"]
         == f"arn:aws:s3:::callsaver-sessions-{env_name}/_healthcheck/*"
     )
-    assert set(statements) == {"AssumeCdkDeployRoles", "ReadHookSecrets", "PushReceipt", "VerifyHealthcheckRecording"}
+    # The pre-deploy image check: exactly DescribeImages, on exactly the agent's repository in this account.
+    assert statements["DescribeAgentImages"]["Action"] == "ecr:DescribeImages"
+    assert statements["DescribeAgentImages"]["Resource"] == f"arn:aws:ecr:{region}:{account}:repository/callsaver-agent"
+    assert set(statements) == {
+        "AssumeCdkDeployRoles",
+        "DescribeAgentImages",
+        "ReadHookSecrets",
+        "PushReceipt",
+        "VerifyHealthcheckRecording",
+    }
     other = "production" if env_name == "staging" else "staging"
     assert other not in json.dumps(role["Policies"])
 

@@ -37,6 +37,7 @@ class DeployTarget:
     healthcheck_prefix: str
     hook_secret_names: tuple[str, ...]
     receipt_parameter: str  # the SSM parameter push-egress records its pushes in
+    image_repository: str
 
 
 def bootstrap_role_arn(template: str, *, account: str, region: str) -> str:
@@ -161,6 +162,19 @@ class GitHubOidcRoles(Construct):
                             sid="AssumeCdkDeployRoles",
                             actions=["sts:AssumeRole"],
                             resources=list(deploy_role_arns(account=target.account, region=target.region)),
+                        )
+                    ]
+                ),
+                # The pre-deploy check (callsaver-infra check-image) looks the agent image up by tag.
+                "PreDeployImageCheck": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="DescribeAgentImages",
+                            actions=["ecr:DescribeImages"],
+                            resources=[
+                                f"arn:{arn_partition}:ecr:{target.region}:{target.account}:repository/"
+                                f"{target.image_repository}"
+                            ],
                         )
                     ]
                 ),

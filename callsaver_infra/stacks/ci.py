@@ -16,7 +16,8 @@ from callsaver_infra.secret_catalog import SECRETS
 
 
 def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
-    """What env's deploy role may do: assume its CDK bootstrap roles and run the post-deploy hook, nothing more."""
+    """What env's deploy role may do: assume its CDK bootstrap roles, check the agent image and run the post-deploy
+    hook, nothing more."""
     names = EnvNames(config.name)
     return DeployTarget(
         env=config.name,
@@ -30,6 +31,7 @@ def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
         # push-egress reads the LiveKit key pair and the egress key.
         hook_secret_names=(*(names.secret(spec.ref) for spec in SECRETS), names.egress_credentials_secret),
         receipt_parameter=names.egress_push_receipt,
+        image_repository=config.agent.image_repository,
     )
 
 
