@@ -13,7 +13,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 
 ENV ?=
 ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
-# Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="-c agentImageTag=<sha> --require-approval never" (CI).
+# Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="--app cdk.out --require-approval never" (CI).
 CDK_ARGS ?=
 
 .PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy constraints clean
@@ -66,6 +66,7 @@ diff: setup ## cdk diff against the real account (needs AWS credentials): make d
 
 deploy: setup ## Deploy one environment: base stacks, secrets check, agent, then the post-deploy hook: make deploy ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }
+	$(VENV)/bin/callsaver-infra check-image --env $(ENV) --cdk-args="$(CDK_ARGS)"
 	# 1. What the agent needs first: bucket, egress identity, secrets (placeholders on a first deploy).
 	cdk deploy Callsaver-Storage-$(ENV) Callsaver-IAM-$(ENV) Callsaver-Secrets-$(ENV) $(ENV_CONTEXT) $(CDK_ARGS)
 	# 2. No agent with placeholder keys: it could not reach LiveKit and the circuit breaker would roll it back.
