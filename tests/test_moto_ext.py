@@ -261,3 +261,61 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
         "AWS::S3::Bucket.VersioningConfiguration",
         "AWS::SQS::Queue (whole resource)",
     ]
+
+
+def test_ecr_repository_with_lifecycle_policy_scan_encryption_and_immutable_tags(aws: dict[str, Any]) -> None:
+    """The properties Callsaver-Registry sets, in the shapes CloudFormation takes them, read back through ECR's API;
+    an immutable tag then refuses a second push, as ECR does."""
+    lifecycle = {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 1,
+                              "countUnit": "days"},
+                "action": {"type": "expire"},
+            }
+        ]
+    }  # fmt: skip
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PushFromAgentCi",
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::210987654321:role/callsaver-agent-ci"},
+                "Action": ["ecr:PutImage"],
+            }
+        ],
+    }
+    outputs = _deploy(
+        aws,
+        "ExtRegistry",
+        {
+            "R": {
+                "Type": "AWS::ECR::Repository",
+                "Properties": {
+                    "RepositoryName": "ext-agent",
+                    "ImageTagMutability": "IMMUTABLE",
+                    "ImageScanningConfiguration": {"ScanOnPush": True},
+                    "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                    "LifecyclePolicy": {"LifecyclePolicyText": json.dumps(lifecycle)},
+                    "RepositoryPolicyText": policy,
+                },
+            }
+        },
+        {"Arn": {"Value": {"Fn::GetAtt": ["R", "Arn"]}}, "Name": {"Value": {"Ref": "R"}}},
+    )
+    assert outputs == {"Arn": "arn:aws:ecr:us-west-1:123456789012:repository/ext-agent", "Name": "ext-agent"}
+    ecr = boto3.client("ecr", **aws)
+    (repository,) = ecr.describe_repositories(repositoryNames=["ext-agent"])["repositories"]
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repository["encryptionConfiguration"] == {"encryptionType": "AES256"}
+    assert json.loads(ecr.get_lifecycle_policy(repositoryName="ext-agent")["lifecyclePolicyText"]) == lifecycle
+    assert json.loads(ecr.get_repository_policy(repositoryName="ext-agent")["policyText"]) == policy
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1,
+                                      "digest": "sha256:" + "1" * 64}, "layers": []})  # fmt: skip
+    ecr.put_image(repositoryName="ext-agent", imageManifest=manifest, imageTag="v1.0.0")
+    with pytest.raises(ClientError, match="ImageAlreadyExists|ImageTagAlreadyExists"):
+        ecr.put_image(repositoryName="ext-agent", imageManifest=manifest.replace('"1', '"2'), imageTag="v1.0.0")

@@ -16,6 +16,8 @@ import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import parsing
 from moto.core.common_models import CloudFormationModel
+from moto.ecr.models import Repository as MotoRepository
+from moto.ecr.models import ecr_backends
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
@@ -81,6 +83,17 @@ EMULATED: dict[str, frozenset[str]] = {
     ),
     "AWS::ApplicationAutoScaling::ScalingPolicy": frozenset(
         {"PolicyName", "PolicyType", "ScalingTargetId", "TargetTrackingScalingPolicyConfiguration"}
+    ),
+    "AWS::ECR::Repository": frozenset(
+        {
+            "RepositoryName",
+            "ImageTagMutability",
+            "ImageScanningConfiguration",
+            "EncryptionConfiguration",
+            "LifecyclePolicy",
+            "RepositoryPolicyText",
+            "Tags",
+        }
     ),
     "AWS::EC2::VPC": frozenset({"CidrBlock", "EnableDnsHostnames", "EnableDnsSupport", "InstanceTenancy", "Tags"}),
     "AWS::EC2::Subnet": frozenset({"VpcId", "CidrBlock", "AvailabilityZone", "MapPublicIpOnLaunch", "Tags"}),
@@ -236,6 +249,49 @@ class RehearsalSecret(_Typed, CloudFormationModel):
             force_overwrite=False,
         )
         return cls(json.loads(created)["ARN"], name)
+
+
+class RehearsalRepository(_Typed, CloudFormationModel):
+    """AWS::ECR::Repository with its lifecycle policy and repository policy, which stock moto drops, and its scan and
+    encryption settings in the API's shape (stock moto stores CloudFormation's PascalCase keys as given).
+
+    Property shapes: the AWS::ECR::Repository resource reference (LifecyclePolicy.LifecyclePolicyText is the JSON
+    text PutLifecyclePolicy takes; RepositoryPolicyText is a policy document, SetRepositoryPolicy's policyText)."""
+
+    CFN_TYPE = "AWS::ECR::Repository"
+    NAME_TYPE = "RepositoryName"
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return MotoRepository.has_cfn_attr(attr)
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoRepository:
+        p = cloudformation_json.get("Properties", {})
+        backend = ecr_backends[account_id][region_name]
+        encryption = p.get("EncryptionConfiguration")
+        scanning = p.get("ImageScanningConfiguration")
+        repository = backend.create_repository(
+            repository_name=resource_name,
+            registry_id=None,
+            encryption_config=_camel(encryption) if encryption else None,  # type: ignore[arg-type]
+            image_scan_config=_camel(scanning) if scanning else None,
+            # ECR's default, as CreateRepository applies it when the property is left out.
+            image_tag_mutability=p.get("ImageTagMutability", "MUTABLE"),
+            tags=p.get("Tags", []),
+        )
+        if "LifecyclePolicy" in p and "LifecyclePolicyText" in p["LifecyclePolicy"]:
+            backend.put_lifecycle_policy(
+                repository.registry_id, repository.name, p["LifecyclePolicy"]["LifecyclePolicyText"]
+            )
+        if "RepositoryPolicyText" in p:
+            policy = p["RepositoryPolicyText"]
+            backend.set_repository_policy(
+                repository.registry_id, repository.name, policy if isinstance(policy, str) else json.dumps(policy)
+            )
+        return repository
 
 
 class RehearsalTaskDefinition(_Typed, CloudFormationModel):
