@@ -85,8 +85,15 @@ class Rehearsal:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp, self._servers() as stop:
             self.workdir = Path(tmp)
+            from callsaver_infra.rehearsal import registry_steps as image
+
             try:
                 self._step("bootstrap", self._bootstrap)
+                # The registry, and both outcomes of the pre-deploy image check (README, "Local deploy rehearsal").
+                self._step("deploy registry", lambda: image.deploy_registry(self))
+                self._step("image check refuses", lambda: image.image_check_refuses(self))
+                self._step("push agent image", lambda: image.push_agent_image(self))
+                self._step("image check passes", lambda: image.image_check_passes(self))
                 # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
                 self._step("deploy base stacks", self._deploy_base)
                 self._step("check storage", self._check_storage)
@@ -96,6 +103,7 @@ class Rehearsal:
                 self._step("set operator secrets", self._set_operator_secrets)
                 self._step("deploy", self._deploy)
                 self._step("check agent", self._check_agent)
+                self._step("check agent image", lambda: image.check_agent_image(self))
                 self._step("post-deploy hook", self._hook)
                 self._step("inbound call recorded", self._inbound_call)
             except StepFailed:
@@ -494,12 +502,12 @@ class Rehearsal:
             "CDK_DISABLE_CLI_TELEMETRY": "true",
         }
 
-    def _cdk(self, *args: str) -> None:
+    def _cdk(self, *args: str, env: str | None = None) -> None:
         cdk = self.root / "node_modules" / ".bin" / "cdk"
         if not cdk.exists():
             raise StepFailed(f"{cdk} is missing: run `make setup` first")
         result = subprocess.run(
-            [str(cdk), *args, "-c", f"env={self.config.name}"],
+            [str(cdk), *args, "-c", f"env={env or self.config.name}"],
             cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=600, check=False,
         )  # fmt: skip
         if result.returncode != 0:
@@ -524,7 +532,8 @@ class Rehearsal:
             raise StepFailed(f"stack {stack} has no output {key} in the deploy's outputs file") from None
 
     def _not_emulated(self) -> str:
-        templates = [json.loads(t.read_text()) for t in sorted((self.workdir / "cdk.out").glob("*.template.json"))]
+        # cdk.out (the environment) and registry.out (Callsaver-Registry)
+        templates = [json.loads(t.read_text()) for t in sorted(self.workdir.glob("*.out/*.template.json"))]
         return ", ".join(not_emulated(templates)) or "none"
 
 
