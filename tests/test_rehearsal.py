@@ -23,13 +23,17 @@ STEPS = (
     "image check refuses",
     "push agent image",
     "image check passes",
-    "deploy",
+    "deploy base stacks",
     "check storage",
     "check egress identity",
     "check secrets",
+    "first deploy stops",
+    "set operator secrets",
+    "deploy",
     "check agent",
     "check agent image",
     "post-deploy hook",
+    "inbound call recorded",
     "teardown",
 )
 
@@ -74,8 +78,8 @@ def test_rehearsal_refuses_the_deploy_without_the_image_then_deploys_it(
                      r"tags there: v0\.9\.0$", out, re.MULTILINE), out  # fmt: skip
     assert re.search(rf"^  ok\s+image check passes .*callsaver-agent:{sha}\w+ exists", out, re.MULTILINE), out
     lines = out.splitlines()
-    order = [next(i for i, ln in enumerate(lines) if re.match(rf"  ok\s+{step}\s+\d+\.\d s  ", ln))
-             for step in ("image check refuses", "push agent image", "image check passes", "deploy")]  # fmt: skip
+    steps = ("image check refuses", "push agent image", "image check passes", "deploy base stacks")
+    order = [next(i for i, ln in enumerate(lines) if re.match(rf"  ok\s+{step}\s+\d+\.\d s  ", ln)) for step in steps]
     assert order == sorted(order)
 
 
