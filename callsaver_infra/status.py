@@ -99,6 +99,7 @@ class StatusContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _stacks: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     _outputs: dict[str, dict[str, str]] | None = None
+    outputs_problem: str | None = None
     _clients: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,9 +130,14 @@ class StatusContext:
         return self._stacks[name]
 
     def output(self, stack: str, key: str) -> str | None:
-        """A stack output, from --outputs-file when given (as push-egress reads them), else from CloudFormation."""
+        """A stack output, from --outputs-file when given (as push-egress reads them), else from CloudFormation;
+        None when it cannot be read (the stacks group reports why, in `outputs_problem`)."""
         if self._outputs is None:
-            self._outputs = self._read_outputs()
+            try:
+                self._outputs = self._read_outputs()
+            except (ClientError, BotoCoreError, StatusError) as e:
+                self.outputs_problem = self.redact(f"AWS: {e}" if not isinstance(e, StatusError) else str(e))
+                self._outputs = {}
         return self._outputs.get(stack, {}).get(key) or None
 
     def _read_outputs(self) -> dict[str, dict[str, str]]:
@@ -206,6 +212,11 @@ def stack_checks(ctx: StatusContext) -> list[Check]:
             reason = described.get("StackStatusReason")
             detail = f"{state}" + (f" ({reason})" if reason else "") + ": the last deploy failed; see its events"
             checks.append(Check("stacks", name, False, ctx.redact(detail), f"{events}, then {deploy}"))
+    ctx.output(n.storage_stack, StorageOutputs.BUCKET_NAME)  # reads every output once, from the file or the stacks
+    if ctx.outputs_problem is not None:
+        checks.append(Check("stacks", "outputs", False, ctx.outputs_problem, deploy))
+    elif ctx.options.outputs_file is not None:
+        checks.append(Check("stacks", "outputs", True, f"read from {ctx.options.outputs_file}"))
     return checks
 
 

@@ -14,6 +14,7 @@ import socket
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -22,9 +23,11 @@ from livekit import api
 
 from callsaver_infra import egress_hook
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
+from callsaver_infra.config import EnvironmentConfig, load_environments
 from callsaver_infra.egress_hook import RetryPolicy
 from callsaver_infra.livekit_local import LocalLiveKitServer
 from callsaver_infra.secret_catalog import PLACEHOLDER
+from callsaver_infra.status import Check, rule_checks, trunk_checks
 from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS
 
 ENV = "local"
@@ -394,3 +397,160 @@ def test_local_overrides_are_refused_for_a_real_account(capsys: pytest.CaptureFi
         assert run.out == ""
         assert f"{flag} are for the local rehearsal and tests only" in run.err
         assert "account 836347236108" in run.err and "123456789012" in run.err
+
+
+def test_agent_not_running_and_a_failed_egress_fail_their_lines(
+    aws: Aws, lk: LocalLiveKitServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """0 of 1 tasks running (deployment IN_PROGRESS), and the newest egress FAILED with an error that quotes
+    credentials: those lines fail with what to run, and the error is shown with every secret hidden.
+
+    LiveKit is the local stand-in on 127.0.0.1; AWS is moto on 127.0.0.1.
+    """
+    monkeypatch.setenv("MOTO_ECS_SERVICE_RUNNING", "0")
+    deploy(aws)
+    rule_id = seed_livekit(lk)
+    with lk.lock:
+        (done,) = lk.egresses.values()
+        failed = api.EgressInfo()
+        failed.CopyFrom(done)
+        failed.egress_id = "EG_fakeFailed0001"
+        failed.started_at = done.started_at + 1_000_000_000
+        failed.status = api.EgressStatus.EGRESS_FAILED
+        failed.ClearField("file_results")
+        failed.error = f"AccessDenied: key {ACCESS_KEY_ID} secret {SECRET_ACCESS_KEY} signed by {API_SECRET}"
+        lk.egresses[failed.egress_id] = failed
+        # Another failure just before it (still a problem), and one before the completed egress (history).
+        for egress_id, offset in (("EG_fakeFailed0002", 500_000_000), ("EG_fakeFailed0003", -1_000_000_000)):
+            other = api.EgressInfo()
+            other.CopyFrom(failed)
+            other.egress_id, other.started_at, other.error = egress_id, done.started_at + offset, "NoSuchBucket"
+            lk.egresses[egress_id] = other
+
+    run = run_status(capsys, caplog, "--livekit-url", lk.url)
+
+    assert run.code == EXIT_NOT_READY
+    assert run.line("tasks").startswith("  FAIL  ") and "0 running of 1 desired" in run.line("tasks")
+    assert "aws logs tail /callsaver/local/agent" in run.line("tasks")
+    deployment = run.line("deployment")
+    assert deployment.startswith("  FAIL  ") and "last deployment IN_PROGRESS" in deployment
+    line = run.line("EG_fakeFailed0001")
+    assert line.startswith("  FAIL  ")
+    assert "EGRESS_FAILED: AccessDenied: key ****KEY1 secret <hidden> signed by <hidden>" in line
+    assert line.endswith("-> run: callsaver-infra push-egress --env local --verify")
+    assert run.line("EG_fakeFailed0002").startswith("  FAIL  ")
+    # Newest first: the completed egress after the newer failures, then the failure it made history.
+    assert run.line(done.egress_id).startswith("  ok  ")
+    assert run.line("EG_fakeFailed0003").startswith("  ok  ")
+    assert run.line("EG_fakeFailed0003").endswith("; a later egress completed")
+    order = [run.out.index(e) for e in ("EG_fakeFailed0001", "EG_fakeFailed0002", done.egress_id, "EG_fakeFailed0003")]
+    assert order == sorted(order)
+    assert run.line(f'{rule_id} "local inbound"').startswith("  ok  ")
+
+
+def test_outputs_file_is_used_for_outputs(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """--outputs-file supplies the outputs (as for push-egress): a rule holding the key id the file names is not
+    stale, even when CloudFormation's output says otherwise; a missing file fails the outputs line.
+
+    LiveKit is the local stand-in on 127.0.0.1; AWS is moto on 127.0.0.1.
+    """
+    deploy(aws)
+    rule_id = seed_livekit(lk, egress=recording(STALE_KEY_ID, STALE_SECRET))
+    outputs = tmp_path / "cdk.outputs.local.json"
+    outputs.write_text(
+        json.dumps({STACKS[0]: {"SessionBucketName": BUCKET}, STACKS[1]: {"EgressAccessKeyId": STALE_KEY_ID}})
+    )
+
+    run = run_status(capsys, caplog, "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert (
+        run.line("outputs") == f"  ok    {'outputs':<{len(rule_named(lk, 'production inbound'))}}  read from {outputs}"
+    )
+    assert run.line(f'{rule_id} "local inbound"').startswith("  ok  ")
+    # The egress secret holds the CloudFormation key, which the outputs file no longer names.
+    assert run.line("egress/s3-access-key").startswith("  FAIL  ")
+
+    missing = run_status(capsys, caplog, "--livekit-url", lk.url, "--outputs-file", str(tmp_path / "nope.json"))
+    assert missing.line("outputs").startswith("  FAIL  ") and "nope.json cannot be read" in missing.line("outputs")
+    assert missing.line(STACKS[0]).startswith("  ok  ")
+
+
+# --------------------------------------------------------------------------- rule and trunk attribution (no servers)
+
+
+def _project() -> tuple[EnvironmentConfig, ...]:
+    return tuple(load_environments(CONFIG_DIR).values())
+
+
+def test_rule_dispatching_two_environments_fails_and_no_rule_says_which_agent() -> None:
+    """A rule whose agents are local's and production's fails local's selection naming both; an environment with no
+    rule for its agent is told which agent to add."""
+    envs = _project()
+    local = next(e for e in envs if e.name == ENV)
+    shared = inbound_rule("shared", AGENT, "+15550100002", recording())
+    shared.sip_dispatch_rule_id = "SDR_shared1"
+    shared.room_config.agents.append(api.RoomAgentDispatch(agent_name="callsaver-agent"))
+
+    checks = rule_checks(local, envs, [shared], bucket=BUCKET, deployed_key_id=ACCESS_KEY_ID)
+    (line,) = [c for c in checks if c.name == 'SDR_shared1 "shared"']
+    assert line.ok and line.detail.startswith("environments local, production; records to")
+    (selection,) = [c for c in checks if c.name == "selection"]
+    assert not selection.ok and "dispatches the agents of local and production" in selection.detail
+
+    staging = next(e for e in envs if e.name == "staging")
+    (none,) = rule_checks(staging, envs, [shared], bucket="callsaver-sessions-staging", deployed_key_id=None)[1:]
+    assert not none.ok and "no dispatch rule dispatches agent 'callsaver-agent-staging'" in none.detail
+    assert none.fix.endswith("then callsaver-infra push-egress --env staging")
+
+
+def test_own_rule_recording_elsewhere_or_not_at_all_fails() -> None:
+    """local's rule recording into another bucket, through a custom endpoint, or not at all: each named."""
+    envs = _project()
+    local = next(e for e in envs if e.name == ENV)
+    elsewhere = recording()
+    elsewhere.room.file_outputs[0].s3.bucket = "callsaver-old-console-bucket"
+    elsewhere.room.file_outputs[0].s3.endpoint = "http://127.0.0.1:9"
+    rule = inbound_rule("local inbound", AGENT, "+15550100002", elsewhere)
+    rule.sip_dispatch_rule_id = "SDR_local1"
+    unrecorded = inbound_rule("local second", AGENT, "+15550100004")
+    unrecorded.sip_dispatch_rule_id = "SDR_local2"
+
+    checks = {c.name: c for c in rule_checks(local, envs, [rule, unrecorded], bucket=BUCKET, deployed_key_id=None)}
+    first = checks['SDR_local1 "local inbound"']
+    assert not first.ok
+    assert f"records to bucket callsaver-old-console-bucket, not local's {BUCKET}" in first.detail
+    assert "uploads through endpoint http://127.0.0.1:9, expected AWS" in first.detail
+    second = checks['SDR_local2 "local second"']
+    assert not second.ok and second.detail.endswith(": not recorded")
+    # The same custom endpoint is what --s3-endpoint-url (local rehearsal) expects.
+    rehearsal = rule_checks(
+        local, envs, [rule], bucket=BUCKET, deployed_key_id=None, s3_endpoint_url="http://127.0.0.1:9"
+    )
+    assert "endpoint" not in rehearsal[0].detail
+
+
+def test_trunks_show_where_their_calls_go_and_a_missing_inbound_path_fails() -> None:
+    """Each trunk lists its numbers and the environments its calls reach; local's rule accepting only a trunk that
+    does not exist fails the inbound path."""
+    envs = _project()
+    local = next(e for e in envs if e.name == ENV)
+    prod = inbound_rule("production inbound", "callsaver-agent", "+15550100003")
+    prod.sip_dispatch_rule_id = "SDR_prod1"
+    mine = inbound_rule("local inbound", AGENT, "+15550100002", recording())
+    mine.sip_dispatch_rule_id = "SDR_local1"
+    trunk = api.SIPInboundTrunkInfo(sip_trunk_id="ST_twilio1", name="twilio", numbers=["+15550100003"])
+
+    checks = trunk_checks(local, envs, [prod, mine], [trunk])
+    assert checks == [
+        Check(
+            "trunks",
+            'ST_twilio1 "twilio"',
+            True,
+            "+15550100003; calls reach local, production (rules: SDR_prod1, SDR_local1)",
+        )
+    ]
+    mine.trunk_ids.append("ST_gone")
+    checks = trunk_checks(local, envs, [prod, mine], [trunk])
+    assert checks[0].detail == "+15550100003; calls reach production (rules: SDR_prod1)"
+    assert not checks[1].ok and checks[1].name == "inbound path" and "SDR_local1" in checks[1].detail
