@@ -592,6 +592,10 @@ def _request_buckets(info: api.EgressInfo) -> set[str]:
             buckets |= {o.s3.bucket for o in outputs if o.HasField("s3")}
     if info.HasField("track") and info.track.HasField("file") and info.track.file.HasField("s3"):
         buckets.add(info.track.file.s3.bucket)
+    # The newer StartEgress request (which the agent may use for outbound calls): storage per request or output.
+    if info.HasField("egress"):
+        storages = [info.egress.storage] + [o.storage for o in info.egress.outputs if o.HasField("storage")]
+        buckets |= {st.s3.bucket for st in storages if st.HasField("s3")}
     return buckets
 
 

@@ -24,10 +24,10 @@ from livekit import api
 from callsaver_infra import egress_hook
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.config import EnvironmentConfig, load_environments
-from callsaver_infra.egress_hook import RetryPolicy
+from callsaver_infra.egress_hook import Redactor, RetryPolicy
 from callsaver_infra.livekit_local import LocalLiveKitServer
 from callsaver_infra.secret_catalog import PLACEHOLDER
-from callsaver_infra.status import Check, rule_checks, trunk_checks
+from callsaver_infra.status import Check, egress_checks, rule_checks, trunk_checks
 from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS
 
 ENV = "local"
@@ -554,3 +554,32 @@ def test_trunks_show_where_their_calls_go_and_a_missing_inbound_path_fails() -> 
     checks = trunk_checks(local, envs, [prod, mine], [trunk])
     assert checks[0].detail == "+15550100003; calls reach production (rules: SDR_prod1)"
     assert not checks[1].ok and checks[1].name == "inbound path" and "SDR_local1" in checks[1].detail
+
+
+def test_egresses_into_the_bucket_by_either_request_kind_are_listed_newest_first() -> None:
+    """Room-composite egresses (inbound rules) and StartEgress requests (which the agent may use for outbound calls)
+    into the environment's bucket are listed; egresses into other buckets are not."""
+    local = next(e for e in _project() if e.name == ENV)
+    inbound = api.EgressInfo(
+        egress_id="EG_inbound",
+        room_name="call_a",
+        status=api.EgressStatus.EGRESS_COMPLETE,
+        started_at=1_000_000_000,
+        room_composite=recording().room,
+    )
+    outbound = api.EgressInfo(
+        egress_id="EG_outbound",
+        room_name="call_b",
+        status=api.EgressStatus.EGRESS_ACTIVE,
+        started_at=2_000_000_000,
+        egress=api.StartEgressRequest(
+            room_name="call_b", storage=api.StorageConfig(s3=api.S3Upload(bucket=BUCKET, region=REGION))
+        ),
+    )
+    other = api.EgressInfo(egress_id="EG_other", status=api.EgressStatus.EGRESS_FAILED, started_at=3_000_000_000)
+    other.room_composite.CopyFrom(recording().room)
+    other.room_composite.file_outputs[0].s3.bucket = "callsaver-sessions-production"
+
+    checks = egress_checks(local, [inbound, other, outbound], BUCKET, Redactor())
+    assert [(c.name, c.ok) for c in checks] == [("EG_outbound", True), ("EG_inbound", True)]
+    assert checks[0].detail.startswith("EGRESS_ACTIVE (room call_b, started 1970-01-01 00:00:02Z")
