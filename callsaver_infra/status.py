@@ -98,8 +98,8 @@ class StatusContext:
     redact: Redactor = field(default_factory=Redactor)
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _stacks: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    _outputs: dict[str, dict[str, str]] | None = None
     outputs_problem: str | None = None
+    _outputs: dict[str, dict[str, str]] | None = None
     _clients: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -405,10 +405,10 @@ async def _livekit_checks(ctx: StatusContext, creds: LiveKitCredentials) -> list
         try:
             rules = await session.list_dispatch_rules()
         except HookError as e:
-            skipped = f"not checked: LiveKit at {session.url} failed above"
+            skipped = f"not checked: LiveKit at {session.url} could not list the dispatch rules"
             return [
-                Check("dispatch rules", "list", False, str(e)),
                 Check("trunks", "list", False, skipped),
+                Check("dispatch rules", "list", False, str(e)),
                 Check("egresses", "list", False, skipped),
             ]
         for rule in rules:
@@ -527,7 +527,7 @@ def rule_checks(
         rule_owners = owners(project_envs, rule)
         detail = f"{_owner_text(rule_owners, rule)}; {recording_summary(rule)}"
         if env not in rule_owners:
-            checks.append(Check("dispatch rules", rule_label(rule), True, detail))
+            checks.append(_foreign_rule_check(config, rule, rule_owners, detail, bucket))
             continue
         problems = _own_rule_problems(config, rule, bucket, deployed_key_id, s3_endpoint_url)
         if problems:
@@ -549,6 +549,24 @@ def rule_checks(
             )
         )
     return checks
+
+
+def _foreign_rule_check(
+    config: EnvironmentConfig, rule: api.SIPDispatchRuleInfo, rule_owners: Sequence[str], detail: str, bucket: str
+) -> Check:
+    # Another environment's (or nobody's) calls recorded into this environment's bucket: the cross-environment leak
+    # that disjoint rule selections exist to prevent, and a key push-egress --env <this env> never refreshes.
+    egress = current_room_egress(rule)
+    outputs = egress.file_outputs if egress is not None else ()
+    if not any(o.HasField("s3") and o.s3.bucket == bucket for o in outputs):
+        return Check("dispatch rules", rule_label(rule), True, detail)
+    fix = (
+        " and ".join(f"callsaver-infra push-egress --env {owner}" for owner in rule_owners)
+        if rule_owners
+        else "remove the rule's room_config.egress in the LiveKit dashboard, or add this environment's agent to it"
+    )
+    problem = f"records into {config.name}'s bucket {bucket} but does not dispatch {config.name}'s agent"
+    return Check("dispatch rules", rule_label(rule), False, f"{detail}: {problem}", fix)
 
 
 def _own_rule_problems(

@@ -523,6 +523,15 @@ def test_own_rule_recording_elsewhere_or_not_at_all_fails() -> None:
     assert "uploads through endpoint http://127.0.0.1:9, expected AWS" in first.detail
     second = checks['SDR_local2 "local second"']
     assert not second.ok and second.detail.endswith(": not recorded")
+    # production's rule recording into local's bucket: local's recordings would mix with production's calls.
+    leak = inbound_rule("production inbound", "callsaver-agent", "+15550100003", recording())
+    leak.sip_dispatch_rule_id = "SDR_prod1"
+    (prod,) = [
+        c for c in rule_checks(local, envs, [leak], bucket=BUCKET, deployed_key_id=None) if c.name != "selection"
+    ]
+    assert not prod.ok and prod.name == 'SDR_prod1 "production inbound"'
+    assert f"records into local's bucket {BUCKET} but does not dispatch local's agent" in prod.detail
+    assert prod.fix == "callsaver-infra push-egress --env production"
     # The same custom endpoint is what --s3-endpoint-url (local rehearsal) expects.
     rehearsal = rule_checks(
         local, envs, [rule], bucket=BUCKET, deployed_key_id=None, s3_endpoint_url="http://127.0.0.1:9"
