@@ -244,7 +244,8 @@ def _egress_secret_check(ctx: StatusContext) -> Check:
     try:
         creds: EgressCredentials = read_egress_credentials(ctx.client("secretsmanager"), ctx.config, arn)
     except HookError as e:
-        return Check("secrets", ref, False, ctx.redact(str(e)).split(": deploy", 1)[0], deploy)
+        # The hook's message already ends in what to do (deploy, or issue a new key); it never quotes the value.
+        return Check("secrets", ref, False, ctx.redact(str(e)))
     ctx.redact.add_egress(creds)
     deployed = ctx.deployed_key_id
     shown = mask_key(creds.access_key_id)
@@ -331,7 +332,15 @@ def recording_checks(ctx: StatusContext) -> list[Check]:
     except ClientError as e:
         code = e.response["Error"]["Code"]
         if code == "NoSuchBucket":
-            return [Check("recordings", "newest", False, f"bucket {bucket} does not exist", "make deploy")]
+            return [
+                Check(
+                    "recordings",
+                    "newest",
+                    False,
+                    f"bucket {bucket} does not exist",
+                    f"make deploy ENV={ctx.config.name}",
+                )
+            ]
         if code in ("AccessDenied", "403"):
             return [
                 Check(

@@ -386,6 +386,13 @@ def test_nothing_deployed_says_deploy(capsys: pytest.CaptureFixture[str], caplog
     for stack in STACKS:
         assert run.line(stack).endswith("not deployed -> run: make deploy ENV=local")
     assert "secrets set --env local backend/LIVEKIT_API_KEY" in run.line("API key")
+    assert run.line("agent/OPENAI_API_KEY").endswith("does not exist -> run: make deploy ENV=local")
+    egress_secret = run.line("egress/s3-access-key")
+    assert (
+        egress_secret.startswith("  FAIL  ") and "does not exist: deploy it with make deploy ENV=local" in egress_secret
+    )
+    assert run.line("service").endswith("does not exist -> run: make deploy ENV=local")
+    assert run.line("newest").endswith(f"bucket {BUCKET} does not exist -> run: make deploy ENV=local")
     assert "is unreachable" not in run.out
 
 
