@@ -260,11 +260,7 @@ def _status(config: EnvironmentConfig, args: argparse.Namespace) -> int:
         s3_endpoint_url=args.s3_endpoint_url,
         timeout=args.timeout,
     )
-    try:
-        status.check_local_overrides(config, options)
-    except status.StatusError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_ERROR
+    status.check_local_overrides(config, options)  # HookError: exit 2
     # Environments of the same LiveKit project: whose each dispatch rule is.
     project = tuple(e for e in load_environments(args.config_dir).values() if e.livekit.url == config.livekit.url)
     ctx = status.StatusContext(config, project, lambda service: aws_client(service, config), options)

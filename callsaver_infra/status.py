@@ -29,6 +29,7 @@ from callsaver_infra.dispatch_rules import (
     current_room_egress,
     dispatched_agents,
     looks_masked,
+    mask_key,
     owners,
     recording_summary,
     rule_label,
@@ -42,16 +43,11 @@ from callsaver_infra.egress_hook import (
     NotReadyError,
     Redactor,
     api_url,
-    mask_key,
     read_egress_credentials,
     read_livekit_credentials,
 )
 from callsaver_infra.names import AgentOutputs, EnvNames, IamOutputs, StorageOutputs
 from callsaver_infra.secrets_admin import SecretsError, secret_statuses
-
-# The local endpoint's fake account (moto's default, config/local.toml): the only one the local-rehearsal overrides
-# (--livekit-url, --s3-endpoint-url) are accepted for, so no real environment is ever checked against a stand-in.
-LOCAL_ACCOUNT = "123456789012"
 
 # Stack states in which a stack is deployed and its last operation succeeded.
 _STACK_OK = frozenset({"CREATE_COMPLETE", "UPDATE_COMPLETE", "IMPORT_COMPLETE"})
@@ -63,7 +59,7 @@ _FAILED_EGRESS = (api.EgressStatus.EGRESS_FAILED, api.EgressStatus.EGRESS_LIMIT_
 
 
 class StatusError(Exception):
-    """status cannot run as asked (e.g. a local-only flag for a real environment); the message says why."""
+    """Something status needs cannot be read as given (e.g. the outputs file); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -681,17 +677,11 @@ GROUPS: tuple[tuple[str, Group], ...] = (
 
 
 def check_local_overrides(config: EnvironmentConfig, options: StatusOptions) -> None:
-    """Refuse --livekit-url / --s3-endpoint-url for any environment not on the local fake account."""
-    used = [
-        flag
-        for flag, value in (("--livekit-url", options.livekit_url), ("--s3-endpoint-url", options.s3_endpoint_url))
-        if value
-    ]
-    if used and config.account != LOCAL_ACCOUNT:
-        raise StatusError(
-            f"{' and '.join(used)} are for the local rehearsal and tests only: environment {config.name!r} uses "
-            f"account {config.account}; only environments on the local fake account {LOCAL_ACCOUNT} accept them"
-        )
+    """Refuse --livekit-url / --s3-endpoint-url for any environment not on the local fake account, as push-egress
+    does (HookError)."""
+    egress_hook.check_local_overrides(
+        config, egress_hook.HookOptions(livekit_url=options.livekit_url, s3_endpoint_url=options.s3_endpoint_url)
+    )
 
 
 def run_status(ctx: StatusContext, groups: Sequence[tuple[str, Group]] = GROUPS) -> list[Check]:

@@ -8,9 +8,11 @@ secret reaches stdout, stderr or the log.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -59,8 +61,6 @@ NEVER_SHOWN = (
     STALE_SECRET,
     *OPERATOR_VALUES.values(),
 )
-# The stand-in may not serve ListSIPInboundTrunk yet (another change adds it and `add_inbound_trunk`).
-STAND_IN_HAS_TRUNKS = hasattr(LocalLiveKitServer, "add_inbound_trunk")
 
 
 @dataclass
@@ -166,12 +166,25 @@ def seed_livekit(lk: LocalLiveKitServer, *, egress: api.RoomEgress | None = None
     """local's recording rule (and production's, which status must attribute to production), one recorded call."""
     rule_id = lk.add_dispatch_rule(inbound_rule("local inbound", AGENT, "+15550100002", egress or recording()))
     lk.add_dispatch_rule(inbound_rule("production inbound", "callsaver-agent", "+15550100003"))
-    if STAND_IN_HAS_TRUNKS:
-        lk.add_inbound_trunk(api.SIPInboundTrunkInfo(name="twilio", numbers=["+15550100002", "+15550100003"]))  # type: ignore[attr-defined]
-    _, egress_id = lk.simulate_inbound_call(rule_id)
+    lk.add_inbound_trunk(api.SIPInboundTrunkInfo(name="twilio", numbers=["+15550100002", "+15550100003"]))
+    room, egress_id = lk.simulate_inbound_call(rule_id)
     assert egress_id is not None
+    hang_up(lk, room, egress_id)
     assert api.EgressStatus.Name(lk.wait_for_egress(egress_id).status) == "EGRESS_COMPLETE"
     return rule_id
+
+
+def hang_up(lk: LocalLiveKitServer, room: str, egress_id: str) -> None:
+    """End a call once its recording runs: deleting the room through the API ends the recording, which uploads."""
+    deadline = time.monotonic() + 5
+    while lk.egresses[egress_id].status != api.EgressStatus.EGRESS_ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def delete() -> None:
+        async with api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    asyncio.run(delete())
 
 
 def rule_named(lk: LocalLiveKitServer, name: str) -> str:
@@ -249,15 +262,11 @@ def test_all_ok(aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[
     assert len(egress_line) == 1 and egress_line[0].startswith("  ok  ")
     newest = run.line("newest")
     assert f"s3://{BUCKET}/call_" in newest and ".ogg, " in newest and newest.endswith(" s old")
-    if STAND_IN_HAS_TRUNKS:
-        assert run.code == EXIT_OK, run.out
-        assert run.failing() == []
-        assert run.out.rstrip().endswith("checks ok")
-    else:
-        # Until the stand-in serves ListSIPInboundTrunk: the trunk line fails on LiveKit's bad_route, nothing else.
-        assert run.code == EXIT_NOT_READY
-        assert len(run.failing()) == 1, run.out
-        assert "ListSIPInboundTrunk" in run.line("list") and "bad_route" in run.line("list")
+    trunk = run.line(next(iter(lk.inbound_trunks)) + ' "twilio"')
+    assert trunk.startswith("  ok  ") and "+15550100002, +15550100003; calls reach local, production" in trunk
+    assert run.code == EXIT_OK, run.out
+    assert run.failing() == []
+    assert run.out.rstrip().endswith("checks ok")
 
 
 def test_placeholder_secret_fails_its_line_with_the_command(
@@ -303,24 +312,20 @@ def test_rule_with_a_stale_key_id_fails_naming_the_rule(
 def test_masked_key_id_is_unknown_not_stale(
     aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """A key id LiveKit masked in the listing ({access_key}, livekit/protocol egress/redact.go) cannot be compared:
-    the rule's line says so and does not fail.
+    """A key id LiveKit masks in the listing ({access_key}, livekit/protocol egress/redact.go) or blanks
+    (utils/proto.go) cannot be compared, even when the rule holds an old key: the line says so and does not fail.
 
     LiveKit is the local stand-in on 127.0.0.1; AWS is moto on 127.0.0.1.
     """
     deploy(aws)
-    rule_id = seed_livekit(lk)
-    masked = api.SIPDispatchRuleInfo()
-    masked.CopyFrom(lk.dispatch_rules[rule_id])
-    masked.room_config.egress.room.file_outputs[0].s3.access_key = "{access_key}"
-    masked.room_config.egress.room.file_outputs[0].s3.secret = "{secret}"
-    with lk.lock:
-        lk.dispatch_rules[rule_id] = masked
+    rule_id = seed_livekit(lk, egress=recording(STALE_KEY_ID, STALE_SECRET))
+    for listing, shown in (("placeholders", "key masked in listing"), ("redacted", "key blank in listing")):
+        lk.listing = listing
 
-    run = run_status(capsys, caplog, "--livekit-url", lk.url)
+        run = run_status(capsys, caplog, "--livekit-url", lk.url)
 
-    line = run.line(f'{rule_id} "local inbound"')
-    assert line.startswith("  ok  ") and "key masked in listing" in line and "stale" not in line
+        line = run.line(f'{rule_id} "local inbound"')
+        assert line.startswith("  ok  ") and shown in line and "stale" not in line, run.out
 
 
 def test_livekit_unreachable_fails_its_lines_with_the_url_and_aws_lines_still_print(
