@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,8 +41,10 @@ from callsaver_infra.egress_hook import (
     LiveKitCredentials,
     LiveKitSession,
     NotReadyError,
+    PushReceipt,
     Redactor,
     api_url,
+    credential_fingerprint,
     read_egress_credentials,
     read_livekit_credentials,
 )
@@ -95,6 +97,7 @@ class StatusContext:
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
     _stacks: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     outputs_problem: str | None = None
+    egress_fingerprint: str | None = None  # of the egress secret's key pair, once read and matching the IAM stack
     _outputs: dict[str, dict[str, str]] | None = None
     _clients: dict[str, Any] = field(default_factory=dict)
 
@@ -166,6 +169,17 @@ class StatusContext:
 
 
 Group = Callable[[StatusContext], list[Check]]
+
+
+@dataclass(frozen=True)
+class DeployedKey:
+    """What status knows of the deployed egress key: its id (IAM output), the fingerprint of the pair the egress
+    secret holds, and push-egress's receipt (rule id -> fingerprint of the pair last pushed into that rule), which
+    alone can date a key that LiveKit masks in its listing."""
+
+    key_id: str | None = None
+    fingerprint: str | None = None
+    receipt: Mapping[str, str] | None = None
 
 
 # --------------------------------------------------------------------------- AWS groups
@@ -255,6 +269,7 @@ def _egress_secret_check(ctx: StatusContext) -> Check:
             f"holds key {shown}, but {n.iam_stack} output {IamOutputs.ACCESS_KEY_ID} is {mask_key(deployed)}",
             deploy,
         )
+    ctx.egress_fingerprint = credential_fingerprint(creds)
     return Check("secrets", ref, True, f"key {shown}, as deployed by {n.iam_stack}")
 
 
@@ -443,7 +458,7 @@ async def _livekit_checks(ctx: StatusContext, creds: LiveKitCredentials) -> list
         ctx.project_envs,
         rules,
         bucket=ctx.bucket,
-        deployed_key_id=ctx.deployed_key_id,
+        deployed=DeployedKey(ctx.deployed_key_id, ctx.egress_fingerprint, _push_receipt(ctx)),
         s3_endpoint_url=ctx.options.s3_endpoint_url,
     )
     checks += (
@@ -452,6 +467,15 @@ async def _livekit_checks(ctx: StatusContext, creds: LiveKitCredentials) -> list
         else [Check("egresses", "list", False, egress_error)]
     )
     return checks
+
+
+def _push_receipt(ctx: StatusContext) -> Mapping[str, str] | None:
+    # push-egress's SSM receipt; unreadable (no ssm:GetParameter, no credentials) means "unknown", never a failure.
+    try:
+        receipt = PushReceipt(ctx.client("ssm"), ctx.names.egress_push_receipt).load()
+    except (ClientError, BotoCoreError):
+        return None
+    return receipt.entries if receipt.readable else None
 
 
 def _register_rule_secrets(redact: Redactor, rule: api.SIPDispatchRuleInfo) -> None:
@@ -520,7 +544,7 @@ def rule_checks(
     rules: Sequence[api.SIPDispatchRuleInfo],
     *,
     bucket: str,
-    deployed_key_id: str | None,
+    deployed: DeployedKey,
     s3_endpoint_url: str | None = None,
 ) -> list[Check]:
     """One line per dispatch rule of the project: whose it is and where it records; config's own rules are checked
@@ -534,7 +558,8 @@ def rule_checks(
         if env not in rule_owners:
             checks.append(_foreign_rule_check(config, rule, rule_owners, detail, bucket))
             continue
-        problems = _own_rule_problems(config, rule, bucket, deployed_key_id, s3_endpoint_url)
+        problems, notes = _own_rule_problems(config, rule, bucket, deployed, s3_endpoint_url)
+        detail += "".join(f" ({note})" for note in notes)
         if problems:
             checks.append(Check("dispatch rules", rule_label(rule), False, f"{detail}: {'; '.join(problems)}", push))
         else:
@@ -578,13 +603,15 @@ def _own_rule_problems(
     config: EnvironmentConfig,
     rule: api.SIPDispatchRuleInfo,
     bucket: str,
-    deployed_key_id: str | None,
+    deployed: DeployedKey,
     s3_endpoint_url: str | None,
-) -> list[str]:
+) -> tuple[list[str], list[str]]:
+    """(problems, notes) of one of config's own rules."""
     egress = current_room_egress(rule)
     if egress is None:
-        return ["not recorded"] if config.livekit_egress.auto_egress else []
-    problems = []
+        return (["not recorded"] if config.livekit_egress.auto_egress else []), []
+    problems: list[str] = []
+    notes: list[str] = []
     if not egress.file_outputs:
         problems.append("its room egress writes no file")
     for output in egress.file_outputs:
@@ -598,12 +625,25 @@ def _own_rule_problems(
         if s3.endpoint != (s3_endpoint_url or ""):
             problems.append(f"uploads through endpoint {s3.endpoint or 'AWS'}, expected {s3_endpoint_url or 'AWS'}")
         key = s3.access_key
-        if key and not looks_masked(key) and deployed_key_id and key != deployed_key_id:
+        if key and not looks_masked(key):
+            if deployed.key_id and key != deployed.key_id:
+                problems.append(
+                    f"stale key id {mask_key(key)}: the deployed key (IAM output {IamOutputs.ACCESS_KEY_ID}) is "
+                    f"{mask_key(deployed.key_id)}; uploads fail once the old key is deleted"
+                )
+            continue
+        # The listing hides the key id, so it is unknown, unless push-egress's receipt says what it last pushed.
+        pushed = (deployed.receipt or {}).get(rule.sip_dispatch_rule_id)
+        if pushed is None or deployed.fingerprint is None:
+            notes.append("the key it holds is unknown: no push receipt to judge by")
+        elif pushed == deployed.fingerprint:
+            notes.append("the push receipt shows the deployed key was pushed last")
+        else:
             problems.append(
-                f"stale key id {mask_key(key)}: the deployed key (IAM output {IamOutputs.ACCESS_KEY_ID}) is "
-                f"{mask_key(deployed_key_id)}; uploads fail once the old key is deleted"
+                "stale key: the push receipt shows another key pair than the deployed one was pushed last "
+                "(the key was rotated since)"
             )
-    return problems
+    return problems, notes
 
 
 def _request_buckets(info: api.EgressInfo) -> set[str]:

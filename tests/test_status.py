@@ -26,10 +26,10 @@ from livekit import api
 from callsaver_infra import egress_hook
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.config import EnvironmentConfig, load_environments
-from callsaver_infra.egress_hook import Redactor, RetryPolicy
+from callsaver_infra.egress_hook import EgressCredentials, Redactor, RetryPolicy, credential_fingerprint
 from callsaver_infra.livekit_local import LocalLiveKitServer
 from callsaver_infra.secret_catalog import PLACEHOLDER
-from callsaver_infra.status import Check, egress_checks, rule_checks, trunk_checks
+from callsaver_infra.status import Check, DeployedKey, egress_checks, rule_checks, trunk_checks
 from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS
 
 ENV = "local"
@@ -326,6 +326,41 @@ def test_masked_key_id_is_unknown_not_stale(
 
         line = run.line(f'{rule_id} "local inbound"')
         assert line.startswith("  ok  ") and shown in line and "stale" not in line, run.out
+        assert "the key it holds is unknown: no push receipt to judge by" in line
+
+
+def test_push_receipt_dates_a_masked_key(
+    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """Where the listing masks the key id, push-egress's receipt (SSM, rule id -> fingerprint of the pair last
+    pushed) decides: the deployed pair's fingerprint is ok, another pair's is a stale key naming the rule.
+
+    LiveKit is the local stand-in on 127.0.0.1 (listing with LiveKit's {access_key} placeholders); AWS is moto.
+    """
+    deploy(aws)
+    rule_id = seed_livekit(lk)
+    lk.listing = "placeholders"
+    ssm = boto3.client("ssm", region_name=REGION, endpoint_url=aws.endpoint)
+    deployed = credential_fingerprint(EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
+    stale = credential_fingerprint(EgressCredentials(STALE_KEY_ID, STALE_SECRET))
+    for pushed, ok in ((deployed, True), (stale, False)):
+        ssm.put_parameter(
+            Name=f"/callsaver/{ENV}/livekit/egress-push-receipt",
+            Value=json.dumps({rule_id: pushed}),
+            Type="String",
+            Overwrite=True,
+        )
+
+        run = run_status(capsys, caplog, "--livekit-url", lk.url)
+
+        line = run.line(f'{rule_id} "local inbound"')
+        if ok:
+            assert run.code == EXIT_OK, run.out
+            assert line.startswith("  ok  ") and "the push receipt shows the deployed key was pushed last" in line
+        else:
+            assert run.code == EXIT_NOT_READY
+            assert line.startswith("  FAIL  ") and "stale key: the push receipt shows another key pair" in line
+            assert line.endswith("-> run: callsaver-infra push-egress --env local")
 
 
 def test_livekit_unreachable_fails_its_lines_with_the_url_and_aws_lines_still_print(
@@ -504,14 +539,14 @@ def test_rule_dispatching_two_environments_fails_and_no_rule_says_which_agent() 
     shared.sip_dispatch_rule_id = "SDR_shared1"
     shared.room_config.agents.append(api.RoomAgentDispatch(agent_name="callsaver-agent"))
 
-    checks = rule_checks(local, envs, [shared], bucket=BUCKET, deployed_key_id=ACCESS_KEY_ID)
+    checks = rule_checks(local, envs, [shared], bucket=BUCKET, deployed=DeployedKey(ACCESS_KEY_ID))
     (line,) = [c for c in checks if c.name == 'SDR_shared1 "shared"']
     assert line.ok and line.detail.startswith("environments local, production; records to")
     (selection,) = [c for c in checks if c.name == "selection"]
     assert not selection.ok and "dispatches the agents of local and production" in selection.detail
 
     staging = next(e for e in envs if e.name == "staging")
-    (none,) = rule_checks(staging, envs, [shared], bucket="callsaver-sessions-staging", deployed_key_id=None)[1:]
+    (none,) = rule_checks(staging, envs, [shared], bucket="callsaver-sessions-staging", deployed=DeployedKey())[1:]
     assert not none.ok and "no dispatch rule dispatches agent 'callsaver-agent-staging'" in none.detail
     assert none.fix.endswith("then callsaver-infra push-egress --env staging")
 
@@ -528,7 +563,7 @@ def test_own_rule_recording_elsewhere_or_not_at_all_fails() -> None:
     unrecorded = inbound_rule("local second", AGENT, "+15550100004")
     unrecorded.sip_dispatch_rule_id = "SDR_local2"
 
-    checks = {c.name: c for c in rule_checks(local, envs, [rule, unrecorded], bucket=BUCKET, deployed_key_id=None)}
+    checks = {c.name: c for c in rule_checks(local, envs, [rule, unrecorded], bucket=BUCKET, deployed=DeployedKey())}
     first = checks['SDR_local1 "local inbound"']
     assert not first.ok
     assert f"records to bucket callsaver-old-console-bucket, not local's {BUCKET}" in first.detail
@@ -539,14 +574,14 @@ def test_own_rule_recording_elsewhere_or_not_at_all_fails() -> None:
     leak = inbound_rule("production inbound", "callsaver-agent", "+15550100003", recording())
     leak.sip_dispatch_rule_id = "SDR_prod1"
     (prod,) = [
-        c for c in rule_checks(local, envs, [leak], bucket=BUCKET, deployed_key_id=None) if c.name != "selection"
+        c for c in rule_checks(local, envs, [leak], bucket=BUCKET, deployed=DeployedKey()) if c.name != "selection"
     ]
     assert not prod.ok and prod.name == 'SDR_prod1 "production inbound"'
     assert f"records into local's bucket {BUCKET} but does not dispatch local's agent" in prod.detail
     assert prod.fix == "callsaver-infra push-egress --env production"
     # The same custom endpoint is what --s3-endpoint-url (local rehearsal) expects.
     rehearsal = rule_checks(
-        local, envs, [rule], bucket=BUCKET, deployed_key_id=None, s3_endpoint_url="http://127.0.0.1:9"
+        local, envs, [rule], bucket=BUCKET, deployed=DeployedKey(), s3_endpoint_url="http://127.0.0.1:9"
     )
     assert "endpoint" not in rehearsal[0].detail
 
