@@ -681,7 +681,9 @@ def egress_checks(
     for info in ours:
         status = api.EgressStatus.Name(info.status)
         files = [r.filename for r in info.file_results if r.filename]
-        where = f"room {info.room_name}, started {_time(info.started_at or info.updated_at)}" + (
+        # A web egress records a page, not a room (its URL may carry a token, so it is not shown).
+        source = f"room {info.room_name}" if info.room_name else "web egress" if info.HasField("web") else "no room"
+        where = f"{source}, started {_time(info.started_at or info.updated_at)}" + (
             f", file {files[0]}" if files else ""
         )
         if info.status in _FAILED_EGRESS:

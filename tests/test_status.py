@@ -613,8 +613,9 @@ def test_trunks_show_where_their_calls_go_and_a_missing_inbound_path_fails() -> 
 
 
 def test_egresses_into_the_bucket_by_either_request_kind_are_listed_newest_first() -> None:
-    """Room-composite egresses (inbound rules) and StartEgress requests (which the agent may use for outbound calls)
-    into the environment's bucket are listed; egresses into other buckets are not."""
+    """Room-composite egresses (inbound rules), StartEgress requests (which the agent may use for outbound calls) and
+    web egresses (push-egress --verify; the page URL is never shown) into the environment's bucket are listed,
+    newest first; egresses into other buckets are not."""
     local = next(e for e in _project() if e.name == ENV)
     inbound = api.EgressInfo(
         egress_id="EG_inbound",
@@ -632,10 +633,19 @@ def test_egresses_into_the_bucket_by_either_request_kind_are_listed_newest_first
             room_name="call_b", storage=api.StorageConfig(s3=api.S3Upload(bucket=BUCKET, region=REGION))
         ),
     )
+    web = api.EgressInfo(
+        egress_id="EG_web",
+        status=api.EgressStatus.EGRESS_COMPLETE,
+        started_at=500_000_000,
+        web=api.WebEgressRequest(
+            url="https://example.com/?token=not-shown", file_outputs=recording().room.file_outputs
+        ),
+    )
     other = api.EgressInfo(egress_id="EG_other", status=api.EgressStatus.EGRESS_FAILED, started_at=3_000_000_000)
     other.room_composite.CopyFrom(recording().room)
     other.room_composite.file_outputs[0].s3.bucket = "callsaver-sessions-production"
 
-    checks = egress_checks(local, [inbound, other, outbound], BUCKET, Redactor())
-    assert [(c.name, c.ok) for c in checks] == [("EG_outbound", True), ("EG_inbound", True)]
+    checks = egress_checks(local, [web, inbound, other, outbound], BUCKET, Redactor())
+    assert [(c.name, c.ok) for c in checks] == [("EG_outbound", True), ("EG_inbound", True), ("EG_web", True)]
     assert checks[0].detail.startswith("EGRESS_ACTIVE (room call_b, started 1970-01-01 00:00:02Z")
+    assert checks[2].detail == "EGRESS_COMPLETE (web egress, started 1970-01-01 00:00:00Z)"
