@@ -191,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "rehearse":
             return _rehearse(config)
         if args.command == "status":
-            return _status(config, args)
+            return _status(config, args, tuple(envs.values()))
     except egress_hook.NotReadyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -251,7 +251,7 @@ def _push_egress(config: EnvironmentConfig, args: argparse.Namespace, envs: tupl
     return EXIT_OK
 
 
-def _status(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+def _status(config: EnvironmentConfig, args: argparse.Namespace, envs: tuple[EnvironmentConfig, ...]) -> int:
     from callsaver_infra import status
 
     options = status.StatusOptions(
@@ -262,7 +262,7 @@ def _status(config: EnvironmentConfig, args: argparse.Namespace) -> int:
     )
     status.check_local_overrides(config, options)  # HookError: exit 2
     # Environments of the same LiveKit project: whose each dispatch rule is.
-    project = tuple(e for e in load_environments(args.config_dir).values() if e.livekit.url == config.livekit.url)
+    project = tuple(e for e in envs if e.livekit.url == config.livekit.url)
     ctx = status.StatusContext(config, project, lambda service: aws_client(service, config), options)
     checks = status.run_status(ctx)
     print(status.report_json(ctx, checks) if args.json else status.format_report(ctx, checks))
