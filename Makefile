@@ -16,7 +16,7 @@ ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 # Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="--app cdk.out --require-approval never" (CI).
 CDK_ARGS ?=
 
-.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy constraints clean
+.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy status constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -76,6 +76,10 @@ deploy: setup ## Deploy one environment: base stacks, secrets check, agent, then
 	# 3. The agent (and everything else of the environment), then the push of the recording settings to LiveKit.
 	cdk deploy --all $(ENV_CONTEXT) --outputs-file cdk.outputs.$(ENV).json $(CDK_ARGS)
 	$(VENV)/bin/callsaver-infra push-egress --env $(ENV) --outputs-file cdk.outputs.$(ENV).json
+
+status: setup ## Check one environment end to end, read-only (needs AWS credentials): make status ENV=staging
+	@test -n "$(ENV)" || { echo "usage: make status ENV=<environment>"; exit 2; }
+	$(VENV)/bin/callsaver-infra status --env $(ENV)
 
 constraints: ## Re-pin every Python package from a fresh venv
 	rm -rf /tmp/callsaver-constraints && $(PYTHON) -m venv /tmp/callsaver-constraints

@@ -117,6 +117,44 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
     )
     image_check.add_parser(commands)
+
+    check = commands.add_parser(
+        "status",
+        help="read-only check of the whole chain (stacks, secrets, agent, LiveKit rules and egresses, recordings); "
+        "exit 1 if anything needs attention",
+        description="Check one environment without changing anything: the four stacks, every secret (never shown), "
+        "the agent service's tasks and last deployment, the LiveKit project's inbound trunks and dispatch rules "
+        "(whose each is, where each records), LiveKit's recent egresses, and the newest recording in the bucket. "
+        "One line per check, ok or what to run. Exit 0 when all is well, 1 otherwise, 2 on usage errors.",
+    )
+    check.add_argument("--env", required=True, help="environment name (a file under config/)")
+    check.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    check.add_argument(
+        "--outputs-file",
+        type=Path,
+        metavar="PATH",
+        help="stack outputs as written by `cdk deploy --outputs-file` (default: ask CloudFormation)",
+    )
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=egress_hook.DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
+        f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
+    )
+    check.add_argument(
+        "--livekit-url",
+        type=_livekit_url,
+        metavar="URL",
+        help="local rehearsal and tests only (account 123456789012): check this LiveKit server instead of livekit.url",
+    )
+    check.add_argument(
+        "--s3-endpoint-url",
+        metavar="URL",
+        help="local rehearsal and tests only (account 123456789012): the S3 endpoint the rules are expected to upload "
+        "to, as push-egress --s3-endpoint-url wrote it",
+    )
     return parser
 
 
@@ -152,6 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return image_check.run(config, args, lambda service: aws_client(service, config))
         if args.command == "rehearse":
             return _rehearse(config)
+        if args.command == "status":
+            return _status(config, args, tuple(envs.values()))
     except egress_hook.NotReadyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -209,6 +249,24 @@ def _push_egress(config: EnvironmentConfig, args: argparse.Namespace, envs: tupl
     )
     egress_hook.run_hook(config, options, lambda service: aws_client(service, config))
     return EXIT_OK
+
+
+def _status(config: EnvironmentConfig, args: argparse.Namespace, envs: tuple[EnvironmentConfig, ...]) -> int:
+    from callsaver_infra import status
+
+    options = status.StatusOptions(
+        outputs_file=args.outputs_file,
+        livekit_url=args.livekit_url,
+        s3_endpoint_url=args.s3_endpoint_url,
+        timeout=args.timeout,
+    )
+    status.check_local_overrides(config, options)  # HookError: exit 2
+    # Environments of the same LiveKit project: whose each dispatch rule is.
+    project = tuple(e for e in envs if e.livekit.url == config.livekit.url)
+    ctx = status.StatusContext(config, project, lambda service: aws_client(service, config), options)
+    checks = status.run_status(ctx)
+    print(status.report_json(ctx, checks) if args.json else status.format_report(ctx, checks))
+    return EXIT_OK if all(c.ok for c in checks) else EXIT_NOT_READY
 
 
 def _rehearse(config: EnvironmentConfig) -> int:
