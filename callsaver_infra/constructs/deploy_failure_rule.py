@@ -6,6 +6,7 @@ import jsii
 from aws_cdk import Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_sns as sns
+from aws_cdk.interfaces import aws_events as events_refs
 from constructs import Construct
 
 # ECS sends "ECS Deployment State Change" events to the default bus; SERVICE_DEPLOYMENT_FAILED is the circuit
@@ -72,5 +73,5 @@ class _TopicTarget:
     def __init__(self, topic: sns.ITopic, message: events.RuleTargetInput) -> None:
         self.topic, self.message = topic, message
 
-    def bind(self, rule: events.IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
+    def bind(self, rule: events_refs.IRuleRef, id: str | None = None) -> events.RuleTargetConfig:
         return events.RuleTargetConfig(arn=self.topic.topic_arn, input=self.message)
