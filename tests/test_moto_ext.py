@@ -261,3 +261,138 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
         "AWS::S3::Bucket.VersioningConfiguration",
         "AWS::SQS::Queue (whole resource)",
     ]
+
+
+def test_alarms_topic_policy_and_alarm_notifications_reach_a_subscribed_queue(aws: dict[str, Any]) -> None:
+    """An alarm created by CreateStack publishes CloudWatch's notification to its topic when SetAlarmState changes
+    its state (and only then); the topic policy is stored; a math alarm keeps its metrics."""
+    topic_name = "ext-alerts"
+    outputs = _deploy(
+        aws,
+        "ExtMonitoring",
+        {
+            "Key": {
+                "Type": "AWS::KMS::Key",
+                "Properties": {
+                    "EnableKeyRotation": True,
+                    "KeyPolicy": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"}
+                        ],
+                    },
+                },
+            },
+            "Alias": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {"AliasName": "alias/ext-alerts", "TargetKeyId": {"Fn::GetAtt": ["Key", "Arn"]}},
+            },
+            "Topic": {
+                "Type": "AWS::SNS::Topic",
+                "Properties": {"TopicName": topic_name, "KmsMasterKeyId": {"Fn::GetAtt": ["Key", "Arn"]}},
+            },
+            "Policy": {
+                "Type": "AWS::SNS::TopicPolicy",
+                "Properties": {
+                    "Topics": [{"Ref": "Topic"}],
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "Alarms",
+                                "Effect": "Allow",
+                                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                                "Action": "sns:Publish",
+                                "Resource": {"Ref": "Topic"},
+                            }
+                        ],
+                    },
+                },
+            },
+            "Down": {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "AlarmName": "ext-down",
+                    "AlarmDescription": "check first: the service",
+                    "Namespace": "ECS/ContainerInsights",
+                    "MetricName": "RunningTaskCount",
+                    "Dimensions": [{"Name": "ClusterName", "Value": "c"}, {"Name": "ServiceName", "Value": "s"}],
+                    "Statistic": "Minimum",
+                    "Period": 60,
+                    "EvaluationPeriods": 3,
+                    "DatapointsToAlarm": 3,
+                    "Threshold": 1,
+                    "ComparisonOperator": "LessThanThreshold",
+                    "TreatMissingData": "breaching",
+                    "AlarmActions": [{"Ref": "Topic"}],
+                    "OKActions": [{"Ref": "Topic"}],
+                },
+            },
+            "Saturated": {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "AlarmName": "ext-saturated",
+                    "EvaluationPeriods": 10,
+                    "Threshold": 1,
+                    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                    "TreatMissingData": "notBreaching",
+                    "AlarmActions": [{"Ref": "Topic"}],
+                    "Metrics": [
+                        {"Id": "e", "Expression": "IF(t >= 2, 1, 0)", "ReturnData": True},
+                        {
+                            "Id": "t",
+                            "ReturnData": False,
+                            "MetricStat": {
+                                "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount"},
+                                "Period": 60,
+                                "Stat": "Minimum",
+                            },
+                        },
+                    ],
+                },
+            },
+            "Dashboard": {
+                "Type": "AWS::CloudWatch::Dashboard",
+                "Properties": {"DashboardName": "ext-dashboard", "DashboardBody": '{"widgets":[]}'},
+            },
+        },
+        {"DownArn": {"Value": {"Fn::GetAtt": ["Down", "Arn"]}}, "DownRef": {"Value": {"Ref": "Down"}}},
+    )
+    assert outputs == {"DownArn": f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:ext-down", "DownRef": "ext-down"}
+    sns, sqs, cw = boto3.client("sns", **aws), boto3.client("sqs", **aws), boto3.client("cloudwatch", **aws)
+    topic_arn = f"arn:aws:sns:{REGION}:123456789012:{topic_name}"
+    attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+    assert [s["Sid"] for s in json.loads(attributes["Policy"])["Statement"]] == ["Alarms"]
+    assert attributes["KmsMasterKeyId"].startswith(f"arn:aws:kms:{REGION}:123456789012:key/")
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    down = alarms["ext-down"]
+    assert (down["MetricName"], down["Statistic"], down["Period"], down["EvaluationPeriods"]) == (
+        "RunningTaskCount", "Minimum", 60, 3,
+    )  # fmt: skip
+    assert (down["TreatMissingData"], down["AlarmActions"], down["OKActions"]) == (
+        "breaching",
+        [topic_arn],
+        [topic_arn],
+    )
+    saturated = alarms["ext-saturated"]
+    assert [m["Id"] for m in saturated["Metrics"]] == ["e", "t"]
+    assert saturated["Metrics"][1]["MetricStat"]["Metric"]["MetricName"] == "RunningTaskCount"
+    assert cw.list_dashboards()["DashboardEntries"][0]["DashboardName"] == "ext-dashboard"
+
+    queue_url = sqs.create_queue(QueueName="ext-alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    cw.set_alarm_state(AlarmName="ext-down", StateValue="ALARM", StateReason="rehearsal: 0 tasks")
+    cw.set_alarm_state(AlarmName="ext-down", StateValue="ALARM", StateReason="still down")  # no change: no message
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert len(messages) == 1
+    body = json.loads(messages[0]["Body"])
+    assert {k: body[k] for k in ("AlarmName", "NewStateValue", "OldStateValue", "NewStateReason", "AWSAccountId")} == {
+        "AlarmName": "ext-down",
+        "NewStateValue": "ALARM",
+        "OldStateValue": "OK",
+        "NewStateReason": "rehearsal: 0 tasks",
+        "AWSAccountId": "123456789012",
+    }
+    assert body["Region"] == "US West (N. California)" and body["AlarmDescription"] == "check first: the service"
+    assert body["Trigger"]["MetricName"] == "RunningTaskCount"

@@ -15,12 +15,16 @@ from typing import Any, ClassVar
 import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import parsing
+from moto.cloudwatch.models import Alarm as MotoAlarm
+from moto.cloudwatch.models import CloudWatchBackend, MetricDataQuery, MetricStat, cloudwatch_backends
+from moto.cloudwatch.models import Dimension as MotoDimension
 from moto.core.common_models import CloudFormationModel
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.secretsmanager.models import secretsmanager_backends
+from moto.sns.models import sns_backends
 from moto.utilities.utils import get_partition
 
 MOTO_VERSION = "5.2.5"
@@ -90,6 +94,34 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::EC2::InternetGateway": frozenset({"Tags"}),
     "AWS::EC2::VPCGatewayAttachment": frozenset({"VpcId", "InternetGatewayId"}),
     "AWS::EC2::SecurityGroup": frozenset({"GroupDescription", "VpcId", "SecurityGroupEgress", "Tags"}),
+    # Monitoring: stock moto creates keys, aliases, topics, dashboards and rules; alarms and topic policies are ours.
+    "AWS::KMS::Key": frozenset({"KeyPolicy", "Description", "EnableKeyRotation", "Tags"}),
+    "AWS::KMS::Alias": frozenset({"AliasName", "TargetKeyId"}),
+    "AWS::SNS::Topic": frozenset({"TopicName", "DisplayName", "KmsMasterKeyId"}),
+    "AWS::SNS::TopicPolicy": frozenset({"PolicyDocument", "Topics"}),
+    "AWS::CloudWatch::Alarm": frozenset(
+        {
+            "AlarmName",
+            "AlarmDescription",
+            "AlarmActions",
+            "OKActions",
+            "ActionsEnabled",
+            "ComparisonOperator",
+            "DatapointsToAlarm",
+            "Dimensions",
+            "EvaluationPeriods",
+            "MetricName",
+            "Metrics",
+            "Namespace",
+            "Period",
+            "Statistic",
+            "Threshold",
+            "TreatMissingData",
+            "Tags",
+        }
+    ),
+    "AWS::CloudWatch::Dashboard": frozenset({"DashboardName", "DashboardBody"}),
+    "AWS::Events::Rule": frozenset({"Name", "Description", "EventPattern", "State", "Targets", "Tags"}),
 }
 
 
@@ -351,6 +383,168 @@ class RehearsalScalingPolicy(_Typed, CloudFormationModel):
         return cls(policy.policy_arn)
 
 
+class RehearsalTopicPolicy(_Typed, CloudFormationModel):
+    """AWS::SNS::TopicPolicy, set as each topic's Policy attribute (returned by GetTopicAttributes, not enforced:
+    moto's SNS checks no topic policy on Publish)."""
+
+    CFN_TYPE = "AWS::SNS::TopicPolicy"
+
+    def __init__(self, topic_arns: list[str]) -> None:
+        self.topic_arns = topic_arns
+
+    @property
+    def physical_resource_id(self) -> str:
+        return ",".join(self.topic_arns)
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalTopicPolicy:
+        props = cloudformation_json["Properties"]
+        arns = [getattr(t, "arn", t) for t in props["Topics"]]
+        for arn in arns:
+            sns_backends[account_id][region_name].set_topic_attribute(
+                arn, "policy", json.dumps(props["PolicyDocument"])
+            )
+        return cls(arns)
+
+
+class RehearsalAlarm(_Typed, CloudFormationModel):
+    """AWS::CloudWatch::Alarm through moto's PutMetricAlarm, metric-math alarms (Metrics) included; Ref is the
+    alarm's name (CloudFormation's AWS::CloudWatch::Alarm return values)."""
+
+    CFN_TYPE = "AWS::CloudWatch::Alarm"
+    NAME_TYPE = "AlarmName"
+
+    def __init__(self, alarm: MotoAlarm) -> None:
+        self.name, self.arn = alarm.name, alarm.alarm_arn
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.name
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self.arn
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalAlarm:
+        p = cloudformation_json["Properties"]
+        queries = [
+            MetricDataQuery(
+                query_id=m["Id"],
+                label=m.get("Label"),
+                period=m.get("Period"),
+                return_data=m.get("ReturnData"),
+                expression=m.get("Expression"),
+                metric_stat=MetricStat(
+                    metric=_metric(m["MetricStat"]["Metric"]),
+                    period=m["MetricStat"]["Period"],
+                    stat=m["MetricStat"]["Stat"],
+                    unit=m["MetricStat"].get("Unit"),
+                )
+                if "MetricStat" in m
+                else None,
+            )
+            for m in p.get("Metrics", [])
+        ]
+        alarm = cloudwatch_backends[account_id][region_name].put_metric_alarm(
+            name=resource_name,
+            namespace=p.get("Namespace"),
+            metric_name=p.get("MetricName"),
+            metric_data_queries=queries or None,
+            comparison_operator=p["ComparisonOperator"],
+            evaluation_periods=int(p["EvaluationPeriods"]),
+            datapoints_to_alarm=int(p["DatapointsToAlarm"]) if "DatapointsToAlarm" in p else None,
+            period=int(p["Period"]) if "Period" in p else None,  # type: ignore[arg-type]  # math alarms: per metric
+            threshold=float(p["Threshold"]),
+            statistic=p.get("Statistic"),
+            description=p.get("AlarmDescription"),
+            dimensions=p.get("Dimensions", []),
+            alarm_actions=[str(a) for a in p.get("AlarmActions", [])],
+            ok_actions=[str(a) for a in p.get("OKActions", [])],
+            actions_enabled=p.get("ActionsEnabled", True),
+            treat_missing_data=p.get("TreatMissingData"),
+            tags=p.get("Tags"),
+        )
+        return cls(alarm)
+
+
+def _metric(metric: dict[str, Any]) -> Any:
+    # moto's MetricStat holds the Metric shape as the query API parses it (snake_case keys).
+    return {
+        "namespace": metric["Namespace"],
+        "metric_name": metric["MetricName"],
+        "dimensions": [{"Name": d["Name"], "Value": d["Value"]} for d in metric.get("Dimensions", [])],
+    }
+
+
+def _region_description(region: str) -> str:
+    """ "US West (N. California)" for us-west-1: the region as CloudWatch names it in notifications."""
+    import botocore.session
+
+    for partition in botocore.session.get_session().get_data("endpoints")["partitions"]:
+        if region in partition["regions"]:
+            return str(partition["regions"][region]["description"])
+    return region
+
+
+def _publish_alarm_state_changes(original: Any) -> Any:
+    """SetAlarmState and evaluation change an alarm's state; CloudWatch then runs the actions of the new state,
+    publishing to each SNS topic among them (moto stores the state only). The message is CloudWatch's JSON
+    notification (CloudWatch user guide, "Notifying users on alarm changes": AlarmName, AlarmDescription,
+    AWSAccountId, NewStateValue, NewStateReason, StateChangeTime, Region, AlarmArn, OldStateValue, Trigger)."""
+
+    def set_alarm_state(
+        self: CloudWatchBackend, alarm_name: str, reason: str, reason_data: str, state_value: str
+    ) -> None:
+        old = self.alarms[alarm_name].state_value if alarm_name in self.alarms else None
+        original(self, alarm_name, reason, reason_data, state_value)
+        alarm = self.alarms[alarm_name]
+        if old == state_value or not alarm.actions_enabled:
+            return  # CloudWatch runs actions on a change of state only
+        actions = {"ALARM": alarm.alarm_actions, "OK": alarm.ok_actions}.get(
+            state_value, alarm.insufficient_data_actions
+        )
+        region = _region_description(self.region_name)
+        message = {
+            "AlarmName": alarm.name,
+            "AlarmDescription": alarm.description,
+            "AWSAccountId": self.account_id,
+            "NewStateValue": state_value,
+            "NewStateReason": reason,
+            "StateChangeTime": alarm.state_updated_timestamp.strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            "Region": region,
+            "AlarmArn": alarm.alarm_arn,
+            "OldStateValue": old,
+            "Trigger": {
+                "MetricName": alarm.metric_name,
+                "Namespace": alarm.namespace,
+                "Statistic": alarm.statistic,
+                "Period": alarm.period,
+                "EvaluationPeriods": alarm.evaluation_periods,
+                "ComparisonOperator": alarm.comparison_operator,
+                "Threshold": alarm.threshold,
+                "TreatMissingData": alarm.treat_missing_data,
+                "Dimensions": [
+                    {"name": d.name, "value": d.value} for d in alarm.dimensions if isinstance(d, MotoDimension)
+                ],
+            },
+        }
+        subject = f'{state_value}: "{alarm.name}" in {region}'[:100]  # SNS subjects hold at most 100 characters
+        for arn in actions:
+            parts = arn.split(":")
+            if len(parts) == 6 and parts[2] == "sns":
+                sns_backends[parts[4]][parts[3]].publish(json.dumps(message), arn=arn, subject=subject)
+
+    return set_alarm_state
+
+
 def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
     """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
     Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
@@ -377,6 +571,7 @@ def _get_azs(original: Any) -> Any:
 
 
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
+CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
 # The type map is cached on first use; make sure it is built after our subclasses exist.
 parsing.get_model_list.cache_clear()
