@@ -275,6 +275,7 @@ def test_alarms_topic_policy_and_alarm_notifications_reach_a_subscribed_queue(aw
                 "Type": "AWS::KMS::Key",
                 "Properties": {
                     "EnableKeyRotation": True,
+                    "Tags": [{"Key": "project", "Value": "callsaver"}],
                     "KeyPolicy": {
                         "Version": "2012-10-17",
                         "Statement": [
@@ -364,6 +365,11 @@ def test_alarms_topic_policy_and_alarm_notifications_reach_a_subscribed_queue(aw
     attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
     assert [s["Sid"] for s in json.loads(attributes["Policy"])["Statement"]] == ["Alarms"]
     assert attributes["KmsMasterKeyId"].startswith(f"arn:aws:kms:{REGION}:123456789012:key/")
+    kms = boto3.client("kms", **aws)
+    key_id = kms.describe_key(KeyId="alias/ext-alerts")["KeyMetadata"]["KeyId"]
+    assert attributes["KmsMasterKeyId"].endswith(key_id)
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "project", "TagValue": "callsaver"}]
     alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
     down = alarms["ext-down"]
     assert (down["MetricName"], down["Statistic"], down["Period"], down["EvaluationPeriods"]) == (

@@ -24,6 +24,8 @@ STEPS = (
     "check egress identity",
     "check secrets",
     "check agent",
+    "check monitoring",
+    "alarm reaches topic",
     "post-deploy hook",
     "teardown",
 )

@@ -22,6 +22,8 @@ from moto.core.common_models import CloudFormationModel
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
+from moto.kms.models import Key as MotoKey
+from moto.kms.models import kms_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.sns.models import sns_backends
@@ -381,6 +383,29 @@ class RehearsalScalingPolicy(_Typed, CloudFormationModel):
             p["PolicyType"],
         )
         return cls(policy.policy_arn)
+
+
+class RehearsalKey(_Typed, CloudFormationModel):
+    """AWS::KMS::Key as stock moto creates it, but with CloudFormation's Tags (Key/Value), which moto's model hands
+    to KMS's tagging unchanged although KMS's API names them TagKey/TagValue."""
+
+    CFN_TYPE = "AWS::KMS::Key"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoKey:
+        p = cloudformation_json["Properties"]
+        key = kms_backends[account_id][region_name].create_key(
+            policy=json.dumps(p["KeyPolicy"]) if isinstance(p["KeyPolicy"], dict) else p["KeyPolicy"],
+            key_usage=p.get("KeyUsage", "ENCRYPT_DECRYPT"),
+            key_spec=p.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            description=p.get("Description"),
+            tags=[{"TagKey": t["Key"], "TagValue": t["Value"]} for t in p.get("Tags", [])],
+        )
+        key.key_rotation_status = bool(p.get("EnableKeyRotation", False))
+        key.enabled = p.get("Enabled", True)
+        return key
 
 
 class RehearsalTopicPolicy(_Typed, CloudFormationModel):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs, StorageOutputs
+from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs, MonitoringOutputs, StorageOutputs
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
@@ -91,13 +91,16 @@ class Rehearsal:
                 self._step("check egress identity", self._check_iam)
                 self._step("check secrets", self._check_secrets)
                 self._step("check agent", self._check_agent)
+                self._step("check monitoring", self._check_monitoring)
+                self._step("alarm reaches topic", self._alarm_reaches_topic)
                 self._step("post-deploy hook", self._hook)
             except StepFailed:
                 stop()
                 return 1
             gaps = self._not_emulated()
             self._step_teardown(stop)
-        self.out(f"Stacks: {', '.join((names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack))}")
+        stacks = (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack, names.monitoring_stack)
+        self.out(f"Stacks: {', '.join(stacks)}")
         self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {gaps}")
         self.out(f"Rehearsal passed in {time.perf_counter() - started:.1f} s.")
         return 0
@@ -303,6 +306,92 @@ class Rehearsal:
         c.expect("log group retention", [g.get("retentionInDays") for g in groups_found], [agent.log_retention_days])
         c.raise_if_failed()
         return f"{c.passed} checks: {names.agent_service} in {names.agent_cluster}"
+
+    def _check_monitoring(self) -> str:
+        c, sns, cw = Checks(), self._client("sns"), self._client("cloudwatch")
+        events, kms = self._client("events"), self._client("kms")
+        names, monitoring = EnvNames(self.config.name), self.config.monitoring
+        topic_arn = self._output(names.monitoring_stack, MonitoringOutputs.TOPIC_ARN)
+        c.expect("topic name", topic_arn.rsplit(":", 1)[-1], names.alert_topic)
+        attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+        key = kms.describe_key(KeyId=names.alert_key_alias)["KeyMetadata"]
+        c.expect("topic encrypted with its own key", attributes.get("KmsMasterKeyId"), key["Arn"])
+        c.expect("key rotation", kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"], True)
+        policy = json.loads(attributes.get("Policy", "{}"))
+        c.expect(
+            "publishers allowed by the topic policy",
+            sorted(s["Principal"]["Service"] for s in policy.get("Statement", []) if s["Effect"] == "Allow"),
+            ["cloudwatch.amazonaws.com", "events.amazonaws.com"],
+        )
+        expected = [names.alarm_agent_down, names.alarm_agent_saturated, names.alarm_uploads_failing]
+        if monitoring.max_hours_without_recording is not None:
+            expected.append(names.alarm_no_recording)
+        alarms = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]}
+        c.expect("alarms", sorted(alarms), sorted(expected))
+        c.expect(
+            "every alarm notifies the topic when it fires and clears",
+            {n: (a["AlarmActions"], a["OKActions"]) for n, a in alarms.items()},
+            {n: ([topic_arn], [topic_arn]) for n in expected},
+        )
+        down = alarms.get(names.alarm_agent_down, {})
+        c.expect(
+            "agent-down alarm",
+            (
+                down.get("MetricName"),
+                down.get("Threshold"),
+                down.get("EvaluationPeriods"),
+                down.get("TreatMissingData"),
+            ),
+            ("RunningTaskCount", float(self.config.agent.min_tasks), monitoring.agent_down_minutes, "breaching"),
+        )
+        rule = events.describe_rule(Name=names.deploy_failed_rule)
+        pattern = json.loads(rule["EventPattern"])
+        c.expect("deploy rule pattern", (pattern["detail-type"], pattern["detail"]), (
+            ["ECS Deployment State Change"], {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]}
+        ))  # fmt: skip
+        c.expect("deploy rule matches the agent service", pattern["resources"][0].endswith(
+            f":service/{names.agent_cluster}/{names.agent_service}"
+        ), True)  # fmt: skip
+        rule_targets = events.list_targets_by_rule(Rule=names.deploy_failed_rule)["Targets"]
+        c.expect("deploy rule targets the topic", [t["Arn"] for t in rule_targets], [topic_arn])
+        c.expect(
+            "deploy message names the deployment",
+            all("$.detail.deploymentId" in t.get("InputTransformer", {}).get("InputPathsMap", {}).values()
+                for t in rule_targets),
+            True,
+        )  # fmt: skip
+        dashboard = cw.get_dashboard(DashboardName=names.dashboard)
+        c.expect("dashboard widgets", len(json.loads(dashboard["DashboardBody"])["widgets"]), 6)
+        c.raise_if_failed()
+        return f"{c.passed} checks: topic {names.alert_topic}, {len(alarms)} alarms, rule, dashboard {names.dashboard}"
+
+    def _alarm_reaches_topic(self) -> str:
+        """Subscribe a queue to the alert topic, flip the agent-down alarm, and read CloudWatch's notification."""
+        c, sns, sqs, cw = Checks(), self._client("sns"), self._client("sqs"), self._client("cloudwatch")
+        names = EnvNames(self.config.name)
+        topic_arn = self._output(names.monitoring_stack, MonitoringOutputs.TOPIC_ARN)
+        queue_url = sqs.create_queue(QueueName=f"{names.alert_topic}-rehearsal")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        received = []
+        for state in ("ALARM", "OK"):
+            cw.set_alarm_state(
+                AlarmName=names.alarm_agent_down, StateValue=state, StateReason=f"rehearsal: test {state} notification"
+            )
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+            received += [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+        c.expect(
+            "notifications on the topic",
+            [(m.get("AlarmName"), m.get("NewStateValue")) for m in received],
+            [(names.alarm_agent_down, "ALARM"), (names.alarm_agent_down, "OK")],
+        )
+        c.expect(
+            "notification says what to check first",
+            all(f"callsaver-infra status --env {self.config.name}" in m.get("AlarmDescription", "") for m in received),
+            True,
+        )
+        c.raise_if_failed()
+        return f"{c.passed} checks: {names.alarm_agent_down} ALARM and OK reached {names.alert_topic} (via SQS)"
 
     def _hook(self) -> str:
         from livekit.protocol import sip as proto_sip
