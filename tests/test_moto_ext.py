@@ -70,6 +70,7 @@ def test_bucket_lifecycle_public_access_ownership_and_tls_policy(aws: dict[str, 
                         "RestrictPublicBuckets": True,
                     },
                     "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                    "MetricsConfigurations": [{"Id": "Recordings", "Prefix": "calls/"}, {"Id": "EntireBucket"}],
                 },
             },
             "P": {
@@ -109,6 +110,15 @@ def test_bucket_lifecycle_public_access_ownership_and_tls_policy(aws: dict[str, 
     ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert len(json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]) == 2
+    metrics = s3.get_bucket_metrics_configuration(Bucket=bucket, Id="Recordings")["MetricsConfiguration"]
+    assert metrics == {"Id": "Recordings", "Filter": {"Prefix": "calls/"}}
+    assert s3.get_bucket_metrics_configuration(Bucket=bucket, Id="EntireBucket")["MetricsConfiguration"] == {
+        "Id": "EntireBucket"
+    }
+    listed = s3.list_bucket_metrics_configurations(Bucket=bucket)["MetricsConfigurationList"]
+    assert [m["Id"] for m in listed] == ["Recordings", "EntireBucket"]
+    with pytest.raises(ClientError, match="NoSuchConfiguration"):
+        s3.get_bucket_metrics_configuration(Bucket=bucket, Id="Missing")
     # Conditional statements (the TLS-only Deny) are stored, not enforced; unconditional ones still are.
     s3.put_object(Bucket=bucket, Key="calls/a.ogg", Body=b"OggS")
     with pytest.raises(ClientError, match="403|AccessDenied|Forbidden"):

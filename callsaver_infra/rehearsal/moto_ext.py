@@ -25,6 +25,7 @@ from moto.ecs.models import ecs_backends
 from moto.kms.models import Key as MotoKey
 from moto.kms.models import kms_backends
 from moto.s3.models import FakeBucket, s3_backends
+from moto.s3.responses import S3Response
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.sns.models import sns_backends
 from moto.utilities.utils import get_partition
@@ -45,6 +46,7 @@ EMULATED: dict[str, frozenset[str]] = {
             "LifecycleConfiguration",
             "PublicAccessBlockConfiguration",
             "OwnershipControls",
+            "MetricsConfigurations",
         }
     ),
     "AWS::S3::BucketPolicy": frozenset({"Bucket", "PolicyDocument"}),
@@ -206,6 +208,9 @@ class RehearsalBucket(_Typed, CloudFormationModel):
             backend.put_public_access_block(name, props["PublicAccessBlockConfiguration"])
         if "OwnershipControls" in props:
             backend.put_bucket_ownership_controls(name, props["OwnershipControls"]["Rules"][0]["ObjectOwnership"])
+        # moto's S3 has no metrics configurations: kept on the bucket, served by `_metrics_configuration_get`.
+        bucket = backend.get_bucket(name)
+        bucket.metrics_configurations = {m["Id"]: m for m in props.get("MetricsConfigurations", [])}
 
 
 class RehearsalBucketPolicy(_Typed, CloudFormationModel):
@@ -583,6 +588,61 @@ def _policy_without_conditional_statements(self: FakeBucket, action: str, resour
     return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
 
 
+_S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _metrics_configuration_xml(config: dict[str, Any]) -> str:
+    """One MetricsConfiguration as S3 answers it (S3 API reference, GetBucketMetricsConfiguration): a Filter with a
+    Prefix, one Tag, an AccessPointArn, or an And of several; none when it covers the whole bucket."""
+    from xml.sax.saxutils import escape
+
+    terms = []
+    if "Prefix" in config:
+        terms.append(f"<Prefix>{escape(config['Prefix'])}</Prefix>")
+    terms += [
+        f"<Tag><Key>{escape(t['Key'])}</Key><Value>{escape(t['Value'])}</Value></Tag>"
+        for t in config.get("TagFilters", [])
+    ]
+    if "AccessPointArn" in config:
+        terms.append(f"<AccessPointArn>{escape(config['AccessPointArn'])}</AccessPointArn>")
+    body = "".join(terms) if len(terms) <= 1 else f"<And>{''.join(terms)}</And>"
+    filter_xml = f"<Filter>{body}</Filter>" if terms else ""
+    return f"<Id>{escape(config['Id'])}</Id>{filter_xml}"
+
+
+def _metrics_configuration_get(original: Any) -> Any:
+    """GET /?metrics&id=ID (GetBucketMetricsConfiguration) and GET /?metrics (ListBucketMetricsConfigurations);
+    a missing id answers 404 NoSuchConfiguration, as S3 does. Stock moto would list the bucket's objects instead."""
+
+    def bucket_response_get(self: S3Response, bucket_name: str, querystring: dict[str, Any]) -> Any:
+        if "metrics" not in querystring:
+            return original(self, bucket_name, querystring)
+        configs = getattr(self.backend.get_bucket(bucket_name), "metrics_configurations", {})
+        if "id" in querystring:
+            config = configs.get(querystring["id"][0])
+            if config is None:
+                error = (
+                    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchConfiguration</Code>'
+                    "<Message>The specified configuration does not exist.</Message></Error>"
+                )
+                return 404, {"Content-Type": "application/xml"}, error
+            xml = (
+                f'<MetricsConfiguration xmlns="{_S3_XMLNS}">{_metrics_configuration_xml(config)}</MetricsConfiguration>'
+            )
+        else:
+            items = "".join(
+                f"<MetricsConfiguration>{_metrics_configuration_xml(c)}</MetricsConfiguration>"
+                for c in configs.values()
+            )
+            xml = (
+                f'<ListMetricsConfigurationsResult xmlns="{_S3_XMLNS}"><IsTruncated>false</IsTruncated>'
+                f"{items}</ListMetricsConfigurationsResult>"
+            )
+        return 200, {"Content-Type": "application/xml"}, '<?xml version="1.0" encoding="UTF-8"?>' + xml
+
+    return bucket_response_get
+
+
 def _get_azs(original: Any) -> Any:
     """Fn::GetAZs "" means the stack's region; stock moto answers with us-east-1's zones."""
 
@@ -596,6 +656,7 @@ def _get_azs(original: Any) -> Any:
 
 
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
+S3Response._bucket_response_get = _metrics_configuration_get(S3Response._bucket_response_get)  # type: ignore[method-assign]
 CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
 # The type map is cached on first use; make sure it is built after our subclasses exist.

@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs, MonitoringOutputs, StorageOutputs
+from callsaver_infra.names import (
+    EGRESS_POLICY_NAME,
+    RECORDING_METRICS_FILTER_ID,
+    EnvNames,
+    IamOutputs,
+    MonitoringOutputs,
+    StorageOutputs,
+)
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
@@ -197,6 +204,13 @@ class Rehearsal:
         c.expect("TLS-only policy denies", [s["Effect"] for s in tls], ["Deny"])
         lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyRecordingReadsByCdkLookupRoles"]
         c.expect("CDK lookup roles may not read recordings", [s["Effect"] for s in lookup], ["Deny"])
+        metrics = s3.get_bucket_metrics_configuration(Bucket=bucket, Id=RECORDING_METRICS_FILTER_ID)
+        prefix = self.config.livekit_egress.recording_prefix
+        c.expect(
+            "request metrics of the recordings",
+            metrics["MetricsConfiguration"].get("Filter", {}).get("Prefix", ""),
+            prefix,
+        )
         c.raise_if_failed()
         return f"{c.passed} checks: s3://{bucket}"
 
