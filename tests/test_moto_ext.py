@@ -412,3 +412,60 @@ def test_alarms_topic_policy_and_alarm_notifications_reach_a_subscribed_queue(aw
     }
     assert body["Region"] == "US West (N. California)" and body["AlarmDescription"] == "check first: the service"
     assert body["Trigger"]["MetricName"] == "RunningTaskCount"
+
+
+def test_rule_delivers_matching_events_to_an_sns_topic_through_its_input_transformer(aws: dict[str, Any]) -> None:
+    service_arn = f"arn:aws:ecs:{REGION}:123456789012:service/ext-cluster/ext-svc"
+    _deploy(
+        aws,
+        "ExtRule",
+        {
+            "Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "ext-rule-alerts"}},
+            "Rule": {
+                "Type": "AWS::Events::Rule",
+                "Properties": {
+                    "Name": "ext-deploy-failed",
+                    "State": "ENABLED",
+                    "EventPattern": {
+                        "source": ["aws.ecs"],
+                        "detail-type": ["ECS Deployment State Change"],
+                        "resources": [service_arn],
+                        "detail": {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]},
+                    },
+                    "Targets": [
+                        {
+                            "Arn": {"Ref": "Topic"},
+                            "Id": "Target0",
+                            "InputTransformer": {
+                                "InputPathsMap": {"d": "$.detail.deploymentId", "s": "$.resources[0]"},
+                                "InputTemplate": '"deployment <d> of <s> failed"',
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    )
+    sns, sqs, events = boto3.client("sns", **aws), boto3.client("sqs", **aws), boto3.client("events", **aws)
+    queue_url = sqs.create_queue(QueueName="ext-rule-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic_arn = f"arn:aws:sns:{REGION}:123456789012:ext-rule-alerts"
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    for name, resource in (
+        ("SERVICE_DEPLOYMENT_FAILED", service_arn),
+        ("SERVICE_DEPLOYMENT_COMPLETED", service_arn),  # other event: no message
+        ("SERVICE_DEPLOYMENT_FAILED", service_arn + "-other"),  # other service: no message
+    ):
+        detail = json.dumps({"eventName": name, "deploymentId": "ecs-svc/42"})
+        events.put_events(
+            Entries=[
+                {
+                    "Source": "aws.ecs",
+                    "DetailType": "ECS Deployment State Change",
+                    "Resources": [resource],
+                    "Detail": detail,
+                }
+            ]
+        )
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert [m["Body"] for m in messages] == [f"deployment ecs-svc/42 of {service_arn} failed"]

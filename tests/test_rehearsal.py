@@ -26,6 +26,7 @@ STEPS = (
     "check agent",
     "check monitoring",
     "alarm reaches topic",
+    "rollback reaches topic",
     "post-deploy hook",
     "teardown",
 )

@@ -22,6 +22,8 @@ from moto.core.common_models import CloudFormationModel
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
+from moto.events.models import Rule as MotoRule
+from moto.events.utils import EventTemplateParser
 from moto.kms.models import Key as MotoKey
 from moto.kms.models import kms_backends
 from moto.s3.models import FakeBucket, s3_backends
@@ -588,6 +590,41 @@ def _policy_without_conditional_statements(self: FakeBucket, action: str, resour
     return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
 
 
+def _deliver_to_sns_topics(original: Any) -> Any:
+    """EventBridge delivers a matching event to each SNS topic among the rule's targets (stock moto only to logs,
+    SQS and buses): the input transformer's output, where a JSON string's content is the message text, or else the
+    event itself (EventBridge user guide, "Amazon EventBridge input transformation")."""
+
+    def is_topic(target: dict[str, Any]) -> bool:
+        parts = str(target["Arn"]).split(":")
+        return len(parts) == 6 and parts[2] == "sns"
+
+    def send_to_targets(self: MotoRule, original_event: Any, transform_input: bool = True) -> None:
+        # moto raises NotImplementedError on a target type it does not know: hand it only the others.
+        targets = self.targets
+        self.targets = [t for t in targets if not is_topic(t)]
+        try:
+            original(self, original_event, transform_input)
+        finally:
+            self.targets = targets
+        if not self.event_pattern.matches_event(original_event):
+            return
+        for target in filter(is_topic, targets):
+            parts = str(target["Arn"]).split(":")
+            transformer = target.get("InputTransformer", {})
+            payload: Any = original_event
+            if transform_input and transformer:
+                payload = EventTemplateParser.parse(
+                    input_template=transformer.get("InputTemplate"),
+                    input_paths_map=transformer.get("InputPathsMap", {}),
+                    event=original_event,
+                )
+            message = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+            sns_backends[parts[4]][parts[3]].publish(message, arn=target["Arn"])
+
+    return send_to_targets
+
+
 _S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 
@@ -656,6 +693,7 @@ def _get_azs(original: Any) -> Any:
 
 
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
+MotoRule.send_to_targets = _deliver_to_sns_topics(MotoRule.send_to_targets)  # type: ignore[method-assign]
 S3Response._bucket_response_get = _metrics_configuration_get(S3Response._bucket_response_get)  # type: ignore[method-assign]
 CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)

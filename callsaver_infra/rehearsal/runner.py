@@ -81,6 +81,7 @@ class Rehearsal:
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     livekit: Any = None
     livekit_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    alert_queue_url: str = ""
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -100,6 +101,7 @@ class Rehearsal:
                 self._step("check agent", self._check_agent)
                 self._step("check monitoring", self._check_monitoring)
                 self._step("alarm reaches topic", self._alarm_reaches_topic)
+                self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
                 self._step("post-deploy hook", self._hook)
             except StepFailed:
                 stop()
@@ -384,7 +386,7 @@ class Rehearsal:
         c, sns, sqs, cw = Checks(), self._client("sns"), self._client("sqs"), self._client("cloudwatch")
         names = EnvNames(self.config.name)
         topic_arn = self._output(names.monitoring_stack, MonitoringOutputs.TOPIC_ARN)
-        queue_url = sqs.create_queue(QueueName=f"{names.alert_topic}-rehearsal")["QueueUrl"]
+        queue_url = self.alert_queue_url = sqs.create_queue(QueueName=f"{names.alert_topic}-rehearsal")["QueueUrl"]
         queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
         received = []
@@ -406,6 +408,32 @@ class Rehearsal:
         )
         c.raise_if_failed()
         return f"{c.passed} checks: {names.alarm_agent_down} ALARM and OK reached {names.alert_topic} (via SQS)"
+
+    def _deploy_failure_reaches_topic(self) -> str:
+        """Send the events ECS sends when a deployment fails and when one completes (in AWS only ECS may use the
+        aws.ecs source; moto accepts it) and read, from the queue, the one message the rule sends."""
+        c, events, sqs, ecs = Checks(), self._client("events"), self._client("sqs"), self._client("ecs")
+        names = EnvNames(self.config.name)
+        service = ecs.describe_services(cluster=names.agent_cluster, services=[names.agent_service])["services"][0]
+        deployment = "ecs-svc/1234567890123456789"
+        for name, reason in (
+            ("SERVICE_DEPLOYMENT_COMPLETED", "ECS deployment ecs-svc/1 completed."),
+            ("SERVICE_DEPLOYMENT_FAILED", "ECS deployment circuit breaker: tasks failed to start."),
+        ):
+            detail = {"eventType": "INFO" if "COMPLETED" in name else "ERROR", "eventName": name,
+                      "deploymentId": deployment, "updatedAt": "2026-01-01T00:00:00Z", "reason": reason}  # fmt: skip
+            entry = {"Source": "aws.ecs", "DetailType": "ECS Deployment State Change",
+                     "Resources": [service["serviceArn"]], "Detail": json.dumps(detail)}  # fmt: skip
+            c.expect(f"{name} event accepted", events.put_events(Entries=[entry])["FailedEntryCount"], 0)
+        messages = sqs.receive_message(QueueUrl=self.alert_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+        bodies = [m["Body"] for m in messages.get("Messages", [])]
+        c.expect("one message, for the failed deployment only", len(bodies), 1)
+        text = bodies[0] if bodies else ""
+        c.expect("message names the deployment", deployment in text, True)
+        c.expect("message names the service", service["serviceArn"] in text, True)
+        c.expect("message gives the reason", "circuit breaker" in text, True)
+        c.raise_if_failed()
+        return f"{c.passed} checks: {names.deploy_failed_rule} sent deployment {deployment}'s failure to the topic"
 
     def _hook(self) -> str:
         from livekit.protocol import sip as proto_sip
