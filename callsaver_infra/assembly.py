@@ -46,6 +46,7 @@ def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
     agent = AgentStack(app, config=config, description=f"CallSaver {config.name}: LiveKit agent on Fargate", **common)
     # Tasks read their secrets at start: the secrets must exist first.
     agent.add_stack_dependency(secrets, "the agent's tasks read its secrets at start")
+    agent.add_stack_dependency(iam, "the agent's tasks read the egress key pair to record outbound calls")
     # Its own stack: alarms, topic and dashboard change far more often than the bucket or the service, and a
     # monitoring change must never risk an update of either; it names what it watches, so it deploys last.
     monitoring = MonitoringStack(

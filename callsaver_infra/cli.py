@@ -61,12 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = commands.add_parser(
         "push-egress",
-        help="after a deploy: push the bucket, region and egress key into the LiveKit SIP dispatch rules config "
-        "names (automatic recording); idempotent",
+        help="after a deploy: push the bucket, region and egress key into the environment's inbound SIP dispatch "
+        "rules (automatic recording of inbound calls); idempotent",
         description="Read the deployed stacks' outputs and the egress access key, and write LiveKit's automatic "
-        "room recording (audio-only OGG to the environment's bucket) into the SIP dispatch rules listed in "
-        "[livekit_egress] of config/<env>.toml, keeping every other field of each rule. Nothing is pushed if "
-        "anything is missing. Exit 0 when done, 1 when a stack, output or secret is not there yet, 2 on errors.",
+        "room recording (audio-only OGG to the environment's bucket) into the environment's inbound SIP dispatch "
+        "rules: those whose agents include livekit.worker_name, narrowed by [livekit_egress] of config/<env>.toml. "
+        "Only room_config.egress.room is written; a rule whose other fields LiveKit lists masked is refused. "
+        "Nothing is pushed if anything is missing. Exit 0 when done, 1 when a stack, output or secret is not there "
+        "yet, 2 on errors (a refused rule, no rule for the agent, a failed --verify).",
     )
     push.add_argument("--env", required=True, help="environment name (a file under config/)")
     push.add_argument(
@@ -82,19 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--verify",
         action="store_true",
-        help="afterwards, record a short test room under _healthcheck/ in the bucket and check the file arrived",
+        help="afterwards, record a few seconds of a web page (an audio-only web egress with the same bucket, region "
+        "and key) under _healthcheck/ and check the file arrived; it does not place a SIP call",
+    )
+    push.add_argument(
+        "--accept-blanked-fields",
+        action="append",
+        default=[],
+        metavar="RULE_ID",
+        help="write this rule even though LiveKit's listing blanks its sensitive fields (metadata, attributes, "
+        "agents' metadata), after checking in the dashboard that they are empty; repeatable",
     )
     push.add_argument(
         "--livekit-url",
         type=_livekit_url,
         metavar="URL",
-        help="for local rehearsal and tests only: talk to this LiveKit server instead of livekit.url from config",
+        help="local rehearsal and tests only (refused unless the environment is the local fake account): talk to "
+        "this LiveKit server instead of livekit.url from config",
     )
     push.add_argument(
         "--s3-endpoint-url",
         metavar="URL",
-        help="for local rehearsal and tests only: the S3 endpoint LiveKit uploads to (sets S3Upload.endpoint and "
-        "path-style addressing); never for real environments",
+        help="local rehearsal and tests only (refused unless the environment is the local fake account): the S3 "
+        "endpoint LiveKit uploads to (sets S3Upload.endpoint and path-style addressing)",
     )
     push.add_argument(
         "--timeout",
@@ -127,13 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     try:
-        config = select_environments(load_environments(args.config_dir), args.env)[0]
+        envs = load_environments(args.config_dir)
+        config = select_environments(envs, args.env)[0]
         if args.command == "secrets" and args.secrets_command == "status":
             return _secrets_status(config)
         if args.command == "secrets" and args.secrets_command == "set":
             return _secrets_set(config, args.secret, dry_run=args.dry_run)
         if args.command == "push-egress":
-            return _push_egress(config, args)
+            return _push_egress(config, args, tuple(envs.values()))
         if args.command == "rehearse":
             return _rehearse(config)
     except egress_hook.NotReadyError as e:
@@ -179,7 +192,7 @@ def _secrets_set(config: EnvironmentConfig, ref: str, *, dry_run: bool) -> int:
     return EXIT_OK
 
 
-def _push_egress(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+def _push_egress(config: EnvironmentConfig, args: argparse.Namespace, envs: tuple[EnvironmentConfig, ...]) -> int:
     options = egress_hook.HookOptions(
         outputs_file=args.outputs_file,
         dry_run=args.dry_run,
@@ -188,6 +201,8 @@ def _push_egress(config: EnvironmentConfig, args: argparse.Namespace) -> int:
         s3_endpoint_url=args.s3_endpoint_url,
         timeout=args.timeout,
         retry=egress_hook.DEFAULT_RETRY,
+        project_envs=envs,
+        accept_blanked=tuple(args.accept_blanked_fields),
     )
     egress_hook.run_hook(config, options, lambda service: aws_client(service, config))
     return EXIT_OK

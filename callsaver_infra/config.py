@@ -25,7 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+# The fake account of the local environment: only it may point the tools at local endpoints (rehearsal, tests).
+LOCAL_ACCOUNT = "123456789012"
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Fargate's valid task sizes: CPU units -> allowed memory (MiB). Source: the ECS developer guide,
 # "Task CPU and memory" (Linux, platform 1.4.0).
@@ -83,13 +86,26 @@ class LiveKitConfig(_Section):
 
     url: str = Field(description="LiveKit Cloud WebSocket URL, wss://<project>.livekit.cloud")
     sip_endpoint: str = Field(description="The project's SIP URI, sip:<project>.pstn.livekit.cloud")
-    worker_name: str = Field(min_length=1, max_length=64, description="LIVEKIT_WORKER_NAME of the agent")
+    worker_name: str = Field(
+        description="The agent name the environment's workers register under (LIVEKIT_WORKER_NAME and "
+        "LIVEKIT_AGENT_NAME); unique among environments that share `url`, or they form one pool"
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not re.fullmatch(r"wss://[a-z0-9.-]+(:\d+)?/?", v):
             raise ValueError("must be a LiveKit WebSocket URL such as 'wss://myproject.livekit.cloud'")
+        return v
+
+    @field_validator("worker_name")
+    @classmethod
+    def _worker_name(cls, v: str) -> str:
+        if not AGENT_NAME_PATTERN.fullmatch(v):
+            raise ValueError(
+                "is not an agent name; use 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit, "
+                "e.g. 'callsaver-agent-staging'"
+            )
         return v
 
     @field_validator("sip_endpoint")
@@ -260,13 +276,21 @@ DISPATCH_RULE_ID_PATTERN = re.compile(r"^SDR_[A-Za-z0-9]+$")
 
 
 class EgressHookConfig(_Section):
-    """What `callsaver-infra push-egress` pushes into LiveKit: automatic room recording on SIP dispatch rules."""
+    """What `callsaver-infra push-egress` pushes into LiveKit: automatic recording of inbound calls.
+
+    The environment's inbound dispatch rules are the rules whose `room_config.agents` dispatch its agent
+    (`livekit.worker_name`); `dispatch_rule_ids` / `dispatch_rule_names` narrow that set, never widen it.
+    """
 
     auto_egress: bool = Field(
-        description="Record every call through dispatch_rule_ids automatically (false: the backend starts recordings)"
+        default=True,
+        description="Record every inbound call through the environment's dispatch rules (false: nothing is pushed)",
     )
     dispatch_rule_ids: StrTuple = Field(
-        default=(), description="SIP dispatch rules (SDR_...) to record calls of; from `lk sip dispatch list`"
+        default=(), description="Only these of the agent's rules (SDR_...); default: every rule dispatching the agent"
+    )
+    dispatch_rule_names: StrTuple = Field(
+        default=(), description="Only the agent's rules with these names; default: every rule dispatching the agent"
     )
     filepath_template: str = Field(
         description="Object key of each recording, e.g. '{room_name}/{time}'; LiveKit appends .ogg"
@@ -279,10 +303,19 @@ class EgressHookConfig(_Section):
         if bad:
             raise ValueError(
                 f"{bad} are not SIP dispatch rule ids; expected SDR_ followed by letters and digits "
-                "(see `lk sip dispatch list` or the LiveKit dashboard)"
+                "(see `callsaver-infra status` or `lk sip dispatch list`)"
             )
         if len(set(v)) != len(v):
             raise ValueError("lists a dispatch rule more than once; list each rule once")
+        return v
+
+    @field_validator("dispatch_rule_names")
+    @classmethod
+    def _rule_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name.strip() for name in v):
+            raise ValueError("holds an empty name; list the rules' names as LiveKit shows them")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a dispatch rule name more than once; list each name once")
         return v
 
     @field_validator("filepath_template")
@@ -303,18 +336,14 @@ class EgressHookConfig(_Section):
         return v
 
     @property
-    def recording_prefix(self) -> str:
-        """The static start of every recording's key (text before the first variable; "" when it starts with one)."""
-        return self.filepath_template.split("{", 1)[0]
+    def narrowed(self) -> bool:
+        """True when config names particular rules instead of every rule dispatching the agent."""
+        return bool(self.dispatch_rule_ids or self.dispatch_rule_names)
 
-    @model_validator(mode="after")
-    def _rules_when_on(self) -> EgressHookConfig:
-        if self.auto_egress and not self.dispatch_rule_ids:
-            raise ValueError(
-                "auto_egress = true needs at least one entry in dispatch_rule_ids (the SDR_... id from "
-                "`lk sip dispatch list` or the LiveKit dashboard); or set auto_egress = false"
-            )
-        return self
+    @property
+    def recording_prefix(self) -> str:
+        """The static part of filepath_template before its first variable: where recordings of calls land."""
+        return self.filepath_template.split("{", 1)[0]
 
 
 EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]{2,}$")
@@ -482,7 +511,44 @@ def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
                 f"{config_dir / (env.name + '.toml')}: key 'storage.bucket_name': {env.storage.bucket_name!r} "
                 f"is already used by {config_dir / (other + '.toml')}; each environment needs its own bucket"
             )
+    check_livekit_identities(config_dir, envs)
     return envs
+
+
+def check_livekit_identities(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:
+    """Environments sharing a LiveKit project need their own agent name and disjoint dispatch-rule selections.
+
+    LiveKit dispatches a job to any worker registered under the agent name in the project, so two environments
+    with one name form one pool (staging would answer production's callers), and a rule selected by two
+    environments would have its recordings pushed to whichever deployed last.
+    """
+    problems: list[str] = []
+    ordered = [envs[name] for name in sorted(envs)]
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if first.livekit.url != second.livekit.url:
+                continue
+            a, b = (config_dir / f"{e.name}.toml" for e in (first, second))
+            if first.livekit.worker_name == second.livekit.worker_name:
+                rename = next(
+                    (e for e in (second, first) if e.livekit.worker_name != f"callsaver-agent-{e.name}"), second
+                )
+                problems.append(
+                    f"{a} and {b}: key 'livekit.worker_name' = {first.livekit.worker_name!r} in both, with the same "
+                    f"livekit.url {first.livekit.url!r}: the two environments' agents would form one pool and take "
+                    f"each other's calls; give each its own worker_name (e.g. 'callsaver-agent-{rename.name}' in "
+                    f"{config_dir / (rename.name + '.toml')})"
+                )
+            for key in ("dispatch_rule_ids", "dispatch_rule_names"):
+                shared = sorted(set(getattr(first.livekit_egress, key)) & set(getattr(second.livekit_egress, key)))
+                if shared:
+                    problems.append(
+                        f"{a} and {b}: key 'livekit_egress.{key}' both select {', '.join(shared)} in the same LiveKit "
+                        f"project: calls through it would be recorded into whichever environment pushed last; "
+                        f"list each rule in one environment only"
+                    )
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def select_environments(envs: Mapping[str, EnvironmentConfig], wanted: str | None) -> list[EnvironmentConfig]:

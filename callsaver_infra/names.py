@@ -36,6 +36,24 @@ class AgentOutputs:
     LOG_GROUP = "AgentLogGroupName"
 
 
+class AgentEnvironment:
+    """Variables the agent's container receives beyond the secrets of the catalog (README, "Agent identity" and
+    "Which calls are recorded"): its LiveKit identity and what it needs to record the calls it places."""
+
+    AGENT_NAME = "LIVEKIT_AGENT_NAME"  # read by livekit-agents itself (ServerOptions.agent_name)
+    WORKER_NAME = "LIVEKIT_WORKER_NAME"  # read by the seed's agent code; same value
+    RECORDING_BUCKET = "SESSION_S3_BUCKET"
+    RECORDING_REGION = "SESSION_S3_REGION"
+    RECORDING_FILEPATH = "SESSION_S3_FILEPATH"
+    RECORDING_ACCESS_KEY_ID = "SESSION_S3_ACCESS_KEY_ID"
+    RECORDING_SECRET_ACCESS_KEY = "SESSION_S3_SECRET_ACCESS_KEY"
+
+
+# JSON keys of the egress credentials secret (written by EgressWriter, read by the hook and injected into the agent).
+EGRESS_SECRET_KEY_ID_FIELD = "accessKeyId"
+EGRESS_SECRET_SECRET_FIELD = "secretAccessKey"
+
+
 class MonitoringOutputs:
     """Output keys of the Monitoring stack."""
 
@@ -126,6 +144,11 @@ class EnvNames:
     def alarms(self) -> tuple[str, ...]:
         """Every alarm the Monitoring stack may create (for `status`; describe_alarms skips absent names)."""
         return (self.alarm_agent_down, self.alarm_agent_saturated, self.alarm_uploads_failing, self.alarm_no_recording)
+
+    @property
+    def egress_push_receipt(self) -> str:
+        """SSM parameter where push-egress records which key pair it last wrote into each dispatch rule."""
+        return f"/callsaver/{self.env}/livekit/egress-push-receipt"
 
     def secret(self, ref: str) -> str:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.config import LOCAL_ACCOUNT, EnvironmentConfig
 from callsaver_infra.names import (
     EGRESS_POLICY_NAME,
     RECORDING_METRICS_FILTER_ID,
+    AgentEnvironment,
     EnvNames,
     IamOutputs,
     MonitoringOutputs,
@@ -30,7 +31,7 @@ from callsaver_infra.names import (
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
-MOTO_ACCOUNT = "123456789012"
+MOTO_ACCOUNT = LOCAL_ACCOUNT
 # Fake credentials for the local endpoint and the local LiveKit server; nothing real is ever involved.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-not-a-secret"}
 LIVEKIT_API_KEY = "APIrehearsal"
@@ -81,6 +82,7 @@ class Rehearsal:
     outputs: dict[str, dict[str, str]] = field(default_factory=dict)
     livekit: Any = None
     livekit_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    rule_id: str = ""
     alert_queue_url: str = ""
 
     def run(self) -> int:
@@ -94,15 +96,20 @@ class Rehearsal:
             self.workdir = Path(tmp)
             try:
                 self._step("bootstrap", self._bootstrap)
-                self._step("deploy", self._deploy)
+                # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
+                self._step("deploy base stacks", self._deploy_base)
                 self._step("check storage", self._check_storage)
                 self._step("check egress identity", self._check_iam)
                 self._step("check secrets", self._check_secrets)
+                self._step("first deploy stops", self._first_deploy_stops)
+                self._step("set operator secrets", self._set_operator_secrets)
+                self._step("deploy", self._deploy)
                 self._step("check agent", self._check_agent)
                 self._step("check monitoring", self._check_monitoring)
                 self._step("alarm reaches topic", self._alarm_reaches_topic)
                 self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
                 self._step("post-deploy hook", self._hook)
+                self._step("inbound call recorded", self._inbound_call)
             except StepFailed:
                 stop()
                 return 1
@@ -159,14 +166,21 @@ class Rehearsal:
         self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}")
         return "CDKToolkit"
 
-    def _deploy(self) -> str:
+    def _deploy_base(self) -> str:
+        names = EnvNames(self.config.name)
+        base = (names.storage_stack, names.iam_stack, names.secrets_stack)
+        return self._deploy(*base)
+
+    def _deploy(self, *stacks: str) -> str:
         outputs_file = self.workdir / "outputs.json"
         # --method=direct: moto's change-set execution yields no stack Outputs, which the hook needs.
         self._cdk(
-            "deploy", "--all", "--method=direct", "--require-approval=never",
+            "deploy", *(stacks or ("--all",)), "--method=direct", "--require-approval=never",
             "--outputs-file", str(outputs_file), "-o", str(self.workdir / "cdk.out"),
         )  # fmt: skip
         self.outputs = json.loads(outputs_file.read_text())
+        if stacks:
+            return ", ".join(stacks)
         deployed = sorted(
             p.name.removesuffix(".template.json") for p in (self.workdir / "cdk.out").glob("*.template.json")
         )
@@ -281,7 +295,11 @@ class Rehearsal:
         c.expect(
             "container health check", "8081" in " ".join(container.get("healthCheck", {}).get("command", [])), True
         )
-        c.expect("container secrets", len(container.get("secrets", [])), sum(s.for_agent for s in SECRETS))
+        injected = sorted(s["name"] for s in container.get("secrets", []))
+        expected = sorted([s.key for s in SECRETS if s.for_agent] + [
+            AgentEnvironment.RECORDING_ACCESS_KEY_ID, AgentEnvironment.RECORDING_SECRET_ACCESS_KEY
+        ])  # fmt: skip
+        c.expect("container secrets (catalog + the egress key pair)", injected, expected)
         c.expect("service launch type", service.get("launchType"), "FARGATE")
         c.expect("service desired count", service.get("desiredCount"), agent.min_tasks)
         deployment = service.get("deploymentConfiguration", {})
@@ -435,34 +453,55 @@ class Rehearsal:
         c.raise_if_failed()
         return f"{c.passed} checks: {names.deploy_failed_rule} sent deployment {deployment}'s failure to the topic"
 
-    def _hook(self) -> str:
-        from livekit.protocol import sip as proto_sip
+    def _first_deploy_stops(self) -> str:
+        """`make deploy` runs `secrets status` between its halves: with placeholders it must stop (exit 1)."""
+        names = EnvNames(self.config.name)
+        result = self._cli("secrets", "status", "--env", self.config.name)
+        c = Checks()
+        c.expect("secrets status exits 1 while secrets are placeholders", result.returncode, 1)
+        c.expect("it prints the command for each", "callsaver-infra secrets set --env" in result.stdout, True)
+        stacks = {s["StackName"] for s in self._client("cloudformation").describe_stacks()["Stacks"]}
+        c.expect("the agent stack is not deployed yet", names.agent_stack in stacks, False)
+        c.raise_if_failed()
+        return f"{c.passed} checks: make deploy stops before {names.agent_stack}"
 
-        from callsaver_infra.secret_catalog import find
+    def _set_operator_secrets(self) -> str:
+        """The operator's step after a first deploy: every operator secret set (fake values; the real LiveKit pair
+        of the local server)."""
         from callsaver_infra.secrets_admin import set_secret
+
+        sm = self._client("secretsmanager")
+        real = {"backend/LIVEKIT_API_KEY": LIVEKIT_API_KEY, "backend/LIVEKIT_API_SECRET": self.livekit_secret}
+        operator = [spec for spec in SECRETS if not spec.owned_by_stack]
+        for spec in operator:
+            set_secret(sm, self.config, spec, real.get(spec.ref, f"rehearsal-fake-{spec.key.lower()}"))
+        result = self._cli("secrets", "status", "--env", self.config.name)
+        if result.returncode != 0:
+            raise StepFailed(f"secrets status still exits {result.returncode}:\n{result.stdout}{result.stderr}")
+        return f"{len(operator)} secrets set; secrets status exits 0"
+
+    def _hook(self) -> str:
+        from livekit.protocol import agent_dispatch as proto_dispatch
+        from livekit.protocol import room as proto_room
+        from livekit.protocol import sip as proto_sip
 
         hook = self.config.livekit_egress
         if not hook.auto_egress:
             raise StepFailed(f"config/{self.config.name}.toml: livekit_egress.auto_egress is off; nothing to rehearse")
-        rule_id = hook.dispatch_rule_ids[0]
-        self.livekit.add_dispatch_rule(
+        # The environment's inbound rule, created in the dashboard: found by the agent it dispatches, not by id.
+        rule_id = self.livekit.add_dispatch_rule(
             proto_sip.SIPDispatchRuleInfo(
                 name="rehearsal inbound calls",
                 rule=proto_sip.SIPDispatchRule(
                     dispatch_rule_individual=proto_sip.SIPDispatchRuleIndividual(room_prefix="call")
                 ),
-            ),
-            rule_id=rule_id,
+                room_config=proto_room.RoomConfiguration(
+                    agents=[proto_dispatch.RoomAgentDispatch(agent_name=self.config.livekit.worker_name)]
+                ),
+            )
         )
-        # The operator's step after a first deploy: put the LiveKit API key pair into Secrets Manager.
+        self.rule_id = rule_id
         sm = self._client("secretsmanager")
-        for ref, value in (
-            ("backend/LIVEKIT_API_KEY", LIVEKIT_API_KEY),
-            ("backend/LIVEKIT_API_SECRET", self.livekit_secret),
-        ):
-            spec = find(ref)
-            assert spec is not None
-            set_secret(sm, self.config, spec, value)
         outputs_file = self.workdir / "outputs.json"
         cli = [sys.executable, "-m", "callsaver_infra.cli", "push-egress", "--env", self.config.name,
                "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
@@ -495,11 +534,52 @@ class Rehearsal:
         c.expect("dispatch rule keeps its name", rule.name, "rehearsal inbound calls")
         listed = self._client("s3").list_objects_v2(Bucket=self.config.storage.bucket_name, Prefix="_healthcheck/")
         c.expect("verify wrote a health-check recording", listed.get("KeyCount", 0) >= 1, True)
+        c.expect("verify used a web egress", "(web egress, audio only)" in result.stdout, True)
         c.raise_if_failed()
         bucket = self.config.storage.bucket_name
-        return f"{c.passed} checks: rule {rule_id} records to s3://{bucket} with key ...{key_id[-4:]}"
+        return f"{c.passed} checks: rule {rule_id} (found by agent name) records to s3://{bucket}, key ...{key_id[-4:]}"
+
+    def _inbound_call(self) -> str:
+        """A call through the rule: LiveKit creates the room with the rule's room config, the caller publishes, the
+        automatic egress records; hanging up (the room closes) uploads the recording into the bucket."""
+        room, egress_id = self.livekit.simulate_inbound_call(self.rule_id)
+        if egress_id is None:
+            raise StepFailed(f"a call through {self.rule_id} started no recording")
+        from livekit.protocol import egress as proto_egress
+
+        deadline = time.monotonic() + 10  # the caller talks until the recording runs, then hangs up
+        while time.monotonic() < deadline:
+            with self.livekit.lock:
+                if self.livekit.egresses[egress_id].status == proto_egress.EgressStatus.EGRESS_ACTIVE:
+                    break
+            time.sleep(0.02)
+        self._livekit_call(lambda lk: lk.room.delete_room(_delete_room_request(room)))
+        info = self.livekit.wait_for_egress(egress_id, timeout=10)
+        status = proto_egress.EgressStatus.Name(info.status)
+        if status != "EGRESS_COMPLETE":
+            raise StepFailed(f"the call's recording ended {status}: {info.error}")
+        key = info.file_results[0].filename
+        head = self._client("s3").head_object(Bucket=self.config.storage.bucket_name, Key=key)
+        return f"s3://{self.config.storage.bucket_name}/{key} ({head['ContentLength']} bytes)"
 
     # -- helpers -----------------------------------------------------------------------------------------------
+
+    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "callsaver_infra.cli", *args],
+            cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    def _livekit_call(self, fn: Callable[[Any], Any]) -> Any:
+        import asyncio
+
+        from livekit import api
+
+        async def call() -> Any:
+            async with api.LiveKitAPI(self.livekit.url, LIVEKIT_API_KEY, self.livekit_secret) as lk:
+                return await fn(lk)
+
+        return asyncio.run(call())
 
     def _step(self, name: str, action: Callable[[], str]) -> None:
         started = time.perf_counter()
@@ -593,6 +673,12 @@ def not_emulated(templates: list[dict[str, Any]]) -> list[str]:
                 continue
             missing |= {f"{resource['Type']}.{p}" for p in resource.get("Properties", {}) if p not in applied}
     return sorted(missing)
+
+
+def _delete_room_request(room: str) -> Any:
+    from livekit.protocol import room as proto_room
+
+    return proto_room.DeleteRoomRequest(room=room)
 
 
 def _list(value: Any) -> list[Any]:
