@@ -372,6 +372,58 @@ class EgressHookConfig(_Section):
         return self.filepath_template.split("{", 1)[0]
 
 
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]{2,}$")
+# CloudWatch evaluates at most one day of sub-hour periods and seven days of hourly ones (PutMetricAlarm, Period).
+MAX_MINUTE_PERIODS = 24 * 60
+MAX_HOURLY_PERIODS = 7 * 24
+
+
+class MonitoringConfig(_Section):
+    """Who is told, and when, that the agent is down or recordings stop arriving (the Monitoring stack)."""
+
+    email_subscriptions: StrTuple = Field(
+        default=(), description="E-mail addresses subscribed to the alert topic (each confirms once by e-mail)"
+    )
+    max_hours_without_recording: int | None = Field(
+        default=None, description="Alarm when no recording arrived for this many hours; unset: no such alarm"
+    )
+    agent_down_minutes: int = Field(
+        default=3, ge=1, le=MAX_MINUTE_PERIODS, description="Minutes below agent.min_tasks before alarming"
+    )
+    saturation_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_MINUTE_PERIODS,
+        description="Minutes at agent.max_tasks with CPU above agent.cpu_target_percent before alarming",
+    )
+    upload_errors_threshold: int = Field(
+        default=1, ge=1, description="4xx errors on recording uploads within one period that raise the alarm"
+    )
+    upload_errors_period_minutes: int = Field(
+        default=5, ge=1, le=MAX_MINUTE_PERIODS, description="Period over which 4xx upload errors are summed"
+    )
+
+    @field_validator("email_subscriptions")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [e for e in v if not EMAIL_PATTERN.fullmatch(e)]
+        if bad:
+            raise ValueError(f"{bad} are not e-mail addresses; write each as name@example.com")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an address more than once; list each address once")
+        return v
+
+    @field_validator("max_hours_without_recording")
+    @classmethod
+    def _hours(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= MAX_HOURLY_PERIODS:
+            raise ValueError(
+                f"must be 1-{MAX_HOURLY_PERIODS} hours (CloudWatch evaluates at most seven days); "
+                "remove the key to turn the alarm off"
+            )
+        return v
+
+
 class EnvironmentConfig(_Section):
     """Everything one environment's stacks need; built once in app.py and passed down, never re-read."""
 
@@ -385,6 +437,9 @@ class EnvironmentConfig(_Section):
     agent: AgentConfig
     network: NetworkConfig = Field(default_factory=NetworkConfig, description="Optional; default: a new VPC")
     livekit_egress: EgressHookConfig
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="Optional; default: alarms without e-mail subscriptions"
+    )
 
     @field_validator("name")
     @classmethod

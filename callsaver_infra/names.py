@@ -54,6 +54,13 @@ EGRESS_SECRET_KEY_ID_FIELD = "accessKeyId"
 EGRESS_SECRET_SECRET_FIELD = "secretAccessKey"
 
 
+class MonitoringOutputs:
+    """Output keys of the Monitoring stack."""
+
+    TOPIC_ARN = "AlertTopicArn"
+    DASHBOARD_NAME = "DashboardName"
+
+
 @dataclass(frozen=True)
 class EnvNames:
     """The names of one environment's stacks and named resources."""
@@ -97,6 +104,48 @@ class EnvNames:
         return f"/callsaver/{self.env}/agent"
 
     @property
+    def monitoring_stack(self) -> str:
+        return f"{PROJECT}-Monitoring-{self.env}"
+
+    @property
+    def alert_topic(self) -> str:
+        return f"callsaver-alerts-{self.env}"
+
+    @property
+    def alert_key_alias(self) -> str:
+        return f"alias/callsaver-alerts-{self.env}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"{PROJECT}-{self.env}"
+
+    @property
+    def deploy_failed_rule(self) -> str:
+        return f"callsaver-{self.env}-agent-deploy-failed"
+
+    @property
+    def alarm_agent_down(self) -> str:
+        return f"callsaver-{self.env}-agent-down"
+
+    @property
+    def alarm_agent_saturated(self) -> str:
+        return f"callsaver-{self.env}-agent-saturated"
+
+    @property
+    def alarm_uploads_failing(self) -> str:
+        return f"callsaver-{self.env}-uploads-failing"
+
+    @property
+    def alarm_no_recording(self) -> str:
+        """Exists only when `monitoring.max_hours_without_recording` is set."""
+        return f"callsaver-{self.env}-no-recording"
+
+    @property
+    def alarms(self) -> tuple[str, ...]:
+        """Every alarm the Monitoring stack may create (for `status`; describe_alarms skips absent names)."""
+        return (self.alarm_agent_down, self.alarm_agent_saturated, self.alarm_uploads_failing, self.alarm_no_recording)
+
+    @property
     def egress_push_receipt(self) -> str:
         """SSM parameter where push-egress records which key pair it last wrote into each dispatch rule."""
         return f"/callsaver/{self.env}/livekit/egress-push-receipt"
@@ -105,6 +154,9 @@ class EnvNames:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""
         return f"callsaver/{self.env}/{ref}"
 
+
+# Id of the session bucket's S3 request-metrics configuration: the FilterId dimension of its CloudWatch metrics.
+RECORDING_METRICS_FILTER_ID = "Recordings"
 
 # The account-level stack holding the GitHub OIDC provider and the roles the workflows assume (`-c env=ci`).
 CI_STACK = f"{PROJECT}-CI"

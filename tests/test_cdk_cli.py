@@ -55,6 +55,7 @@ def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: P
     assert stacks == [
         "Callsaver-Agent-staging",
         "Callsaver-IAM-staging",
+        "Callsaver-Monitoring-staging",
         "Callsaver-Secrets-staging",
         "Callsaver-Storage-staging",
     ]
@@ -85,6 +86,7 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
     assert [n for n in result.stack_names() if n.endswith("-qa")] == [
         "Callsaver-Agent-qa",
         "Callsaver-IAM-qa",
+        "Callsaver-Monitoring-qa",
         "Callsaver-Secrets-qa",
         "Callsaver-Storage-qa",
     ]

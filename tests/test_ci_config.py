@@ -154,5 +154,7 @@ def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_s
     result = _cdk("synth", "-q", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    expected = [f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Secrets", "Storage")]
+    expected = [
+        f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
+    ]
     assert _stacks(tmp_path) == sorted(["Callsaver-CI", "Callsaver-Registry", *expected])

@@ -357,3 +357,50 @@ def test_filepath_template_accepts_livekit_variables(tmp_path: Path, template: s
 def test_livekit_egress_section_is_required(tmp_path: Path) -> None:
     msg = _error(_staging_with(tmp_path, livekit_egress=None))
     assert "missing key 'livekit_egress'" in msg
+
+
+def test_monitoring_section_is_optional_with_defaults() -> None:
+    monitoring = load_environment(STAGING).monitoring
+    assert monitoring.email_subscriptions == ()
+    assert monitoring.max_hours_without_recording is None  # no alarm: quiet weekends are normal
+    assert (monitoring.agent_down_minutes, monitoring.saturation_minutes) == (3, 10)
+    assert (monitoring.upload_errors_threshold, monitoring.upload_errors_period_minutes) == (1, 5)
+
+
+def test_monitoring_section_is_read(tmp_path: Path) -> None:
+    path = _staging_with(
+        tmp_path, monitoring={"email_subscriptions": ["oncall@example.com"], "max_hours_without_recording": 12}
+    )
+    monitoring = load_environment(path).monitoring
+    assert (monitoring.email_subscriptions, monitoring.max_hours_without_recording) == (("oncall@example.com",), 12)
+
+
+@pytest.mark.parametrize(
+    ("emails", "problem"),
+    [
+        (["oncall"], "are not e-mail addresses; write each as name@example.com"),
+        (["a@example.com", "a@example.com"], "lists an address more than once"),
+    ],
+)
+def test_bad_email_subscriptions(tmp_path: Path, emails: list[str], problem: str) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"email_subscriptions": emails}))
+    assert str(tmp_path / "staging.toml") in msg
+    assert "monitoring.email_subscriptions" in msg and problem in msg
+
+
+@pytest.mark.parametrize("hours", [0, 169])
+def test_max_hours_without_recording_out_of_range(tmp_path: Path, hours: int) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"max_hours_without_recording": hours}))
+    assert f"monitoring.max_hours_without_recording = {hours}: must be 1-168 hours" in msg
+    assert "remove the key to turn the alarm off" in msg
+
+
+def test_alarm_periods_beyond_what_cloudwatch_evaluates(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"agent_down_minutes": 1441, "upload_errors_threshold": 0}))
+    assert "monitoring.agent_down_minutes = 1441: Input should be less than or equal to 1440" in msg
+    assert "monitoring.upload_errors_threshold = 0" in msg
+
+
+def test_unknown_monitoring_key(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"emails": ["a@example.com"]}))
+    assert "unknown key 'monitoring.emails'; allowed keys here: email_subscriptions, max_hours_without_recording" in msg

@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from callsaver_infra.config import LOCAL_ACCOUNT, EnvironmentConfig
-from callsaver_infra.names import EGRESS_POLICY_NAME, AgentEnvironment, EnvNames, IamOutputs, StorageOutputs
+from callsaver_infra.names import (
+    EGRESS_POLICY_NAME,
+    RECORDING_METRICS_FILTER_ID,
+    AgentEnvironment,
+    EnvNames,
+    IamOutputs,
+    MonitoringOutputs,
+    StorageOutputs,
+)
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
@@ -75,6 +83,7 @@ class Rehearsal:
     livekit: Any = None
     livekit_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     rule_id: str = ""
+    alert_queue_url: str = ""
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -104,6 +113,9 @@ class Rehearsal:
                 self._step("deploy", self._deploy)
                 self._step("check agent", self._check_agent)
                 self._step("check agent image", lambda: image.check_agent_image(self))
+                self._step("check monitoring", self._check_monitoring)
+                self._step("alarm reaches topic", self._alarm_reaches_topic)
+                self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
                 self._step("post-deploy hook", self._hook)
                 self._step("inbound call recorded", self._inbound_call)
             except StepFailed:
@@ -111,7 +123,8 @@ class Rehearsal:
                 return 1
             gaps = self._not_emulated()
             self._step_teardown(stop)
-        self.out(f"Stacks: {', '.join((names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack))}")
+        stacks = (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack, names.monitoring_stack)
+        self.out(f"Stacks: {', '.join(stacks)}")
         self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {gaps}")
         self.out(f"Rehearsal passed in {time.perf_counter() - started:.1f} s.")
         return 0
@@ -215,6 +228,13 @@ class Rehearsal:
         c.expect("TLS-only policy denies", [s["Effect"] for s in tls], ["Deny"])
         lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyRecordingReadsByCdkLookupRoles"]
         c.expect("CDK lookup roles may not read recordings", [s["Effect"] for s in lookup], ["Deny"])
+        metrics = s3.get_bucket_metrics_configuration(Bucket=bucket, Id=RECORDING_METRICS_FILTER_ID)
+        prefix = self.config.livekit_egress.recording_prefix
+        c.expect(
+            "request metrics of the recordings",
+            metrics["MetricsConfiguration"].get("Filter", {}).get("Prefix", ""),
+            prefix,
+        )
         c.raise_if_failed()
         return f"{c.passed} checks: s3://{bucket}"
 
@@ -328,6 +348,118 @@ class Rehearsal:
         c.expect("log group retention", [g.get("retentionInDays") for g in groups_found], [agent.log_retention_days])
         c.raise_if_failed()
         return f"{c.passed} checks: {names.agent_service} in {names.agent_cluster}"
+
+    def _check_monitoring(self) -> str:
+        c, sns, cw = Checks(), self._client("sns"), self._client("cloudwatch")
+        events, kms = self._client("events"), self._client("kms")
+        names, monitoring = EnvNames(self.config.name), self.config.monitoring
+        topic_arn = self._output(names.monitoring_stack, MonitoringOutputs.TOPIC_ARN)
+        c.expect("topic name", topic_arn.rsplit(":", 1)[-1], names.alert_topic)
+        attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+        key = kms.describe_key(KeyId=names.alert_key_alias)["KeyMetadata"]
+        c.expect("topic encrypted with its own key", attributes.get("KmsMasterKeyId"), key["Arn"])
+        c.expect("key rotation", kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"], True)
+        policy = json.loads(attributes.get("Policy", "{}"))
+        c.expect(
+            "publishers allowed by the topic policy",
+            sorted(s["Principal"]["Service"] for s in policy.get("Statement", []) if s["Effect"] == "Allow"),
+            ["cloudwatch.amazonaws.com", "events.amazonaws.com"],
+        )
+        expected = [names.alarm_agent_down, names.alarm_agent_saturated, names.alarm_uploads_failing]
+        if monitoring.max_hours_without_recording is not None:
+            expected.append(names.alarm_no_recording)
+        alarms = {a["AlarmName"]: a for a in cw.describe_alarms(AlarmNames=list(names.alarms))["MetricAlarms"]}
+        c.expect("alarms", sorted(alarms), sorted(expected))
+        c.expect(
+            "every alarm notifies the topic when it fires and clears",
+            {n: (a["AlarmActions"], a["OKActions"]) for n, a in alarms.items()},
+            {n: ([topic_arn], [topic_arn]) for n in expected},
+        )
+        down = alarms.get(names.alarm_agent_down, {})
+        c.expect(
+            "agent-down alarm",
+            (
+                down.get("MetricName"),
+                down.get("Threshold"),
+                down.get("EvaluationPeriods"),
+                down.get("TreatMissingData"),
+            ),
+            ("RunningTaskCount", float(self.config.agent.min_tasks), monitoring.agent_down_minutes, "breaching"),
+        )
+        rule = events.describe_rule(Name=names.deploy_failed_rule)
+        pattern = json.loads(rule["EventPattern"])
+        c.expect("deploy rule pattern", (pattern["detail-type"], pattern["detail"]), (
+            ["ECS Deployment State Change"], {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]}
+        ))  # fmt: skip
+        c.expect("deploy rule matches the agent service", pattern["resources"][0].endswith(
+            f":service/{names.agent_cluster}/{names.agent_service}"
+        ), True)  # fmt: skip
+        rule_targets = events.list_targets_by_rule(Rule=names.deploy_failed_rule)["Targets"]
+        c.expect("deploy rule targets the topic", [t["Arn"] for t in rule_targets], [topic_arn])
+        c.expect(
+            "deploy message names the deployment",
+            all("$.detail.deploymentId" in t.get("InputTransformer", {}).get("InputPathsMap", {}).values()
+                for t in rule_targets),
+            True,
+        )  # fmt: skip
+        dashboard = cw.get_dashboard(DashboardName=names.dashboard)
+        c.expect("dashboard widgets", len(json.loads(dashboard["DashboardBody"])["widgets"]), 6)
+        c.raise_if_failed()
+        return f"{c.passed} checks: topic {names.alert_topic}, {len(alarms)} alarms, rule, dashboard {names.dashboard}"
+
+    def _alarm_reaches_topic(self) -> str:
+        """Subscribe a queue to the alert topic, flip the agent-down alarm, and read CloudWatch's notification."""
+        c, sns, sqs, cw = Checks(), self._client("sns"), self._client("sqs"), self._client("cloudwatch")
+        names = EnvNames(self.config.name)
+        topic_arn = self._output(names.monitoring_stack, MonitoringOutputs.TOPIC_ARN)
+        queue_url = self.alert_queue_url = sqs.create_queue(QueueName=f"{names.alert_topic}-rehearsal")["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+        received = []
+        for state in ("ALARM", "OK"):
+            cw.set_alarm_state(
+                AlarmName=names.alarm_agent_down, StateValue=state, StateReason=f"rehearsal: test {state} notification"
+            )
+            messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+            received += [json.loads(m["Body"]) for m in messages.get("Messages", [])]
+        c.expect(
+            "notifications on the topic",
+            [(m.get("AlarmName"), m.get("NewStateValue")) for m in received],
+            [(names.alarm_agent_down, "ALARM"), (names.alarm_agent_down, "OK")],
+        )
+        c.expect(
+            "notification says what to check first",
+            all(f"callsaver-infra status --env {self.config.name}" in m.get("AlarmDescription", "") for m in received),
+            True,
+        )
+        c.raise_if_failed()
+        return f"{c.passed} checks: {names.alarm_agent_down} ALARM and OK reached {names.alert_topic} (via SQS)"
+
+    def _deploy_failure_reaches_topic(self) -> str:
+        """Send the events ECS sends when a deployment fails and when one completes (in AWS only ECS may use the
+        aws.ecs source; moto accepts it) and read, from the queue, the one message the rule sends."""
+        c, events, sqs, ecs = Checks(), self._client("events"), self._client("sqs"), self._client("ecs")
+        names = EnvNames(self.config.name)
+        service = ecs.describe_services(cluster=names.agent_cluster, services=[names.agent_service])["services"][0]
+        deployment = "ecs-svc/1234567890123456789"
+        for name, reason in (
+            ("SERVICE_DEPLOYMENT_COMPLETED", "ECS deployment ecs-svc/1 completed."),
+            ("SERVICE_DEPLOYMENT_FAILED", "ECS deployment circuit breaker: tasks failed to start."),
+        ):
+            detail = {"eventType": "INFO" if "COMPLETED" in name else "ERROR", "eventName": name,
+                      "deploymentId": deployment, "updatedAt": "2026-01-01T00:00:00Z", "reason": reason}  # fmt: skip
+            entry = {"Source": "aws.ecs", "DetailType": "ECS Deployment State Change",
+                     "Resources": [service["serviceArn"]], "Detail": json.dumps(detail)}  # fmt: skip
+            c.expect(f"{name} event accepted", events.put_events(Entries=[entry])["FailedEntryCount"], 0)
+        messages = sqs.receive_message(QueueUrl=self.alert_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=2)
+        bodies = [m["Body"] for m in messages.get("Messages", [])]
+        c.expect("one message, for the failed deployment only", len(bodies), 1)
+        text = bodies[0] if bodies else ""
+        c.expect("message names the deployment", deployment in text, True)
+        c.expect("message names the service", service["serviceArn"] in text, True)
+        c.expect("message gives the reason", "circuit breaker" in text, True)
+        c.raise_if_failed()
+        return f"{c.passed} checks: {names.deploy_failed_rule} sent deployment {deployment}'s failure to the topic"
 
     def _first_deploy_stops(self) -> str:
         """`make deploy` runs `secrets status` between its halves: with placeholders it must stop (exit 1)."""
