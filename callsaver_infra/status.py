@@ -203,11 +203,11 @@ def aws_account_checks(ctx: StatusContext) -> list[Check]:
 
 
 def stack_checks(ctx: StatusContext) -> list[Check]:
-    """The four stacks are deployed and their last operation completed."""
+    """The environment's stacks are deployed and their last operation completed."""
     n = ctx.names
     deploy = f"make deploy ENV={ctx.config.name}"
     checks = []
-    for name in (n.storage_stack, n.iam_stack, n.secrets_stack, n.agent_stack):
+    for name in (n.storage_stack, n.iam_stack, n.secrets_stack, n.agent_stack, n.monitoring_stack):
         described = ctx.stack(name)
         if described is None:
             checks.append(Check("stacks", name, False, "not deployed", deploy))
@@ -704,6 +704,28 @@ def _time(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ") if ns else "unknown"
 
 
+def alarm_checks(ctx: StatusContext) -> list[Check]:
+    """The Monitoring stack's alarms and their states (CloudWatch DescribeAlarms); an alarm in ALARM fails."""
+    n = ctx.names
+    expected = [a for a in n.alarms if a != n.alarm_no_recording or ctx.config.monitoring.max_hours_without_recording]
+    described = ctx.client("cloudwatch").describe_alarms(AlarmNames=expected)
+    found = {a["AlarmName"]: a for a in [*described.get("MetricAlarms", []), *described.get("CompositeAlarms", [])]}
+    checks = []
+    for name in expected:
+        alarm = found.get(name)
+        if alarm is None:
+            checks.append(Check("alarms", name, False, "does not exist", f"make deploy ENV={ctx.config.name}"))
+            continue
+        state = alarm.get("StateValue", "unknown")
+        if state == "ALARM":
+            # The description says what to check first (which command, which log group).
+            detail = f"ALARM since {alarm.get('StateUpdatedTimestamp', '?')}: {alarm.get('StateReason', '')}"
+            checks.append(Check("alarms", name, False, detail, alarm.get("AlarmDescription", "")))
+        else:
+            checks.append(Check("alarms", name, True, "OK" if state == "OK" else f"{state} (no data yet)"))
+    return checks
+
+
 # --------------------------------------------------------------------------- running and reporting
 
 
@@ -715,6 +737,7 @@ GROUPS: tuple[tuple[str, Group], ...] = (
     ("agent", agent_checks),
     ("livekit", livekit_checks),
     ("recordings", recording_checks),
+    ("alarms", alarm_checks),
 )
 
 

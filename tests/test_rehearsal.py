@@ -37,6 +37,7 @@ STEPS = (
     "rollback reaches topic",
     "post-deploy hook",
     "inbound call recorded",
+    "status",
     "teardown",
 )
 

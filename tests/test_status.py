@@ -44,7 +44,11 @@ ACCESS_KEY_ID = "AKIDFAKESTATUS00KEY1"
 SECRET_ACCESS_KEY = "FAKEstatusSecretAccessKeyNotReal000000000"
 STALE_KEY_ID = "AKIDFAKESTATUSOLDKEY"
 STALE_SECRET = "FAKEstaleSecretAccessKeyNotReal11111111111"
-STACKS = tuple(f"Callsaver-{kind}-{ENV}" for kind in ("Storage", "IAM", "Secrets", "Agent"))
+STACKS = tuple(f"Callsaver-{kind}-{ENV}" for kind in ("Storage", "IAM", "Secrets", "Agent", "Monitoring"))
+# The Monitoring stack's alarms of config/local.toml (which sets max_hours_without_recording), spelled out.
+ALARMS = tuple(
+    f"callsaver-{ENV}-{kind}" for kind in ("agent-down", "agent-saturated", "uploads-failing", "no-recording")
+)
 CLUSTER, SERVICE = f"callsaver-{ENV}", f"callsaver-agent-{ENV}"
 # One fake value per operator secret: none may ever be printed.
 OPERATOR_VALUES = {
@@ -120,6 +124,7 @@ def deploy(aws: Aws, *, placeholder: str | None = None) -> None:
         STACKS[1]: {"EgressAccessKeyId": ACCESS_KEY_ID, "EgressCredentialsSecretArn": egress_arn},
         STACKS[2]: {},
         STACKS[3]: {"AgentClusterName": CLUSTER, "AgentServiceName": SERVICE},
+        STACKS[4]: {},
     }
     for stack, values in outputs.items():
         template = {
@@ -132,6 +137,19 @@ def deploy(aws: Aws, *, placeholder: str | None = None) -> None:
         family=SERVICE, containerDefinitions=[{"name": "agent", "image": "callsaver-agent:latest", "memory": 2048}]
     )
     aws.ecs.create_service(cluster=CLUSTER, serviceName=SERVICE, taskDefinition=SERVICE, desiredCount=1)
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION, endpoint_url=aws.endpoint)
+    for alarm in ALARMS:
+        cloudwatch.put_metric_alarm(
+            AlarmName=alarm,
+            AlarmDescription=f"check first: callsaver-infra status --env {ENV}",
+            MetricName="RunningTaskCount",
+            Namespace="ECS/ContainerInsights",
+            Statistic="Minimum",
+            Period=60,
+            EvaluationPeriods=3,
+            Threshold=1,
+            ComparisonOperator="LessThanThreshold",
+        )
 
 
 def recording(key_id: str = ACCESS_KEY_ID, secret: str = SECRET_ACCESS_KEY) -> api.RoomEgress:
@@ -264,9 +282,30 @@ def test_all_ok(aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[
     assert f"s3://{BUCKET}/call_" in newest and ".ogg, " in newest and newest.endswith(" s old")
     trunk = run.line(next(iter(lk.inbound_trunks)) + ' "twilio"')
     assert trunk.startswith("  ok  ") and "+15550100002, +15550100003; calls reach local, production" in trunk
+    for alarm in ALARMS:
+        assert run.line(alarm).startswith("  ok  "), run.out
     assert run.code == EXIT_OK, run.out
     assert run.failing() == []
     assert run.out.rstrip().endswith("checks ok")
+
+
+def test_an_alarm_in_alarm_fails_with_its_reason_and_what_to_check(
+    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+) -> None:
+    """An alarm in ALARM fails its line with CloudWatch's reason and the alarm's description (what to check first);
+    a missing alarm says to deploy. AWS (CloudWatch) is moto on 127.0.0.1; LiveKit the local stand-in."""
+    deploy(aws)
+    seed_livekit(lk)
+    cloudwatch = boto3.client("cloudwatch", region_name=REGION, endpoint_url=aws.endpoint)
+    cloudwatch.set_alarm_state(AlarmName=ALARMS[0], StateValue="ALARM", StateReason="0 running tasks for 3 minutes")
+    cloudwatch.delete_alarms(AlarmNames=[ALARMS[2]])
+    run = run_status(capsys, caplog, "--livekit-url", lk.url)
+    assert run.code == 1
+    down = run.line(ALARMS[0])
+    assert down.startswith("  FAIL") and "ALARM since" in down and "0 running tasks for 3 minutes" in down
+    assert f"check first: callsaver-infra status --env {ENV}" in run.out
+    assert run.line(ALARMS[2]).startswith("  FAIL") and "does not exist" in run.line(ALARMS[2])
+    assert run.line(ALARMS[1]).startswith("  ok  ")
 
 
 def test_placeholder_secret_fails_its_line_with_the_command(

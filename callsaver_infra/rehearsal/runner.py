@@ -118,6 +118,7 @@ class Rehearsal:
                 self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
                 self._step("post-deploy hook", self._hook)
                 self._step("inbound call recorded", self._inbound_call)
+                self._step("status", self._status)
             except StepFailed:
                 stop()
                 return 1
@@ -142,6 +143,10 @@ class Rehearsal:
         from callsaver_infra.livekit_local import LocalLiveKitServer
         from callsaver_infra.rehearsal import moto_ext
 
+        # moto starts no containers: this makes a service report its desired tasks as running, as Fargate would
+        # once healthy, so `status` can check running against desired.
+        previous = os.environ.get("MOTO_ECS_SERVICE_RUNNING")
+        os.environ["MOTO_ECS_SERVICE_RUNNING"] = "1"
         # werkzeug logs every request of the endpoint; the steps report what matters.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         aws = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -164,6 +169,10 @@ class Rehearsal:
                 stopped = True
                 self.livekit.stop()
                 aws.stop()
+                if previous is None:
+                    os.environ.pop("MOTO_ECS_SERVICE_RUNNING", None)
+                else:
+                    os.environ["MOTO_ECS_SERVICE_RUNNING"] = previous
 
         try:
             yield stop
@@ -496,7 +505,9 @@ class Rehearsal:
         hook = self.config.livekit_egress
         if not hook.auto_egress:
             raise StepFailed(f"config/{self.config.name}.toml: livekit_egress.auto_egress is off; nothing to rehearse")
-        # The environment's inbound rule, created in the dashboard: found by the agent it dispatches, not by id.
+        # The project's inbound trunk (Twilio) and the environment's inbound rule, both created in the dashboard;
+        # the rule is found by the agent it dispatches, not by id.
+        self.livekit.add_inbound_trunk(proto_sip.SIPInboundTrunkInfo(name="rehearsal trunk", numbers=["+15550100002"]))
         rule_id = self.livekit.add_dispatch_rule(
             proto_sip.SIPDispatchRuleInfo(
                 name="rehearsal inbound calls",
@@ -569,6 +580,16 @@ class Rehearsal:
         key = info.file_results[0].filename
         head = self._client("s3").head_object(Bucket=self.config.storage.bucket_name, Key=key)
         return f"s3://{self.config.storage.bucket_name}/{key} ({head['ContentLength']} bytes)"
+
+    def _status(self) -> str:
+        """`callsaver-infra status` against the rehearsal's endpoints: every line of the whole chain ok."""
+        result = self._cli(
+            "status", "--env", self.config.name, "--outputs-file", str(self.workdir / "outputs.json"),
+            "--livekit-url", self.livekit.url, "--s3-endpoint-url", self.endpoint_url,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StepFailed(f"status exited {result.returncode}:\n{result.stdout}{result.stderr}")
+        return result.stdout.strip().splitlines()[-1]
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
