@@ -1069,7 +1069,7 @@ async def _push(
         RulePlan(rule, desired, fingerprint, receipt.entries.get(rule.sip_dispatch_rule_id)) for rule in selection.rules
     ]
     blanking = listing_blanks(rules)
-    refused: list[str] = []
+    refused: dict[str, str] = {}  # rule id -> why nothing was pushed to it
     writes: list[RulePlan] = []
     for plan in plans:
         if not plan.changed:
@@ -1079,7 +1079,7 @@ async def _push(
         if reason is None and blanking and plan.rule_id not in options.accept_blanked:
             reason = _blanked_refusal(plan)
         if reason is not None:
-            refused.append(reason)
+            refused[plan.rule_id] = reason
             out(reason)
             continue
         out(render_diff(plan))
@@ -1100,7 +1100,7 @@ async def _push(
             probe = blanking is None and plan.rule_id not in options.accept_blanked
             if probe and await _listing_blanks(session, plan.rule):
                 reason = _blanked_refusal(plan)
-                refused.append(reason)
+                refused[plan.rule_id] = reason
                 out(reason)
                 continue
             await session.replace_dispatch_rule(plan.updated_rule())
@@ -1122,7 +1122,7 @@ async def _push(
         out(f"pushed egress settings to {len(done)} of {len(plans)} dispatch rule(s)")
     elif not refused:
         out("no change: LiveKit already holds these settings")
-    recorded = [p.label for p in plans if not any(p.label in r for r in refused)]
+    recorded = [p.label for p in plans if p.rule_id not in refused]
     if recorded:
         out(
             f"inbound calls through {', '.join(recorded)} are recorded by LiveKit into s3://{settings.bucket}/; calls "
