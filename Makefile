@@ -38,10 +38,11 @@ rehearse: setup ## Deploy every stack into a local AWS endpoint, check it, run t
 synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
 	rm -rf cdk.out
 	cdk synth --quiet $(ENV_CONTEXT) $(CDK_ARGS)
-	cfn-lint cdk.out/*.template.json
+	# With ENV the templates are at the top of cdk.out; without, each environment's are in its Stage's assembly-<env>/.
+	cfn-lint 'cdk.out/**/*.template.json'
 	@echo "cdk-nag: $$($(PY) -c 'import json; r = json.load(open("cdk.out/validation-report.json"))["pluginReports"][0]; print(r["conclusion"], "-", len(r["violations"]), "findings,", len(r["suppressedViolations"]), "acknowledged")')"
 	@echo "cfn-lint: no errors or warnings"
-	@ls cdk.out/*.template.json
+	@find cdk.out -name '*.template.json' | sort
 
 test: setup ## Run the test suite
 	$(PY) -m pytest
@@ -62,7 +63,7 @@ bench-hook: setup ## Print push-egress timings against the local LiveKit server 
 
 diff: setup ## cdk diff against the real account (needs AWS credentials): make diff ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }
-	cdk diff --all $(ENV_CONTEXT) $(CDK_ARGS)
+	cdk diff $(ENV_CONTEXT) 'Callsaver-*-$(ENV)' $(CDK_ARGS)
 
 deploy: setup ## cdk deploy one environment, then push its egress settings to LiveKit: make deploy ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }

@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all and the CI stack.
 
+With `-c env=X` the stacks are top-level, so `cdk deploy --all -c env=X` (make deploy) deploys exactly X. Without
+it, each environment (and the CI stack) sits in a Stage named after it: the CLI's `--all` selects only top-level
+stacks, so a bare `cdk deploy --all` selects nothing, never production; `cdk synth` and `cdk list` still show all.
+
 Context: `env` (one environment, or `ci` for the CI stack alone), `agentImageTag` (the agent image tag to deploy,
 overriding config).
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aws_cdk import App
+from aws_cdk import App, Stage
 
 from callsaver_infra.assembly import add_environment
 from callsaver_infra.ci_config import (
@@ -44,10 +48,12 @@ def main() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    # One environment asked for: top-level stacks. All of them: one Stage each, out of `--all`'s reach.
+    staged = wanted is None
     for config in envs:
-        add_environment(app, config)
+        add_environment(Stage(app, config.name) if staged else app, config)
     if ci is not None:
-        add_ci_stack(app, ci, all_envs)
+        add_ci_stack(Stage(app, CI_ENV_NAME) if staged else app, ci, all_envs)
     enable_policy_checks(app)
     app.synth()
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import App, Environment, Stack, Tags
+from aws_cdk import Environment, Stack, Tags
+from constructs import Construct
 
 from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.names import EnvNames
 from callsaver_infra.stacks.agent import AgentStack
 from callsaver_infra.stacks.iam import IamStack
 from callsaver_infra.stacks.secrets import SecretsStack
@@ -26,22 +28,45 @@ class EnvironmentStacks:
         return (self.storage, self.iam, self.secrets, self.agent)
 
 
-def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
-    """Add one environment's stacks to app, with explicit account/region so synth never looks anything up."""
+def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentStacks:
+    """Add one environment's stacks to scope (the app, or the environment's Stage), with explicit account/region so
+    synth never looks anything up. Stack names are explicit, so they are the same at the top level and in a Stage."""
+    app = scope
+    names = EnvNames(config.name)
     common = {
         "env": Environment(account=config.account, region=config.region),
         "termination_protection": config.termination_protection,
     }
     storage = StorageStack(
-        app, config=config, description=f"CallSaver {config.name}: session-recording bucket", **common
+        app,
+        config=config,
+        stack_name=names.storage_stack,
+        description=f"CallSaver {config.name}: session-recording bucket",
+        **common,
     )
-    iam = IamStack(app, config=config, description=f"CallSaver {config.name}: LiveKit egress identity", **common)
+    iam = IamStack(
+        app,
+        config=config,
+        stack_name=names.iam_stack,
+        description=f"CallSaver {config.name}: LiveKit egress identity",
+        **common,
+    )
     # No cross-stack reference links the stacks (names come from config), but order the deploys.
     iam.add_stack_dependency(storage, "the egress policy names the session bucket")
     secrets = SecretsStack(
-        app, config=config, description=f"CallSaver {config.name}: backend and agent secrets", **common
+        app,
+        config=config,
+        stack_name=names.secrets_stack,
+        description=f"CallSaver {config.name}: backend and agent secrets",
+        **common,
     )
-    agent = AgentStack(app, config=config, description=f"CallSaver {config.name}: LiveKit agent on Fargate", **common)
+    agent = AgentStack(
+        app,
+        config=config,
+        stack_name=names.agent_stack,
+        description=f"CallSaver {config.name}: LiveKit agent on Fargate",
+        **common,
+    )
     # Tasks read their secrets at start: the secrets must exist first.
     agent.add_stack_dependency(secrets, "the agent's tasks read its secrets at start")
     stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent)

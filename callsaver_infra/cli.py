@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--env", required=True, help="environment name (a file under config/)")
     push.add_argument(
         "--outputs-file",
-        type=Path,
+        type=_outputs_file,
         metavar="PATH",
         help="stack outputs as written by `cdk deploy --outputs-file` (default: ask CloudFormation)",
     )
@@ -111,6 +112,18 @@ def _livekit_url(value: str) -> str:
     if not value.startswith(("http://", "https://", "ws://", "wss://")):
         raise argparse.ArgumentTypeError(f"{value!r} is not an http(s):// or ws(s):// URL")
     return value
+
+
+def _outputs_file(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a directory; give the JSON file `cdk deploy --outputs-file` wrote, "
+            "e.g. cdk.outputs.<env>.json"
+        )
+    if path.exists() and not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{value!r} is not readable")
+    return path
 
 
 def _seconds(value: str) -> float:
