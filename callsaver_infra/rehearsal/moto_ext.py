@@ -9,16 +9,19 @@ what a deploy creates is what the ordinary describe calls return. Importing this
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, ClassVar
 
 import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.cloudformation import models as cfn_models
 from moto.cloudformation import parsing
 from moto.core.common_models import CloudFormationModel
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
+from moto.iam.models import iam_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.utilities.utils import get_partition
@@ -45,7 +48,7 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::SecretsManager::Secret": frozenset({"Name", "Description", "SecretString", "Tags"}),
     "AWS::IAM::User": frozenset({"UserName", "Tags"}),
     "AWS::IAM::Policy": frozenset({"PolicyName", "PolicyDocument", "Users", "Roles"}),
-    "AWS::IAM::AccessKey": frozenset({"UserName"}),
+    "AWS::IAM::AccessKey": frozenset({"UserName", "Serial", "Status"}),
     "AWS::IAM::Role": frozenset({"AssumeRolePolicyDocument", "Tags"}),
     "AWS::Logs::LogGroup": frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
     "AWS::ECS::Cluster": frozenset({"ClusterName", "Tags"}),
@@ -196,6 +199,20 @@ class RehearsalBucketPolicy(_Typed, CloudFormationModel):
         _s3(account_id, region_name).put_bucket_policy(bucket_name, json.dumps(props["PolicyDocument"]).encode())
         return cls(bucket_name)
 
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> RehearsalBucketPolicy:
+        # Bucket is create-only for AWS::S3::BucketPolicy, PolicyDocument is updated in place (PutBucketPolicy).
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # Reached only without DeletionPolicy Retain: moto's stack deletion skips retained resources.
+        _s3(account_id, region_name).delete_bucket_policy(resource_name)
+
 
 class RehearsalSecret(_Typed, CloudFormationModel):
     """AWS::SecretsManager::Secret through moto's Secrets Manager backend; Ref is the secret's ARN."""
@@ -206,6 +223,7 @@ class RehearsalSecret(_Typed, CloudFormationModel):
     def __init__(self, arn: str, name: str) -> None:
         self.arn = arn
         self.name = name
+        self.template_value: str | None = None  # the SecretString of the last template applied
 
     @property
     def physical_resource_id(self) -> str:
@@ -235,7 +253,35 @@ class RehearsalSecret(_Typed, CloudFormationModel):
             replica_regions=[],
             force_overwrite=False,
         )
-        return cls(json.loads(created)["ARN"], name)
+        secret = cls(json.loads(created)["ARN"], name)
+        secret.template_value = props.get("SecretString")
+        return secret
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> RehearsalSecret:
+        props = cloudformation_json["Properties"]
+        if props.get("Name", new_resource_name) != original_resource.name:  # Name is create-only: replacement
+            new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+            _replace_old(cls, original_resource.arn, cloudformation_json, account_id, region_name)
+            return new
+        backend = secretsmanager_backends[account_id][region_name]
+        # CloudFormation writes SecretString only when the template's value changed: an operator's value set with
+        # PutSecretValue survives every other update (a changed description, tags, ...).
+        if props.get("SecretString") != getattr(original_resource, "template_value", None):
+            backend.put_secret_value(original_resource.arn, props.get("SecretString"), None, None, ["AWSCURRENT"])  # type: ignore[arg-type]
+        if "Description" in props:
+            # Set on the stored secret: moto's UpdateSecret without a value would add an empty version.
+            backend.secrets[original_resource.arn].description = props["Description"]
+        original_resource.template_value = props.get("SecretString")
+        return original_resource  # type: ignore[no-any-return]
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        secretsmanager_backends[account_id][region_name].delete_secret(resource_name, None, True)
 
 
 class RehearsalTaskDefinition(_Typed, CloudFormationModel):
@@ -260,6 +306,22 @@ class RehearsalTaskDefinition(_Typed, CloudFormationModel):
             execution_role_arn=p.get("ExecutionRoleArn"),
             runtime_platform=_camel(p.get("RuntimePlatform")),
         )
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> MotoTaskDefinition:
+        # Every property of AWS::ECS::TaskDefinition is create-only: a change registers a new revision, and the old
+        # one is deregistered afterwards (unless UpdateReplacePolicy is Retain).
+        new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+        _replace_old(cls, original_resource.arn, cloudformation_json, account_id, region_name)
+        return new
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        ecs_backends[account_id][region_name].deregister_task_definition(resource_name)
 
 
 class RehearsalService(_Typed, CloudFormationModel):
@@ -291,6 +353,36 @@ class RehearsalService(_Typed, CloudFormationModel):
             # moto's Service has no such field; its response serializer reads the attribute when present.
             setattr(service, "deployment_configuration", _camel(p["DeploymentConfiguration"]))  # noqa: B010
         return service
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> MotoService:
+        p = cloudformation_json["Properties"]
+        task_definition = p["TaskDefinition"]
+        if isinstance(task_definition, MotoTaskDefinition):
+            task_definition = task_definition.arn
+        backend = ecs_backends[account_id][region_name]
+        service = backend.update_service(
+            {
+                "cluster": original_resource.cluster_name,
+                "service": original_resource.name,
+                "task_definition": task_definition,
+                "desired_count": p.get("DesiredCount"),
+                "network_configuration": _camel(p.get("NetworkConfiguration")),
+            }
+        )
+        if "DeploymentConfiguration" in p:
+            setattr(service, "deployment_configuration", _camel(p["DeploymentConfiguration"]))  # noqa: B010
+        return service
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # The physical id is the service ARN: arn:aws:ecs:<region>:<account>:service/<cluster>/<name>.
+        cluster, name = resource_name.split(":service/", 1)[1].split("/")[-2:]
+        ecs_backends[account_id][region_name].delete_service(cluster, name, force=True)
 
 
 class RehearsalScalableTarget(_Typed, CloudFormationModel):
@@ -351,6 +443,94 @@ class RehearsalScalingPolicy(_Typed, CloudFormationModel):
         return cls(policy.policy_arn)
 
 
+class RehearsalAccessKey(_Typed, CloudFormationModel):
+    """AWS::IAM::AccessKey whose Serial replaces the key only when it changes, honouring UpdateReplacePolicy
+    (stock moto replaces on every update and always deletes the old key)."""
+
+    CFN_TYPE = "AWS::IAM::AccessKey"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        p = cloudformation_json.get("Properties", {})
+        key = iam_backends[account_id][get_partition(region_name)].create_access_key(
+            p["UserName"], status=p.get("Status", "Active")
+        )
+        setattr(key, "rehearsal_serial", (p["UserName"], p.get("Serial")))  # noqa: B010  # moto's AccessKey has no such field
+        return key
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> Any:
+        p = cloudformation_json.get("Properties", {})
+        if (p["UserName"], p.get("Serial")) != getattr(original_resource, "rehearsal_serial", None):
+            new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+            _replace_old(cls, original_resource.physical_resource_id, cloudformation_json, account_id, region_name)
+            return new
+        backend = iam_backends[account_id][get_partition(region_name)]
+        backend.update_access_key(p["UserName"], original_resource.access_key_id, p.get("Status", "Active"))
+        return original_resource
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        iam_backends[account_id][get_partition(region_name)].delete_access_key_by_name(resource_name)
+
+
+def _replace_old(cls: Any, physical_id: str, resource_json: Any, account_id: str, region_name: str) -> None:
+    """The clean-up of a replacement: CloudFormation deletes the old resource unless UpdateReplacePolicy is Retain."""
+    if resource_json.get("UpdateReplacePolicy") != "Retain":
+        cls.delete_from_cloudformation_json(physical_id, resource_json, account_id, region_name)
+
+
+def _resolve_update_parameters(original: Any) -> Any:
+    """UsePreviousValue for a parameter the stack took its Default for (the CDK CLI sends it for BootstrapVersion on
+    every update): the previous value is that Default. Stock moto looks it up among the given ones: KeyError."""
+
+    def resolve(self: Any, instance: Any, incoming_params: list[dict[str, Any]]) -> Any:
+        defaults = getattr(instance, "template_dict", {}).get("Parameters", {})
+        patched = []
+        for param in incoming_params:
+            key = param.get("ParameterKey")
+            if param.get("UsePreviousValue") and key not in instance.parameters and "Default" in defaults.get(key, {}):
+                param = {"ParameterKey": key, "ParameterValue": defaults[key]["Default"]}
+            patched.append(param)
+        return original(self, instance, patched)
+
+    return resolve
+
+
+class _NoOutputs(dict):  # type: ignore[type-arg]
+    """The output map of a rolled-back stack: no outputs, no exports."""
+
+    exports: ClassVar[list[Any]] = []
+
+
+def _create_or_roll_back(original: Any) -> Any:
+    """A resource that fails to create makes the stack roll back, as CloudFormation does: what was created is
+    deleted and the stack ends ROLLBACK_COMPLETE with the reason in its status and events, answering DescribeStacks
+    normally (stock moto leaves it CREATE_IN_PROGRESS and fails every describe)."""
+
+    def create_resources(self: Any) -> None:
+        try:
+            original(self)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            self._add_stack_event("ROLLBACK_IN_PROGRESS", resource_status_reason=reason)
+            # What cannot be rolled back stays, as with CloudFormation's DELETE_FAILED resources.
+            with contextlib.suppress(Exception):
+                self.resource_map.delete()
+            self.output_map = _NoOutputs()
+            self.status = "ROLLBACK_COMPLETE"
+            self.status_reason = reason
+            self._add_stack_event("ROLLBACK_COMPLETE")
+
+    return create_resources
+
+
 def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
     """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
     Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
@@ -377,6 +557,10 @@ def _get_azs(original: Any) -> Any:
 
 
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
+cfn_models.CloudFormationBackend._resolve_update_parameters = _resolve_update_parameters(  # type: ignore[method-assign]
+    cfn_models.CloudFormationBackend._resolve_update_parameters
+)
+cfn_models.Stack.create_resources = _create_or_roll_back(cfn_models.Stack.create_resources)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
 # The type map is cached on first use; make sure it is built after our subclasses exist.
 parsing.get_model_list.cache_clear()
