@@ -105,6 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
         f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
     )
+    rotate = commands.add_parser(
+        "rotate-egress-key",
+        help="after bumping egress.access_key_serial and deploying: check and push the new egress key, then delete "
+        "the old one once nothing uses it; re-run it any time, it says where the rotation stands",
+        description="Walks the rotation of the egress access key from the live state: 1 deployed (the IAM stack holds "
+        "config's serial; the old key is kept), 2 checked (the new key is the deployed one, active, and uploads), "
+        "3 pushed (push-egress --verify to every dispatch rule of config), 4 retired (the old key is deleted, "
+        "refused while any dispatch rule or the agent's injected credentials still use it). Exit 0 when complete, "
+        "1 when waiting for a deploy, 2 when a step is refused.",
+    )
+    rotate.add_argument("--env", required=True, help="environment name (a file under config/)")
+    rotate.add_argument("--dry-run", action="store_true", help="say where the rotation stands and what would be done")
+    rotate.add_argument("--livekit-url", type=_livekit_url, metavar="URL", help="for local rehearsal and tests only")
+    rotate.add_argument("--s3-endpoint-url", metavar="URL", help="for local rehearsal and tests only")
     return parser
 
 
@@ -149,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push_egress(config, args)
         if args.command == "rehearse":
             return _rehearse(config)
+        if args.command == "rotate-egress-key":
+            return _rotate_egress_key(config, args)
     except egress_hook.NotReadyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -204,6 +220,13 @@ def _push_egress(config: EnvironmentConfig, args: argparse.Namespace) -> int:
     )
     egress_hook.run_hook(config, options, lambda service: aws_client(service, config))
     return EXIT_OK
+
+
+def _rotate_egress_key(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+    from callsaver_infra.egress_rotation import Rotation, RotationOptions
+
+    options = RotationOptions(dry_run=args.dry_run, livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
+    return Rotation(config, options, lambda service: aws_client(service, config)).run()
 
 
 def _rehearse(config: EnvironmentConfig) -> int:

@@ -273,7 +273,7 @@ class RehearsalSecret(_Typed, CloudFormationModel):
             backend.put_secret_value(original_resource.arn, props.get("SecretString"), None, None, ["AWSCURRENT"])  # type: ignore[arg-type]
         if "Description" in props:
             # Set on the stored secret: moto's UpdateSecret without a value would add an empty version.
-            backend.secrets[original_resource.arn].description = props["Description"]
+            setattr(backend.secrets[original_resource.arn], "description", props["Description"])  # noqa: B010
         original_resource.template_value = props.get("SecretString")
         return original_resource  # type: ignore[no-any-return]
 
@@ -531,6 +531,45 @@ def _create_or_roll_back(original: Any) -> Any:
     return create_resources
 
 
+def _references(value: Any) -> set[str]:
+    """The logical ids a resource's JSON takes values from (Ref, Fn::GetAtt)."""
+    if isinstance(value, dict):
+        found: set[str] = set()
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else str(inner).split(".")[0])
+            else:
+                found |= _references(inner)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value)) if value else set()
+    return set()
+
+
+def _diff_with_dependents(original: Any) -> Any:
+    """A resource whose Ref/GetAtt input is modified is modified too, after it: CloudFormation re-resolves the
+    template, so the egress secret is rewritten when its access key is replaced. Stock moto compares template text
+    only, and the secret would keep the deleted key."""
+
+    def build_resource_diff(self: Any, other_template: dict[str, Any], parameters: Any = None) -> dict[str, Any]:
+        diff: dict[str, Any] = original(self, other_template, parameters)
+        new = other_template["Resources"]
+        modified = list(diff["Modify"])
+        changed = True
+        while changed:
+            changed = False
+            for name, resource in new.items():
+                if name in self._resource_json_map and name not in modified and _references(resource) & set(modified):
+                    modified.append(name)
+                    changed = True
+        diff["Modify"] = modified
+        return diff
+
+    return build_resource_diff
+
+
 def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
     """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
     Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
@@ -559,6 +598,9 @@ def _get_azs(original: Any) -> Any:
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
 cfn_models.CloudFormationBackend._resolve_update_parameters = _resolve_update_parameters(  # type: ignore[method-assign]
     cfn_models.CloudFormationBackend._resolve_update_parameters
+)
+parsing.ResourceMap.build_resource_diff = _diff_with_dependents(  # type: ignore[method-assign]
+    parsing.ResourceMap.build_resource_diff
 )
 cfn_models.Stack.create_resources = _create_or_roll_back(cfn_models.Stack.create_resources)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
