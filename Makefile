@@ -16,7 +16,7 @@ ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 # Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="-c agentImageTag=<sha> --require-approval never" (CI).
 CDK_ARGS ?=
 
-.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy constraints clean
+.PHONY: help setup rehearse rehearse-lifecycle synth test snapshot-update lint bench bench-hook diff deploy constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ node_modules/.installed: package.json package-lock.json
 
 rehearse: setup ## Deploy every stack into a local AWS endpoint, check it, run the hook, tear down (no AWS needed)
 	$(VENV)/bin/callsaver-infra rehearse
+
+rehearse-lifecycle: setup ## Rehearse deploy, operator secrets, recorded calls, update with key rotation, destroy (local)
+	$(PY) -m callsaver_infra.rehearsal.lifecycle
 
 synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
 	rm -rf cdk.out

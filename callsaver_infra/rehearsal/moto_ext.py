@@ -18,6 +18,8 @@ from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import models as cfn_models
 from moto.cloudformation import parsing
 from moto.core.common_models import CloudFormationModel
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.route_tables import RouteTable as MotoRouteTable
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
@@ -478,6 +480,32 @@ class RehearsalAccessKey(_Typed, CloudFormationModel):
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
     ) -> None:
         iam_backends[account_id][get_partition(region_name)].delete_access_key_by_name(resource_name)
+
+
+class RehearsalRouteTable(_Typed, CloudFormationModel):
+    """AWS::EC2::RouteTable that can be deleted: stock moto's has no delete, so its VPC could never be deleted
+    (DependencyViolation) and `cdk destroy` of the Agent stack failed. Deleting it drops its subnet associations
+    (their own resources have no delete either) and its routes."""
+
+    CFN_TYPE = "AWS::EC2::RouteTable"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoRouteTable:
+        return MotoRouteTable.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        backend = ec2_backends[account_id][region_name]
+        table = backend.get_route_table(resource_name)
+        for association_id in list(table._associations):
+            backend.disassociate_route_table(association_id)
+        backend.delete_route_table(resource_name)
 
 
 def _replace_old(cls: Any, physical_id: str, resource_json: Any, account_id: str, region_name: str) -> None:
