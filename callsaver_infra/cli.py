@@ -119,6 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--dry-run", action="store_true", help="say where the rotation stands and what would be done")
     rotate.add_argument("--livekit-url", type=_livekit_url, metavar="URL", help="for local rehearsal and tests only")
     rotate.add_argument("--s3-endpoint-url", metavar="URL", help="for local rehearsal and tests only")
+    adopt = commands.add_parser(
+        "adopt-retained",
+        help="after a cdk destroy: create each missing stack by importing its retained resources (bucket, bucket "
+        "policy, secrets, log group), so make deploy can bring the environment back without losing anything",
+        description="For each stack of the environment that is not deployed while its retained resources still "
+        "exist, run a CloudFormation IMPORT change set holding exactly those resources, identified by the names "
+        "in config (what `cdk import` does). Nothing is created, changed or deleted in them. Then run make deploy. "
+        "Needs the synthesized templates: make synth ENV=<env> (or cdk synth -c env=<env>) first.",
+    )
+    adopt.add_argument("--env", required=True, help="environment name (a file under config/)")
+    adopt.add_argument("--assembly", type=Path, default=Path("cdk.out"), help="synthesized assembly (default: cdk.out)")
+    adopt.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")
     return parser
 
 
@@ -165,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rehearse(config)
         if args.command == "rotate-egress-key":
             return _rotate_egress_key(config, args)
+        if args.command == "adopt-retained":
+            return _adopt_retained(config, args)
     except egress_hook.NotReadyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NOT_READY
@@ -227,6 +241,17 @@ def _rotate_egress_key(config: EnvironmentConfig, args: argparse.Namespace) -> i
 
     options = RotationOptions(dry_run=args.dry_run, livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
     return Rotation(config, options, lambda service: aws_client(service, config)).run()
+
+
+def _adopt_retained(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+    from callsaver_infra.adopt import AdoptError, adopt
+
+    try:
+        adopt(config, args.assembly, lambda service: aws_client(service, config), dry_run=args.dry_run)
+    except AdoptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
 
 
 def _rehearse(config: EnvironmentConfig) -> int:

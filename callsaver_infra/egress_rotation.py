@@ -129,7 +129,8 @@ class Rotation:
         except ClientError as e:
             raise RotationBlocked(
                 f"1 deployed: stack {self.names.iam_stack} cannot be read ({e.response['Error']['Code']}); "
-                f"deploy it with make deploy ENV={self.config.name}",
+                f"deploy it with make deploy ENV={self.config.name} (after a cdk destroy, first "
+                f"`callsaver-infra adopt-retained --env {self.config.name}`: README, Redeploying after a destroy)",
                 EXIT_WAITING,
             ) from None
         if isinstance(template, str):

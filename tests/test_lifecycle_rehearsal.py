@@ -21,7 +21,7 @@ from callsaver_infra.rehearsal import moto_ext  # noqa: F401  # registers the ex
 from callsaver_infra.rehearsal.lifecycle import LifecycleRehearsal
 from tests.conftest import CONFIG_DIR, ROOT
 
-STEPS = ("bootstrap", "deploy", "set operator secrets", "record calls", "update", "destroy")
+STEPS = ("bootstrap", "deploy", "set operator secrets", "record calls", "update", "destroy", "redeploy over retained")
 
 
 def test_lifecycle_rehearsal_passes_with_zero_failed_uploads() -> None:
@@ -36,7 +36,8 @@ def test_lifecycle_rehearsal_passes_with_zero_failed_uploads() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     for step in STEPS:
         assert f"  ok     {step} " in result.stdout, step
-    assert "Uploads with the key LiveKit holds: 6 ok, 0 failed." in result.stdout
+    assert "Uploads with the key LiveKit holds: 7 ok, 0 failed." in result.stdout
+    assert "14 resources adopted" in result.stdout
     assert "rehearsal-only" not in result.stdout + result.stderr  # no operator value is ever printed
 
 

@@ -1,9 +1,10 @@
 """The lifecycle rehearsal: beyond one fresh deploy, an environment's life on the local endpoint, with the real CDK
 CLI deploying real synthesized assemblies: deploy -> operator secrets -> recorded calls -> update (key rotation,
-expiry 30 -> 45 days, new image tag) -> destroy. After each step: every recording still there, the operator's
-secret values unchanged, lifecycle days as configured, the bucket policy present after the destroy. Calls are
-recorded by the local LiveKit stand-in with the key its dispatch rule holds, with moto's IAM enforcement on for each
-of those uploads (`/moto-api/reset-auth`), at every moment of the rotation; the run prints how many failed (0).
+expiry 30 -> 45 days, new image tag) -> destroy -> redeploy over the retained resources (adopt-retained). After
+each step: every recording still there, the operator's secret values unchanged, lifecycle days as configured, the
+bucket policy present after the destroy. Calls are recorded by the local LiveKit stand-in with the key its dispatch
+rule holds, with moto's IAM enforcement on for each of those uploads (`/moto-api/reset-auth`), at every moment of
+the rotation; the run prints how many failed (0).
 
 `python -m callsaver_infra.rehearsal.lifecycle [--env local]` (make rehearse-lifecycle). Exit 0 passed, 1 failed.
 """
@@ -50,7 +51,8 @@ class LifecycleRehearsal(Rehearsal):
     def run(self) -> int:
         self.out(
             f"Lifecycle rehearsal of {self.config.name!r}: deploy, operator secrets, recorded calls, update "
-            "(rotation, expiry, image), destroy; on a local AWS endpoint and a local LiveKit server."
+            "(rotation, expiry, image), destroy, redeploy over retained resources; on a local AWS endpoint and a "
+            "local LiveKit server."
         )
         started = time.perf_counter()
         import tempfile
@@ -64,6 +66,7 @@ class LifecycleRehearsal(Rehearsal):
                 self._step("record calls", self._record_calls)
                 self._step("update", self._update)
                 self._step("destroy", self._destroy)
+                self._step("redeploy over retained", self._redeploy)
             except StepFailed:
                 stop()
                 self.out(
@@ -72,7 +75,6 @@ class LifecycleRehearsal(Rehearsal):
                 return 1
             stop()
         self.out(f"Uploads with the key LiveKit holds: {self.uploads_ok} ok, {len(self.uploads_failed)} failed.")
-        self.out("Not rehearsed: redeploy over the retained resources (bucket, secrets, log group).")
         self.out(f"Lifecycle rehearsal passed in {time.perf_counter() - started:.1f} s.")
         return 0
 
@@ -177,6 +179,32 @@ class LifecycleRehearsal(Rehearsal):
         )
         c.raise_if_failed()
         return f"{c.passed} checks: recordings, secrets, bucket policy and log group retained"
+
+    def _redeploy(self) -> str:
+        """adopt-retained (IMPORT change sets for the retained bucket, policy, secrets, log group), then the deploy."""
+        from callsaver_infra.adopt import adopt
+        from callsaver_infra.egress_rotation import Rotation, RotationOptions
+
+        assert self.current is not None
+        assembly = self.workdir / "v2"
+        plans = adopt(self.current, assembly, self._client, out=lambda line: None)
+        adopted = sum(len(p.resources) for p in plans)
+        outputs = self.workdir / "outputs-redeploy.json"
+        self._cdk(
+            "deploy", "--all", "--app", str(assembly), "--method=direct", "--require-approval=never",
+            "--outputs-file", str(outputs),
+        )  # fmt: skip
+        self.outputs = json.loads(outputs.read_text())
+        code = Rotation(self.current, self._rotation_options(RotationOptions), self._client, self._quiet).run()
+        if code != 0:
+            raise StepFailed(f"rotate-egress-key (push of the redeployed key) exited {code}")
+        self._probe("after the redeploy")
+        c = Checks()
+        self._check_retained(c)
+        c.expect("imported resources (bucket, policy, 11 secrets, log group)", adopted, 14)
+        c.expect("zero failed uploads", self.uploads_failed, [])
+        c.raise_if_failed()
+        return f"{adopted} resources adopted, {c.passed} checks"
 
     # -- helpers -----------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import models as cfn_models
 from moto.cloudformation import parsing
+from moto.cloudformation import responses as cfn_responses
 from moto.core.common_models import CloudFormationModel
 from moto.ec2.models import ec2_backends
 from moto.ec2.models.route_tables import RouteTable as MotoRouteTable
@@ -24,6 +25,8 @@ from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
 from moto.iam.models import iam_backends
+from moto.logs.models import LogGroup as MotoLogGroup
+from moto.logs.models import logs_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.utilities.utils import get_partition
@@ -111,6 +114,17 @@ def _s3(account_id: str, region_name: str) -> Any:
     return s3_backends[account_id][get_partition(region_name)]
 
 
+# Identifiers (bucket name, secret ARN, log group name) of the resources an IMPORT change set being executed adopts:
+# a model creating one of them binds the existing resource instead and applies nothing, as CloudFormation's import.
+_ADOPTING: set[tuple[str, str]] = set()
+# ResourcesToImport of each IMPORT change set, by stack name, kept from CreateChangeSet until it is executed.
+_IMPORTS: dict[str, list[dict[str, Any]]] = {}
+
+
+def _adopting(resource_type: str, identifier: str) -> bool:
+    return (resource_type, identifier) in _ADOPTING
+
+
 class _Typed:
     """The resource type and name property of a model, as class attributes (moto asks the class for both).
 
@@ -138,6 +152,9 @@ class RehearsalBucket(_Typed, CloudFormationModel):
     def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> FakeBucket:
+        if _adopting(cls.CFN_TYPE, resource_name):
+            adopted: FakeBucket = _s3(account_id, region_name).get_bucket(resource_name)
+            return adopted
         bucket = FakeBucket.create_from_cloudformation_json(
             resource_name, cloudformation_json, account_id, region_name, **kwargs
         )
@@ -198,6 +215,8 @@ class RehearsalBucketPolicy(_Typed, CloudFormationModel):
         props = cloudformation_json["Properties"]
         bucket = props["Bucket"]
         bucket_name = bucket.name if isinstance(bucket, FakeBucket) else str(bucket)
+        if _adopting(cls.CFN_TYPE, bucket_name):
+            return cls(bucket_name)
         _s3(account_id, region_name).put_bucket_policy(bucket_name, json.dumps(props["PolicyDocument"]).encode())
         return cls(bucket_name)
 
@@ -244,6 +263,12 @@ class RehearsalSecret(_Typed, CloudFormationModel):
     ) -> RehearsalSecret:
         props = cloudformation_json["Properties"]
         name = props.get("Name", resource_name)
+        backend = secretsmanager_backends[account_id][region_name]
+        if backend._is_valid_identifier(name) and _adopting(cls.CFN_TYPE, backend.secrets[name].arn):
+            # Imported: the stored value stays; the template's value counts as applied (no rewrite on next deploy).
+            adopted = cls(backend.secrets[name].arn, name)
+            adopted.template_value = props.get("SecretString")
+            return adopted
         created = secretsmanager_backends[account_id][region_name].create_secret(
             name=name,
             secret_string=props.get("SecretString"),
@@ -482,6 +507,24 @@ class RehearsalAccessKey(_Typed, CloudFormationModel):
         iam_backends[account_id][get_partition(region_name)].delete_access_key_by_name(resource_name)
 
 
+class RehearsalLogGroup(_Typed, CloudFormationModel):
+    """AWS::Logs::LogGroup: moto's, plus adoption by an IMPORT change set."""
+
+    CFN_TYPE = "AWS::Logs::LogGroup"
+    NAME_TYPE = "LogGroupName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoLogGroup:
+        name = cloudformation_json.get("Properties", {}).get("LogGroupName", resource_name)
+        if _adopting(cls.CFN_TYPE, name):
+            return logs_backends[account_id][region_name].groups[name]
+        return MotoLogGroup.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+
 class RehearsalRouteTable(_Typed, CloudFormationModel):
     """AWS::EC2::RouteTable that can be deleted: stock moto's has no delete, so its VPC could never be deleted
     (DependencyViolation) and `cdk destroy` of the Agent stack failed. Deleting it drops its subnet associations
@@ -519,7 +562,12 @@ def _resolve_update_parameters(original: Any) -> Any:
     every update): the previous value is that Default. Stock moto looks it up among the given ones: KeyError."""
 
     def resolve(self: Any, instance: Any, incoming_params: list[dict[str, Any]]) -> Any:
-        defaults = getattr(instance, "template_dict", {}).get("Parameters", {})
+        # The deployed template: a stack made by a change set keeps the parsed template of its creation ({}).
+        try:
+            deployed = json.loads(instance.template) if isinstance(instance.template, str) else instance.template
+        except ValueError:
+            deployed = getattr(instance, "template_dict", {})
+        defaults = (deployed or {}).get("Parameters", {})
         patched = []
         for param in incoming_params:
             key = param.get("ParameterKey")
@@ -598,6 +646,35 @@ def _diff_with_dependents(original: Any) -> Any:
     return build_resource_diff
 
 
+def _keep_resources_to_import(original: Any) -> Any:
+    """CreateChangeSet: keep an IMPORT change set's ResourcesToImport (stock moto drops them)."""
+
+    def create_change_set(self: Any) -> Any:
+        if self._get_param("ChangeSetType") == "IMPORT":
+            _IMPORTS[self._get_param("StackName")] = self._get_param("ResourcesToImport", [])
+        return original(self)
+
+    return create_change_set
+
+
+def _execute_import(original: Any) -> Any:
+    """ExecuteChangeSet of an IMPORT change set: the listed resources are bound, not created (stock moto would
+    create them and fail on their taken names); the stack ends IMPORT_COMPLETE."""
+
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        change_set = self.describe_change_set(change_set_name)
+        if change_set is None or change_set.change_set_type != "IMPORT":
+            return original(self, change_set_name, stack_name)  # type: ignore[no-any-return]
+        resources = _IMPORTS.pop(change_set.stack_name, [])
+        _ADOPTING.update((r["ResourceType"], next(iter(r["ResourceIdentifier"].values()))) for r in resources)
+        try:
+            return original(self, change_set_name, stack_name)  # type: ignore[no-any-return]
+        finally:
+            _ADOPTING.clear()
+
+    return execute_change_set
+
+
 def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
     """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
     Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
@@ -629,6 +706,12 @@ cfn_models.CloudFormationBackend._resolve_update_parameters = _resolve_update_pa
 )
 parsing.ResourceMap.build_resource_diff = _diff_with_dependents(  # type: ignore[method-assign]
     parsing.ResourceMap.build_resource_diff
+)
+cfn_models.CloudFormationBackend.execute_change_set = _execute_import(  # type: ignore[method-assign]
+    cfn_models.CloudFormationBackend.execute_change_set
+)
+cfn_responses.CloudFormationResponse.create_change_set = _keep_resources_to_import(  # type: ignore[method-assign]
+    cfn_responses.CloudFormationResponse.create_change_set
 )
 cfn_models.Stack.create_resources = _create_or_roll_back(cfn_models.Stack.create_resources)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
