@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -39,6 +40,7 @@ def test_lifecycle_rehearsal_passes_with_zero_failed_uploads() -> None:
     assert "Uploads with the key LiveKit holds: 7 ok, 0 failed." in result.stdout
     assert "14 resources adopted" in result.stdout
     assert "rehearsal-only" not in result.stdout + result.stderr  # no operator value is ever printed
+    assert not re.search(r"AKIA[0-9A-Z]{16}", result.stdout + result.stderr), "a full access key id was printed"
 
 
 def test_the_probe_fails_for_a_key_iam_deleted(moto_endpoint: str, tmp_path: Path) -> None:
