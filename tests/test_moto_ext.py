@@ -434,3 +434,43 @@ def test_failed_create_rolls_back_and_describe_stacks_still_answers(aws: dict[st
     # What the failed create made is gone again, and the stack can be deleted and created anew.
     assert boto3.client("logs", **aws).describe_log_groups(logGroupNamePrefix="ext-rollback")["logGroups"] == []
     _cfn(aws).delete_stack(StackName="ExtRollback")
+
+
+def test_a_resource_taking_a_replaced_resources_ref_is_updated_too(aws: dict[str, Any]) -> None:
+    """The egress secret holds Ref(AccessKey): when the key is replaced, CloudFormation rewrites the secret."""
+    key: dict[str, Any] = {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": {"Ref": "U"}, "Serial": 1}}
+    secret = {
+        "Type": "AWS::SecretsManager::Secret",
+        "Properties": {"Name": "ext/key-holder", "SecretString": {"Fn::Join": ["", ['{"id":"', {"Ref": "K"}, '"}']]}},
+    }
+    template = {
+        "Resources": {
+            "U": {"Type": "AWS::IAM::User", "Properties": {"UserName": "ext-ref-user"}},
+            "K": key,
+            "S": secret,
+        }
+    }
+    _create(aws, "ExtRef", template)
+    key["Properties"]["Serial"] = 2
+    _update(aws, "ExtRef", template)
+    [current] = boto3.client("iam", **aws).list_access_keys(UserName="ext-ref-user")["AccessKeyMetadata"]
+    stored = boto3.client("secretsmanager", **aws).get_secret_value(SecretId="ext/key-holder")["SecretString"]
+    assert json.loads(stored) == {"id": current["AccessKeyId"]}
+
+
+def test_vpc_with_route_tables_can_be_deleted(aws: dict[str, Any]) -> None:
+    template = {
+        "Resources": {
+            "V": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.9.0.0/16"}},
+            "S": {"Type": "AWS::EC2::Subnet", "Properties": {"VpcId": {"Ref": "V"}, "CidrBlock": "10.9.0.0/24"}},
+            "R": {"Type": "AWS::EC2::RouteTable", "Properties": {"VpcId": {"Ref": "V"}}},
+            "A": {
+                "Type": "AWS::EC2::SubnetRouteTableAssociation",
+                "Properties": {"RouteTableId": {"Ref": "R"}, "SubnetId": {"Ref": "S"}},
+            },
+        },
+        "Outputs": {"Vpc": {"Value": {"Ref": "V"}}},
+    }
+    vpc = _create(aws, "ExtVpc", template)["Outputs"][0]["OutputValue"]
+    _cfn(aws).delete_stack(StackName="ExtVpc")
+    assert boto3.client("ec2", **aws).describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Vpcs"] == []
