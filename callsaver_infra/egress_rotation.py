@@ -269,7 +269,8 @@ class Rotation:
                         for s in container.get("secrets", [])
                         if s.get("valueFrom", "").startswith(key.secret_arn.rsplit("-", 1)[0])
                     ]
-                    if injected and deployment.get("runningCount", 0):
+                    # A pending task may already have pulled its secrets: count it with the running ones.
+                    if injected and deployment.get("runningCount", 0) + deployment.get("pendingCount", 0):
                         if written is None:
                             written = self._secret_written(key.secret_arn)
                         started = deployment.get("createdAt")

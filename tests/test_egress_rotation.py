@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -216,3 +217,40 @@ def test_cli_wires_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Pat
 
     args = build_parser().parse_args(["rotate-egress-key", "--env", "staging", "--dry-run"])
     assert (args.command, args.env, args.dry_run) == ("rotate-egress-key", "staging", True)
+
+
+def test_retiring_is_refused_while_agent_tasks_started_with_the_old_injected_secret(
+    moto_endpoint: str, environments: dict[str, EnvironmentConfig]
+) -> None:
+    """An agent deployment that injects the egress secret and started before the rotation rewrote it still signs
+    with the old key; a deployment started afterwards does not."""
+    from callsaver_infra.egress_rotation import DeployedKey
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    config = environments["local"]
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+
+    def aws(service: str) -> Any:
+        return boto3.client(service, region_name=config.region, endpoint_url=moto_endpoint, **creds)
+
+    names = EnvNames("local")
+    arn = aws("secretsmanager").create_secret(Name=names.egress_credentials_secret, SecretString="{}")["ARN"]
+    aws("ecs").create_cluster(clusterName=names.agent_cluster)
+    task = aws("ecs").register_task_definition(
+        family="agent",
+        containerDefinitions=[
+            {"name": "agent", "image": "x", "memory": 512, "secrets": [{"name": "EGRESS", "valueFrom": arn}]}
+        ],
+    )["taskDefinition"]["taskDefinitionArn"]
+    aws("ecs").create_service(
+        cluster=names.agent_cluster, serviceName=names.agent_service, taskDefinition=task, desiredCount=1
+    )
+    key = DeployedKey(2, "AKIAFAKENEWKEY000001", arn, "AKIAFAKENEWKEY000001", "fake")
+    rotation = Rotation(config, RotationOptions(), aws, lambda line: None)
+    assert rotation._agent_users({"AKIAFAKEOLDKEY000001"}, key) == []  # started after the secret was written
+    time.sleep(1.1)
+    aws("secretsmanager").put_secret_value(SecretId=arn, SecretString='{"accessKeyId": "AKIAFAKENEWKEY000001"}')
+    users = rotation._agent_users({"AKIAFAKEOLDKEY000001"}, key)
+    assert len(users) == 1 and "injects the egress secret and started before it was rewritten" in users[0]
+    aws("ecs").update_service(cluster=names.agent_cluster, service=names.agent_service, forceNewDeployment=True)
+    assert rotation._agent_users({"AKIAFAKEOLDKEY000001"}, key) == []
