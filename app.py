@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all and the CI stack.
+"""CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all, the CI stack and the
+registry stack.
 
 With `-c env=X` the stacks are top-level, so `cdk deploy --all -c env=X` (make deploy) deploys exactly X. Without
-it, each environment (and the CI stack) sits in a Stage named after it: the CLI's `--all` selects only top-level
-stacks, so a bare `cdk deploy --all` selects nothing, never production; `cdk synth` and `cdk list` still show all.
+it, each environment (and the CI and registry stacks) sits in a Stage named after it: the CLI's `--all` selects only
+top-level stacks, so a bare `cdk deploy --all` selects nothing, never production; `cdk synth` and `cdk list` still
+show all.
 
-Context: `env` (one environment, or `ci` for the CI stack alone), `agentImageTag` (the agent image tag to deploy,
-overriding config).
+Context: `env` (one environment, `ci` for the CI stack alone, `registry` for the registry stack alone),
+`agentImageTag` (a hotfix: the agent image tag to deploy instead of config's), `registryFor` (with `env=registry`:
+place the registry in that environment's account and region).
 
 The only place that reads the outside world (context, files); everything below receives typed config.
 """
@@ -27,7 +30,15 @@ from callsaver_infra.ci_config import (
 )
 from callsaver_infra.config import ConfigError, load_environments, select_environments, with_image_tag
 from callsaver_infra.nag import enable_policy_checks
+from callsaver_infra.registry_config import (
+    REGISTRY_CONFIG_FILE,
+    REGISTRY_ENV_NAME,
+    check_reserved_registry_name,
+    load_registry_config,
+    registry_for,
+)
 from callsaver_infra.stacks.ci import add_ci_stack
+from callsaver_infra.stacks.registry import add_registry_stack
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
@@ -40,8 +51,18 @@ def main() -> None:
         wanted = app.node.try_get_context("env")
         # The CI stack (GitHub OIDC roles) comes with every environment, or alone with -c env=ci.
         ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, all_envs) if wanted in (None, CI_ENV_NAME) else None
-        envs = [] if wanted == CI_ENV_NAME else select_environments(all_envs, wanted)
-        # CI deploys the image it built for the commit: -c agentImageTag=<sha> overrides config's image_tag.
+        check_reserved_registry_name(CONFIG_DIR, all_envs)
+        # The registry stack (the agent's ECR repository) comes with every environment, or alone with -c env=registry.
+        registry = (
+            load_registry_config(CONFIG_DIR / REGISTRY_CONFIG_FILE, all_envs)
+            if wanted in (None, REGISTRY_ENV_NAME)
+            else None
+        )
+        placed_for = app.node.try_get_context("registryFor")
+        if registry is not None and placed_for is not None:
+            registry = registry_for(registry, select_environments(all_envs, str(placed_for))[0])
+        envs = [] if wanted in (CI_ENV_NAME, REGISTRY_ENV_NAME) else select_environments(all_envs, wanted)
+        # Config's agent.image_tag is what deploys; -c agentImageTag=<tag> is the explicit hotfix override.
         image_tag = app.node.try_get_context("agentImageTag")
         if image_tag is not None:
             envs = [with_image_tag(config, str(image_tag)) for config in envs]
@@ -54,6 +75,8 @@ def main() -> None:
         add_environment(Stage(app, config.name) if staged else app, config)
     if ci is not None:
         add_ci_stack(Stage(app, CI_ENV_NAME) if staged else app, ci, all_envs)
+    if registry is not None:
+        add_registry_stack(Stage(app, REGISTRY_ENV_NAME) if staged else app, registry)
     enable_policy_checks(app)
     app.synth()
 

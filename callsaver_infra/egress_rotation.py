@@ -7,7 +7,8 @@ the rest from what it reads (nothing is remembered between runs, so it can be re
 
 1. deployed   the IAM stack holds the key of config's serial (else: `make deploy ENV=<env>` first)
 2. checked    check_egress_key: the secret's key is the deployed one, active in IAM, and can upload
-3. pushed     every dispatch rule of config holds the new key (run_hook pushes it and records a test room)
+3. pushed     every dispatch rule of the environment (those dispatching its agent) holds the new key (run_hook
+              pushes it and records a test room)
 4. retired    every other key of the egress user is deleted, refused while any dispatch rule or the agent's injected
               credentials still use it
 """
@@ -187,13 +188,19 @@ class Rotation:
         if not hook.auto_egress:
             self.out("  skip   3 pushed    auto_egress is off: the backend reads the key from the secret per recording")
             return
+        from callsaver_infra.dispatch_rules import select_rules
+
         rules = self._rules()
-        missing = [r for r in hook.dispatch_rule_ids if r not in rules]
-        if missing:
+        selection = select_rules(self.config, list(rules.values()))
+        if selection.problems:
+            raise RotationBlocked("3 pushed: " + "; ".join(selection.problems))
+        mine = [r.sip_dispatch_rule_id for r in selection.rules]
+        if not mine:
             raise RotationBlocked(
-                f"3 pushed: LiveKit has no dispatch rule {', '.join(missing)} (config's dispatch_rule_ids)"
+                f"3 pushed: no dispatch rule dispatches agent {self.config.livekit.worker_name!r} "
+                f"(livekit.worker_name in config/{self.config.name}.toml)"
             )
-        stale = [r for r in hook.dispatch_rule_ids if key.output_key_id not in upload_key_ids(rules[r])]
+        stale = [r for r in mine if key.output_key_id not in upload_key_ids(rules[r])]
         if not stale:
             self.out(f"  done   3 pushed    every dispatch rule holds key {masked(key.output_key_id)}")
             return
@@ -206,7 +213,7 @@ class Rotation:
         )
         self.push()
         rules = self._rules()
-        still = [r for r in hook.dispatch_rule_ids if key.output_key_id not in upload_key_ids(rules[r])]
+        still = [r for r in mine if key.output_key_id not in upload_key_ids(rules[r])]
         if still:
             raise RotationBlocked(f"3 pushed: after the push, {', '.join(still)} still hold another key")
         self.out(f"  done   3 pushed    every dispatch rule holds key {masked(key.output_key_id)}, test room recorded")
@@ -231,6 +238,8 @@ class Rotation:
     # -- who still uses an old key ------------------------------------------------------------------------------
 
     def _users_of(self, old: Iterable[str], key: DeployedKey) -> list[str]:
+        from callsaver_infra.dispatch_rules import looks_masked
+
         old = set(old)
         users = []
         if self.config.livekit_egress.auto_egress or self.options.livekit_url:
@@ -240,6 +249,12 @@ class Rotation:
                     continue
                 for key_id in sorted(upload_key_ids(rule) & old):
                     users.append(f"dispatch rule {rule_id} uploads with {masked(key_id)}: run push-egress for it")
+                if any(looks_masked(k) for k in upload_key_ids(rule)):
+                    # Which key a masked listing hides cannot be told: never delete on a guess.
+                    users.append(
+                        f"dispatch rule {rule_id}: LiveKit's listing masks its key id; check it in the dashboard and "
+                        "delete the old key by hand (aws iam delete-access-key) once it is not the one shown"
+                    )
         users += self._agent_users(old, key)
         return users
 

@@ -127,7 +127,7 @@ def test_missing_and_broken_files(tmp_path: Path, environments: dict[str, Enviro
 
 def test_an_environment_named_ci_is_rejected(tmp_path: Path) -> None:
     shutil.copy(CONFIG_DIR / "staging.toml", tmp_path / "staging.toml")
-    text = (CONFIG_DIR / "staging.toml").read_text().replace("callsaver-sessions-staging", "callsaver-sessions-ci")
+    text = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-ci")
     (tmp_path / "ci.toml").write_text(text)
     envs = load_environments(tmp_path)  # a valid environment file on its own...
     with pytest.raises(ConfigError) as e:
@@ -150,13 +150,17 @@ def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
     assert _stacks(tmp_path) == ["Callsaver-CI"]
 
 
-def test_cli_without_env_synthesizes_every_environment_and_the_ci_stack(tmp_path: Path) -> None:
+def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_stack(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    expected = [(env, f"Callsaver-{kind}-{env}") for env in envs for kind in ("Agent", "IAM", "Secrets", "Storage")]
-    # Each environment, and the CI stack, in its own Stage (a nested assembly): none is top-level, so a bare
-    # `cdk deploy --all` selects none of them.
+    expected = [
+        (env, f"Callsaver-{kind}-{env}")
+        for env in envs
+        for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
+    ]
+    # Each environment, the CI stack and the registry stack in its own Stage (a nested assembly): none is
+    # top-level, so a bare `cdk deploy --all` selects none of them.
     assert _stacks(tmp_path) == []
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     staged = []
@@ -169,4 +173,4 @@ def test_cli_without_env_synthesizes_every_environment_and_the_ci_stack(tmp_path
                 for v in nested["artifacts"].values()
                 if v["type"] == "aws:cloudformation:stack"
             ]
-    assert sorted(staged) == sorted([("ci", "Callsaver-CI"), *expected])
+    assert sorted(staged) == sorted([("ci", "Callsaver-CI"), ("registry", "Callsaver-Registry"), *expected])

@@ -73,31 +73,40 @@ def world(
     for ref, value in (("backend/LIVEKIT_API_KEY", LIVEKIT_KEY), ("backend/LIVEKIT_API_SECRET", LIVEKIT_SECRET)):
         aws("secretsmanager").create_secret(Name=names.secret(ref), SecretString=value)
     lk = LocalLiveKitServer(LIVEKIT_KEY, LIVEKIT_SECRET, s3_endpoint_url=moto_endpoint).start()
-    rule_id = config.livekit_egress.dispatch_rule_ids[0]
-    lk.add_dispatch_rule(_rule("inbound"), rule_id=rule_id)
+    lk.add_inbound_trunk(proto_sip.SIPInboundTrunkInfo(name="trunk", numbers=["+15550100002"]))
+    rule_id = "SDR_inbound"
+    lk.add_dispatch_rule(_rule("inbound", agent=config.livekit.worker_name), rule_id=rule_id)
     try:
         yield {"aws": aws, "lk": lk, "rule": rule_id, "endpoint": moto_endpoint, "config": config}
     finally:
         lk.stop()
 
 
-async def _delete_rule(url: str, rule_id: str) -> None:
+async def _clear_egress(url: str, rule_id: str, rule: proto_sip.SIPDispatchRuleInfo) -> None:
+    """What an operator does in the dashboard: the rule no longer records (UpdateSIPDispatchRule, replace)."""
     from livekit import api
 
+    rule.room_config.ClearField("egress")
+    rule.sip_dispatch_rule_id = rule_id
     lk = api.LiveKitAPI(url, LIVEKIT_KEY, LIVEKIT_SECRET)
     try:
-        await lk.sip.delete_dispatch_rule(api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule_id))
+        await lk.sip.update_dispatch_rule(rule_id, rule)
     finally:
         await lk.aclose()
 
 
-def _rule(name: str) -> proto_sip.SIPDispatchRuleInfo:
-    return proto_sip.SIPDispatchRuleInfo(
+def _rule(name: str, agent: str | None = None) -> proto_sip.SIPDispatchRuleInfo:
+    from livekit.protocol import agent_dispatch as proto_dispatch
+
+    rule = proto_sip.SIPDispatchRuleInfo(
         name=name,
         rule=proto_sip.SIPDispatchRule(
             dispatch_rule_individual=proto_sip.SIPDispatchRuleIndividual(room_prefix="call")
         ),
     )
+    if agent:  # the environment's rules are the ones dispatching its agent
+        rule.room_config.agents.append(proto_dispatch.RoomAgentDispatch(agent_name=agent))
+    return rule
 
 
 def _rotate(world: dict[str, Any], serial: int, *, dry_run: bool = False) -> tuple[int, str]:
@@ -128,10 +137,10 @@ def _iam_keys(world: dict[str, Any]) -> dict[str, str]:
 
 
 def _call_is_recorded(world: dict[str, Any]) -> bool:
-    _, egress_id = world["lk"].simulate_inbound_call(world["rule"])
-    assert egress_id is not None
-    info = world["lk"].wait_for_egress(egress_id, timeout=10)
-    return bool(info.status == 3)  # EGRESS_COMPLETE
+    from callsaver_infra.rehearsal.lifecycle import call_and_hang_up
+
+    info = call_and_hang_up(world["lk"], world["rule"], LIVEKIT_KEY, LIVEKIT_SECRET)
+    return bool(info is not None and info.status == 3)  # EGRESS_COMPLETE
 
 
 def test_rotation_keeps_the_old_key_until_livekit_holds_the_new_one(
@@ -182,6 +191,7 @@ def test_retiring_is_refused_while_another_dispatch_rule_uses_the_old_key(
     with world["lk"].lock:
         stray.CopyFrom(world["lk"].dispatch_rules[world["rule"]])
     stray.name = "added by hand"
+    stray.room_config.ClearField("agents")  # not one of the environment's rules: push-egress leaves it alone
     stray.inbound_numbers.append("+15550100999")  # LiveKit refuses two rules for the same numbers
     stray_id = world["lk"].add_dispatch_rule(stray, rule_id="SDR_byhand")
     _deploy_serial_2(world, templates)
@@ -192,7 +202,7 @@ def test_retiring_is_refused_while_another_dispatch_rule_uses_the_old_key(
     assert _iam_keys(world)[first] == "Active"  # not deleted
     assert _held_key(world) != first  # config's rule was moved to the new key
 
-    asyncio.run(_delete_rule(world["lk"].url, stray_id))  # the operator removes the stray rule
+    asyncio.run(_clear_egress(world["lk"].url, stray_id, stray))  # the operator stops the stray rule recording
 
     code, out = _rotate(world, 2)
     assert code == EXIT_DONE, out

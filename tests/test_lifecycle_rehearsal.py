@@ -19,7 +19,7 @@ from livekit.protocol import sip as proto_sip
 from callsaver_infra.config import load_environments
 from callsaver_infra.livekit_local import LocalLiveKitServer
 from callsaver_infra.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
-from callsaver_infra.rehearsal.lifecycle import LifecycleRehearsal
+from callsaver_infra.rehearsal.lifecycle import LIFECYCLE_RULE_ID, LifecycleRehearsal
 from tests.conftest import CONFIG_DIR, ROOT
 
 STEPS = ("bootstrap", "deploy", "set operator secrets", "record calls", "update", "destroy", "redeploy over retained")
@@ -63,7 +63,10 @@ def test_the_probe_fails_for_a_key_iam_deleted(moto_endpoint: str, tmp_path: Pat
         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
     )
     key = iam.create_access_key(UserName="probe-user")["AccessKey"]
-    lk = LocalLiveKitServer("APIprobe", "fake-probe-secret-0000000000000000", s3_endpoint_url=moto_endpoint).start()
+    from callsaver_infra.rehearsal.runner import LIVEKIT_API_KEY
+
+    secret = "fake-probe-secret-0000000000000000"
+    lk = LocalLiveKitServer(LIVEKIT_API_KEY, secret, s3_endpoint_url=moto_endpoint).start()
     try:
         rule = proto_sip.SIPDispatchRuleInfo(
             rule=proto_sip.SIPDispatchRule(
@@ -76,9 +79,10 @@ def test_the_probe_fails_for_a_key_iam_deleted(moto_endpoint: str, tmp_path: Pat
         output.s3.access_key, output.s3.secret = key["AccessKeyId"], key["SecretAccessKey"]
         output.s3.endpoint, output.s3.force_path_style = moto_endpoint, True
         rule.room_config.egress.room.audio_only = True
-        lk.add_dispatch_rule(rule, rule_id=config.livekit_egress.dispatch_rule_ids[0])
+        lk.add_inbound_trunk(proto_sip.SIPInboundTrunkInfo(name="trunk", numbers=["+15550100002"]))
+        lk.add_dispatch_rule(rule, rule_id=LIFECYCLE_RULE_ID)
         probe = LifecycleRehearsal(config, ROOT, out=lambda line: None)
-        probe.endpoint_url, probe.livekit = moto_endpoint, lk
+        probe.endpoint_url, probe.livekit, probe.livekit_secret = moto_endpoint, lk, secret
         probe._probe("with the key")
         assert (probe.uploads_ok, probe.uploads_failed) == (1, [])
         iam.delete_access_key(UserName="probe-user", AccessKeyId=key["AccessKeyId"])

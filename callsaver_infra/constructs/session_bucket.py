@@ -8,6 +8,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from callsaver_infra.nag import acknowledge
+from callsaver_infra.names import RECORDING_METRICS_FILTER_ID
 
 # LiveKit egress uploads in parts; a part left by a crashed egress is invisible and billed until aborted.
 ABORT_INCOMPLETE_UPLOAD_DAYS = 1
@@ -16,7 +17,9 @@ ABORT_INCOMPLETE_UPLOAD_DAYS = 1
 class SessionBucket(Construct):
     """A private, TLS-only bucket whose recordings expire, and which no `cdk destroy` can delete."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, bucket_name: str, expiration_days: int) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, bucket_name: str, expiration_days: int, recording_prefix: str
+    ) -> None:
         super().__init__(scope, construct_id)
         self.bucket = s3.Bucket(
             self,
@@ -36,6 +39,10 @@ class SessionBucket(Construct):
             # Recordings are evidence of calls: a stack deletion or replacement must never take them along.
             removal_policy=RemovalPolicy.RETAIN,
             auto_delete_objects=False,
+            # S3 request metrics (PUTs, 4xx errors) of the recordings, for the Monitoring stack's upload alarms.
+            # A filter can only include (prefix, tags, access point), never exclude: with no static prefix in the
+            # egress filepath template it covers the whole bucket, push-egress --verify's _healthcheck/ too.
+            metrics=[s3.BucketMetrics(id=RECORDING_METRICS_FILTER_ID, prefix=recording_prefix or None)],
         )
         # The CDK bootstrap lookup role carries ReadOnlyAccess (s3:GetObject included) and CI's diff role, which
         # pull requests use, may assume it: it must never read a call recording.

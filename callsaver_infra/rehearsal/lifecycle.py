@@ -26,7 +26,8 @@ from callsaver_infra.rehearsal.runner import Checks, Rehearsal, StepFailed, chec
 from callsaver_infra.secret_catalog import SECRETS
 
 UPDATED_EXPIRATION_DAYS = 45
-UPDATED_IMAGE_TAG = "rehearsal-2"
+UPDATED_IMAGE_TAG = "fedcba9876543210fedcba9876543210fedcba98"  # immutable, like every deployed tag
+LIFECYCLE_RULE_ID = "SDR_lifecycle"
 
 
 def variant(config: EnvironmentConfig, *, serial: int, expiration_days: int, image_tag: str) -> EnvironmentConfig:
@@ -228,23 +229,29 @@ class LifecycleRehearsal(Rehearsal):
             self.out(f"           {line.strip()}")
 
     def _add_rule(self) -> None:
+        from livekit.protocol import agent_dispatch as proto_dispatch
+        from livekit.protocol import room as proto_room
         from livekit.protocol import sip as proto_sip
 
-        rule_id = self.config.livekit_egress.dispatch_rule_ids[0]
+        # The project's inbound trunk and the environment's rule, found by the agent it dispatches.
+        self.livekit.add_inbound_trunk(proto_sip.SIPInboundTrunkInfo(name="lifecycle trunk", numbers=["+15550100002"]))
         self.livekit.add_dispatch_rule(
             proto_sip.SIPDispatchRuleInfo(
                 name="lifecycle inbound calls",
                 rule=proto_sip.SIPDispatchRule(
                     dispatch_rule_individual=proto_sip.SIPDispatchRuleIndividual(room_prefix="call")
                 ),
+                room_config=proto_room.RoomConfiguration(
+                    agents=[proto_dispatch.RoomAgentDispatch(agent_name=self.config.livekit.worker_name)]
+                ),
             ),
-            rule_id=rule_id,
+            rule_id=LIFECYCLE_RULE_ID,
         )
 
     def _held_key(self) -> str:
         from callsaver_infra.egress_rotation import upload_key_ids
 
-        rule_id = self.config.livekit_egress.dispatch_rule_ids[0]
+        rule_id = LIFECYCLE_RULE_ID
         with self.livekit.lock:
             keys = upload_key_ids(self.livekit.dispatch_rules[rule_id])
         return next(iter(keys)) if len(keys) == 1 else ""
@@ -263,11 +270,11 @@ class LifecycleRehearsal(Rehearsal):
         """One call through the dispatch rule, recorded by LiveKit with the key it holds, with IAM enforced."""
         from livekit.protocol import egress as proto_egress
 
-        rule_id = self.config.livekit_egress.dispatch_rule_ids[0]
+        from callsaver_infra.rehearsal.runner import LIVEKIT_API_KEY
+
         self._auth("0")
         try:
-            _, egress_id = self.livekit.simulate_inbound_call(rule_id)
-            info = self.livekit.wait_for_egress(egress_id, timeout=15) if egress_id else None
+            info = call_and_hang_up(self.livekit, LIFECYCLE_RULE_ID, LIVEKIT_API_KEY, self.livekit_secret)
         finally:
             self._auth("inf")
         if info is not None and info.status == proto_egress.EGRESS_COMPLETE:
@@ -306,6 +313,33 @@ class LifecycleRehearsal(Rehearsal):
             any(s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}} for s in policy["Statement"]),
             True,
         )
+
+
+def call_and_hang_up(livekit: Any, rule_id: str, api_key: str, api_secret: str) -> Any:
+    """A call through rule_id: LiveKit creates the room and starts the rule's automatic egress; once it records, the
+    caller hangs up (DeleteRoom through the Twirp API), which ends the recording and uploads it. Returns the final
+    EgressInfo, or None when the call started no recording."""
+    import asyncio
+
+    from livekit import api
+    from livekit.protocol import egress as proto_egress
+
+    room, egress_id = livekit.simulate_inbound_call(rule_id)
+    if egress_id is None:
+        return None
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with livekit.lock:
+            if livekit.egresses[egress_id].status != proto_egress.EgressStatus.EGRESS_STARTING:
+                break
+        time.sleep(0.02)
+
+    async def delete_room() -> None:
+        async with api.LiveKitAPI(livekit.url, api_key, api_secret) as lkapi:
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    asyncio.run(delete_room())
+    return livekit.wait_for_egress(egress_id, timeout=15)
 
 
 def synthesize(config: EnvironmentConfig, outdir: Path) -> None:

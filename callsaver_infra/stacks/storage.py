@@ -22,6 +22,7 @@ class StorageStack(Stack):
             "SessionBucket",
             bucket_name=config.storage.bucket_name,
             expiration_days=config.storage.expiration_days,
+            recording_prefix=config.livekit_egress.recording_prefix,
         )
         bucket = self.session_bucket.bucket
         CfnOutput(self, StorageOutputs.BUCKET_NAME, value=bucket.bucket_name, description="Recording bucket")
