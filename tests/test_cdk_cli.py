@@ -122,11 +122,12 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
             "Callsaver-IAM-production",
             "Callsaver-Secrets-production",
             "Callsaver-Agent-production",
+            "Callsaver-Monitoring-production",
         )
     ]
     top_level = [line for line in stacks if "/" not in line.split(" ")[0]]
     assert top_level == []
-    assert len(stacks) == 4 * len(ENV_NAMES) + 1  # and the CI stack, in its own `ci/` Stage
+    assert len(stacks) == 5 * len(ENV_NAMES) + 2  # and the CI and registry stacks, each in its own Stage
     deploy = _cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
     assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
     # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all.
@@ -137,4 +138,5 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
         "Callsaver-IAM-staging",
         "Callsaver-Secrets-staging",
         "Callsaver-Agent-staging",
+        "Callsaver-Monitoring-staging",
     ]
