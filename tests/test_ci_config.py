@@ -155,6 +155,22 @@ def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_s
     assert result.returncode == 0, result.stderr
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
     expected = [
-        f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
+        (env, f"Callsaver-{kind}-{env}")
+        for env in envs
+        for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
     ]
-    assert _stacks(tmp_path) == sorted(["Callsaver-CI", "Callsaver-Registry", *expected])
+    # Each environment, the CI stack and the registry stack in its own Stage (a nested assembly): none is
+    # top-level, so a bare `cdk deploy --all` selects none of them.
+    assert _stacks(tmp_path) == []
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    staged = []
+    for artifact in manifest["artifacts"].values():
+        if artifact["type"] == "cdk:cloud-assembly":
+            nested = json.loads((tmp_path / artifact["properties"]["directoryName"] / "manifest.json").read_text())
+            stage = artifact["properties"]["displayName"]
+            staged += [
+                (stage, v["properties"]["stackName"])
+                for v in nested["artifacts"].values()
+                if v["type"] == "aws:cloudformation:stack"
+            ]
+    assert sorted(staged) == sorted([("ci", "Callsaver-CI"), ("registry", "Callsaver-Registry"), *expected])

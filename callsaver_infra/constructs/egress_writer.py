@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import SecretValue
+from aws_cdk import CfnDeletionPolicy, SecretValue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -54,8 +54,14 @@ class EgressWriter(Construct):
             "bucket's objects; it is one bucket and only PutObject/AbortMultipartUpload (no read, list, delete).",
             finding=f"Resource::{objects_arn}",
         )
-        # Changing the serial replaces the key: CloudFormation creates the new key before deleting the old one.
+        # Changing the serial replaces the key. The replaced key is retained, not deleted: LiveKit still signs with
+        # it until the new one is pushed and verified; `callsaver-infra rotate-egress-key` deletes it afterwards,
+        # once no dispatch rule and no agent task uses it. (A stack deletion still deletes the current key.)
         self.access_key = iam.AccessKey(self, "AccessKey", user=self.user, serial=access_key_serial)
+        cfn_key = self.access_key.node.default_child
+        assert isinstance(cfn_key, iam.CfnAccessKey)
+        cfn_key.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
+        cfn_key.cfn_options.deletion_policy = CfnDeletionPolicy.DELETE  # said explicitly: destroy deletes the key
         self.credentials_secret = secretsmanager.Secret(
             self,
             "CredentialsSecret",

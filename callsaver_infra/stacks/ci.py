@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aws_cdk import App, CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from callsaver_infra.ci_config import CiConfig
@@ -75,11 +75,12 @@ class CiStack(Stack):
             )
 
 
-def add_ci_stack(app: App, ci: CiConfig, environments: Mapping[str, EnvironmentConfig]) -> CiStack:
+def add_ci_stack(app: Construct, ci: CiConfig, environments: Mapping[str, EnvironmentConfig]) -> CiStack:
     """Add the CI stack to app, with explicit account/region (synth looks nothing up) and termination protection:
     deleting it would cut every workflow off from AWS."""
     stack = CiStack(
         app,
+        stack_name=CI_STACK,  # the same name at the top level and inside app.py's `ci` Stage
         ci=ci,
         environments=environments,
         env=Environment(account=ci.account, region=ci.region),
