@@ -46,13 +46,16 @@ def check_egress_key(
     user_name: str,
     bucket: str,
     region: str,
-    iam: Any,
+    iam: Any | None,
     s3_endpoint_url: str | None = None,
+    upload: bool = True,
 ) -> EgressKeyCheck:
     """Check the key from the egress secret against the deployed `EgressAccessKeyId` output, IAM, and one tiny
     PutObject under `_healthcheck/` signed with it; raise EgressKeyCheckFailed naming the failed check.
 
-    `iam` is a boto3 IAM client with the operator's (or deploy role's) credentials; the upload uses only the key.
+    `iam` is a boto3 IAM client with the operator's (or deploy role's) credentials, or None to skip the IAM check
+    (push-egress: the upload proves the key works); the upload uses only the key, and upload=False (a dry run)
+    skips it.
     """
     if access_key_id != deployed_access_key_id:
         raise EgressKeyCheckFailed(
@@ -61,6 +64,8 @@ def check_egress_key(
             f"{_masked(deployed_access_key_id)} (the secret or the outputs file is stale: redeploy the IAM stack, "
             "or pass the outputs of the last deploy)",
         )
+    if iam is None:
+        return _upload(access_key_id, secret_access_key, bucket, region, s3_endpoint_url, upload)
     try:
         keys = iam.list_access_keys(UserName=user_name)["AccessKeyMetadata"]
     except ClientError as e:
@@ -76,7 +81,16 @@ def check_egress_key(
         )
     if status != "Active":
         raise EgressKeyCheckFailed(CHECK_IAM, f"key {_masked(access_key_id)} of {user_name} is {status}")
+    return _upload(access_key_id, secret_access_key, bucket, region, s3_endpoint_url, upload)
+
+
+def _upload(
+    access_key_id: str, secret_access_key: str, bucket: str, region: str, s3_endpoint_url: str | None, upload: bool
+) -> EgressKeyCheck:
+    """One tiny PutObject under _healthcheck/ signed with the key alone (no other credentials)."""
     object_key = f"{HEALTHCHECK_PREFIX}key-check-{access_key_id[-4:]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    if not upload:
+        return EgressKeyCheck(access_key_id=access_key_id, object_key="")
     import boto3
 
     s3 = boto3.client(

@@ -734,8 +734,11 @@ def test_verify_records_a_web_page_into_healthcheck(
         capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify"
     )
     assert result.code == EXIT_OK, result.err
-    keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="_healthcheck/verify-").get("Contents", [])]
     assert len(keys) == 1 and re.fullmatch(r"_healthcheck/verify-\d{8}T\d{6}Z-[0-9a-f]{6}\.ogg", keys[0]), keys
+    # Before pushing, the key itself wrote one tiny object (push-egress's key check).
+    checks = aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="_healthcheck/key-check-").get("KeyCount", 0)
+    assert checks == 1 and "egress key checked: it is the deployed key and uploaded" in result.out
     assert f"verify: ok: s3://{BUCKET}/{keys[0]} written by egress EG_" in result.out
     (egress,) = lk.egresses.values()
     assert egress.web.url == VERIFY_PAGE_URL and egress.web.audio_only
@@ -1128,6 +1131,23 @@ def test_an_egress_secret_other_than_the_deployed_key_is_not_pushed(
     outputs.write_text(json.dumps(data))
     result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
     assert result.code == EXIT_ERROR
-    assert "the egress secret holds access key ****PLE1, but the deployed EgressAccessKeyId" in result.err
-    assert "is ****PLE9" in result.err and "Nothing was pushed" in result.err
+    assert "egress key check 'matches the deployed key' failed: the egress secret holds key ****PLE1" in result.err
+    assert "the deployed output EgressAccessKeyId is ****PLE9" in result.err
+    assert "nothing may be pushed to LiveKit" in result.err
+    assert lk.methods_called() == []
+
+
+def test_a_key_that_cannot_upload_is_not_pushed(
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """The key is the deployed one, but a PutObject signed with it fails (here: the bucket is gone): nothing is
+    pushed and the message names the failed check. AWS is moto on 127.0.0.1; LiveKit the local stand-in."""
+    outputs = deploy(aws, tmp_path, bucket=False)
+    lk.add_dispatch_rule(seeded_rule())
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert "egress key check 'uploads' failed: PutObject to s3://callsaver-sessions-local/_healthcheck/key-check-" in (
+        result.err
+    )
+    assert "NoSuchBucket" in result.err
     assert lk.methods_called() == []

@@ -417,13 +417,17 @@ def test_json_shape(aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.Cap
 
 
 def test_nothing_deployed_says_deploy(capsys: pytest.CaptureFixture[str], caplog: Any, aws: OperatorAws) -> None:
-    """An empty account: each stack line fails with `make deploy ENV=local`; LiveKit is not contacted without its
+    """An empty account: each stack line fails with `make deploy ENV=local` (after adopt-retained if it was
+    destroyed); LiveKit is not contacted without its
     key (the LiveKit URL is a closed port on 127.0.0.1; AWS is moto on 127.0.0.1)."""
     run = run_status(capsys, caplog, "--livekit-url", closed_port_url())
 
     assert run.code == EXIT_NOT_READY
     for stack in STACKS:
-        assert run.line(stack).endswith("not deployed -> run: make deploy ENV=local")
+        assert run.line(stack).endswith(
+            "not deployed -> run: callsaver-infra adopt-retained --env local (only after a destroy), then "
+            "make deploy ENV=local"
+        )
     assert "secrets set --env local backend/LIVEKIT_API_KEY" in run.line("API key")
     assert run.line("agent/OPENAI_API_KEY").endswith("does not exist -> run: make deploy ENV=local")
     egress_secret = run.line("egress/s3-access-key")
