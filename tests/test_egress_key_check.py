@@ -93,14 +93,14 @@ def test_the_deployed_key_passes_and_writes_one_health_check_object(aws: dict[st
 
 def test_a_key_that_differs_from_the_deployed_output_is_refused_before_any_upload(aws: dict[str, Any]) -> None:
     with pytest.raises(EgressKeyCheckFailed) as failed:
-        _check(aws, deployed_access_key_id="AKIAFAKEOTHERKEY0000")
+        _check(aws, deployed_access_key_id="AKIDFAKEOTHERKEY0000")
     assert failed.value.check == CHECK_DEPLOYED
     assert "EgressAccessKeyId is ****0000" in str(failed.value)
     assert _objects(aws) == []
 
 
 def test_a_key_iam_does_not_have_is_refused(aws: dict[str, Any]) -> None:
-    gone = "AKIAFAKEDELETEDKEY99"
+    gone = "AKIDFAKEDELETEDKEY99"
     with pytest.raises(EgressKeyCheckFailed) as failed:
         _check(aws, access_key_id=gone, deployed_access_key_id=gone)
     assert failed.value.check == CHECK_IAM

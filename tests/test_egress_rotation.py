@@ -255,12 +255,12 @@ def test_retiring_is_refused_while_agent_tasks_started_with_the_old_injected_sec
     aws("ecs").create_service(
         cluster=names.agent_cluster, serviceName=names.agent_service, taskDefinition=task, desiredCount=1
     )
-    key = DeployedKey(2, "AKIAFAKENEWKEY000001", arn, "AKIAFAKENEWKEY000001", "fake")
+    key = DeployedKey(2, "AKIDFAKENEWKEY000001", arn, "AKIDFAKENEWKEY000001", "fake")
     rotation = Rotation(config, RotationOptions(), aws, lambda line: None)
-    assert rotation._agent_users({"AKIAFAKEOLDKEY000001"}, key) == []  # started after the secret was written
+    assert rotation._agent_users({"AKIDFAKEOLDKEY000001"}, key) == []  # started after the secret was written
     time.sleep(1.1)
-    aws("secretsmanager").put_secret_value(SecretId=arn, SecretString='{"accessKeyId": "AKIAFAKENEWKEY000001"}')
-    users = rotation._agent_users({"AKIAFAKEOLDKEY000001"}, key)
+    aws("secretsmanager").put_secret_value(SecretId=arn, SecretString='{"accessKeyId": "AKIDFAKENEWKEY000001"}')
+    users = rotation._agent_users({"AKIDFAKEOLDKEY000001"}, key)
     assert len(users) == 1 and "injects the egress secret and started before it was rewritten" in users[0]
     aws("ecs").update_service(cluster=names.agent_cluster, service=names.agent_service, forceNewDeployment=True)
-    assert rotation._agent_users({"AKIAFAKEOLDKEY000001"}, key) == []
+    assert rotation._agent_users({"AKIDFAKEOLDKEY000001"}, key) == []
