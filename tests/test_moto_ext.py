@@ -250,7 +250,7 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
     templates = [
         {
             "Resources": {
-                "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "x", "VersioningConfiguration": {}}},
+                "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "x", "WebsiteConfiguration": {}}},
                 "Q": {"Type": "AWS::SQS::Queue", "Properties": {}},
                 "K": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": "u", "Serial": 2}},
             }
@@ -258,6 +258,127 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
     ]
     assert not_emulated(templates) == [
         "AWS::IAM::AccessKey.Serial",
-        "AWS::S3::Bucket.VersioningConfiguration",
+        "AWS::S3::Bucket.WebsiteConfiguration",
         "AWS::SQS::Queue (whole resource)",
     ]
+
+
+def test_bucket_versioning_bucket_key_and_noncurrent_expiry(aws: dict[str, Any]) -> None:
+    bucket = "ext-test-versioned"
+    _deploy(
+        aws,
+        "ExtVersioned",
+        {
+            "K": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {"Version": "2012-10-17", "Statement": []}}},
+            "B": {
+                "Type": "AWS::S3::Bucket",
+                "Properties": {
+                    "BucketName": bucket,
+                    "VersioningConfiguration": {"Status": "Enabled"},
+                    "BucketEncryption": {
+                        "ServerSideEncryptionConfiguration": [
+                            {
+                                "ServerSideEncryptionByDefault": {
+                                    "SSEAlgorithm": "aws:kms",
+                                    "KMSMasterKeyID": {"Fn::GetAtt": ["K", "Arn"]},
+                                },
+                                "BucketKeyEnabled": True,
+                            }
+                        ]
+                    },
+                    "LifecycleConfiguration": {
+                        "Rules": [
+                            {
+                                "Id": "Expire",
+                                "Status": "Enabled",
+                                "ExpirationInDays": 30,
+                                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                            },
+                            {"Id": "Markers", "Status": "Enabled", "ExpiredObjectDeleteMarker": True},
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    s3 = boto3.client("s3", **aws)
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert rule["BucketKeyEnabled"] is True
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["Expire"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    assert rules["Markers"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    # Objects take the bucket's defaults: SSE-KMS with the bucket key, and a version id on every write.
+    first = s3.put_object(Bucket=bucket, Key="a.ogg", Body=b"1")
+    second = s3.put_object(Bucket=bucket, Key="a.ogg", Body=b"2")
+    assert (second["ServerSideEncryption"], second["BucketKeyEnabled"]) == ("aws:kms", True)
+    assert first["VersionId"] != second["VersionId"]
+
+
+def test_kms_key_with_cloudformation_tags_policy_and_rotation(aws: dict[str, Any]) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ],
+    }
+    outputs = _deploy(
+        aws,
+        "ExtKey",
+        {
+            "K": {
+                "Type": "AWS::KMS::Key",
+                "Properties": {
+                    "KeyPolicy": policy,
+                    "Description": "ext test key",
+                    "EnableKeyRotation": True,
+                    "Tags": [{"Key": "environment", "Value": "local"}],
+                },
+            },
+            "A": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {"AliasName": "alias/ext/test", "TargetKeyId": {"Fn::GetAtt": ["K", "Arn"]}},
+            },
+        },
+        {"Arn": {"Value": {"Fn::GetAtt": ["K", "Arn"]}}},
+    )
+    kms = boto3.client("kms", **aws)
+    key = kms.describe_key(KeyId="alias/ext/test")["KeyMetadata"]
+    assert (key["Arn"], key["Description"]) == (outputs["Arn"], "ext test key")
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    assert json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"]) == policy
+    assert kms.list_resource_tags(KeyId=key["KeyId"])["Tags"] == [{"TagKey": "environment", "TagValue": "local"}]
+
+
+def test_secret_resource_policy(aws: dict[str, Any]) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::123456789012:role/reader"]}},
+            }
+        ],
+    }
+    _deploy(
+        aws,
+        "ExtSecretPolicy",
+        {
+            "S": {"Type": "AWS::SecretsManager::Secret", "Properties": {"Name": "ext/policy", "SecretString": "x"}},
+            "P": {
+                "Type": "AWS::SecretsManager::ResourcePolicy",
+                "Properties": {"SecretId": {"Ref": "S"}, "ResourcePolicy": policy},
+            },
+        },
+    )
+    stored = boto3.client("secretsmanager", **aws).get_resource_policy(SecretId="ext/policy")
+    assert json.loads(stored["ResourcePolicy"]) == policy

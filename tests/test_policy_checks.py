@@ -19,6 +19,14 @@ from tests.conftest import ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthe
 EXPECTED_ACKNOWLEDGEMENTS = {
     ("AwsSolutions-S1", "Callsaver-Storage-{env}/SessionBucket/Bucket/Resource"),
     (
+        "AwsSolutions-IAM5[Resource::<SessionBucket82929202.Arn>/*]",
+        "Callsaver-Storage-{env}/SessionBucket/ReaderPolicy/Resource",
+    ),
+    (
+        "AwsSolutions-IAM5[Resource::arn:aws:kms:us-west-1:<account>:key/*]",
+        "Callsaver-IAM-{env}/EgressWriter/Policy/Resource",
+    ),
+    (
         "AwsSolutions-IAM5[Resource::arn:aws:s3:::callsaver-sessions-{env}/*]",
         "Callsaver-IAM-{env}/EgressWriter/Policy/Resource",
     ),
@@ -33,7 +41,7 @@ EXPECTED_ACKNOWLEDGEMENTS = {
     ),
     (
         "AwsSolutions-IAM5[Resource::*]",
-        "Callsaver-Agent-{env}/AgentService/TaskDefinition/ExecutionRole/DefaultPolicy/Resource",
+        "Callsaver-Agent-{env}/AgentService/ExecutionRole/DefaultPolicy/Resource",
     ),
 }
 

@@ -40,6 +40,7 @@ class AgentService(Construct):
         cluster_name: str,
         service_name: str,
         log_group_name: str,
+        execution_role_name: str,
         environment: Mapping[str, str],
         secrets: Mapping[str, secretsmanager.ISecret],
         vpc: ec2.IVpc,
@@ -61,9 +62,18 @@ class AgentService(Construct):
         cfn_log_group = self.log_group.node.default_child
         assert isinstance(cfn_log_group, logs.CfnLogGroup)
         cfn_log_group.retention_in_days = agent.log_retention_days
+        # A fixed name: the secrets' resource policies allow this role by ARN, from another stack.
+        execution_role = iam.Role(
+            self,
+            "ExecutionRole",
+            role_name=execution_role_name,
+            description=f"ECS pulls the agent image and injects its secrets with this role ({cluster_name})",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+        )
         self.task_definition = ecs.FargateTaskDefinition(
             self,
             "TaskDefinition",
+            execution_role=execution_role,
             cpu=agent.cpu,
             memory_limit_mib=agent.memory_mib,
             runtime_platform=ecs.RuntimePlatform(
@@ -111,7 +121,6 @@ class AgentService(Construct):
             f"(task/{cluster_name}/*); the two actions only read or set the scale-in protection flag.",
             finding=f"Resource::{task_arns}",
         )
-        execution_role = self.task_definition.obtain_execution_role()
         acknowledge(
             execution_role,
             "IAM5",

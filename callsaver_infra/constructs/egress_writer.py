@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from aws_cdk import SecretValue
+from collections.abc import Sequence
+
+from aws_cdk import SecretValue, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
+from callsaver_infra.constructs.secret_namespace import restrict_reads
 from callsaver_infra.nag import acknowledge
 
 # What LiveKit egress's S3 uploader calls: PutObject (single and multipart parts, create and complete) and
 # AbortMultipartUpload. It sets no ACL and never lists, so s3:PutObjectAcl and s3:ListBucket are not granted:
 # ListBucket would let a leaked key enumerate recordings, whose keys carry room names.
 EGRESS_S3_ACTIONS = ("s3:PutObject", "s3:AbortMultipartUpload")
+# The bucket encrypts with its own KMS key by default. Egress sets no encryption header: its S3 upload builds a
+# PutObjectInput of Body, Bucket, ContentType, Key, Metadata, Tagging and ContentDisposition only and hands it to the
+# SDK's multipart manager (github.com/livekit/storage s3.go, `upload`; egress pkg/config/storage.go copies no SSE
+# field into storage.S3Config, which has none), so S3 applies the bucket default. A multipart upload needs
+# GenerateDataKey (CreateMultipartUpload, UploadPart) and Decrypt (CompleteMultipartUpload) on that key.
+EGRESS_KMS_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
 
 
 class EgressWriter(Construct):
@@ -26,13 +35,19 @@ class EgressWriter(Construct):
         user_name: str,
         policy_name: str,
         bucket_arn: str,
+        bucket_region: str,
+        key_alias: str,
         access_key_serial: int,
         credentials_secret_name: str,
+        credentials_readers: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
         # LiveKit Cloud runs outside our account and takes a static key pair; it cannot assume a role.
         self.user = iam.User(self, "User", user_name=user_name)
         objects_arn = f"{bucket_arn}/*"
+        partition = bucket_arn.split(":")[1]
+        account = Stack.of(self).account
+        keys_arn = f"arn:{partition}:kms:{bucket_region}:{account}:key/*"
         self.policy = iam.Policy(
             self,
             "Policy",
@@ -43,7 +58,19 @@ class EgressWriter(Construct):
                     sid="WriteRecordings",
                     actions=list(EGRESS_S3_ACTIONS),
                     resources=[objects_arn],
-                )
+                ),
+                # The key lives in the Storage stack and its id is random: it is named by its alias, which no
+                # other key carries, instead of a cross-stack export that would lock the two stacks together.
+                # Only through S3 (kms:ViaService): a leaked key pair cannot call KMS directly.
+                iam.PolicyStatement(
+                    sid="EncryptRecordings",
+                    actions=list(EGRESS_KMS_ACTIONS),
+                    resources=[keys_arn],
+                    conditions={
+                        "ForAnyValue:StringEquals": {"kms:ResourceAliases": key_alias},
+                        "StringEquals": {"kms:ViaService": f"s3.{bucket_region}.amazonaws.com"},
+                    },
+                ),
             ],
         )
         acknowledge(
@@ -52,6 +79,14 @@ class EgressWriter(Construct):
             "Egress names each object at upload time ({room_name}/{time}...), so the grant must cover the "
             "bucket's objects; it is one bucket and only PutObject/AbortMultipartUpload (no read, list, delete).",
             finding=f"Resource::{objects_arn}",
+        )
+        acknowledge(
+            self.policy,
+            "IAM5",
+            f"KMS key ids are random, so the grant names the key by its alias ({key_alias}, condition "
+            "kms:ResourceAliases) over the account's keys of the region, and only through S3 (kms:ViaService): "
+            "exactly the session bucket's key, and only GenerateDataKey/Decrypt that multipart uploads need.",
+            finding=f"Resource::{keys_arn}",
         )
         # Changing the serial replaces the key: CloudFormation creates the new key before deleting the old one.
         self.access_key = iam.AccessKey(self, "AccessKey", user=self.user, serial=access_key_serial)
@@ -66,6 +101,7 @@ class EgressWriter(Construct):
                 "secretAccessKey": self.access_key.secret_access_key,
             },
         )
+        restrict_reads(self.credentials_secret, credentials_readers)
         acknowledge(
             self.credentials_secret,
             "SMG4",

@@ -19,6 +19,8 @@ from moto.core.common_models import CloudFormationModel
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
+from moto.kms.models import Key as MotoKmsKey
+from moto.kms.models import kms_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.utilities.utils import get_partition
@@ -39,10 +41,14 @@ EMULATED: dict[str, frozenset[str]] = {
             "LifecycleConfiguration",
             "PublicAccessBlockConfiguration",
             "OwnershipControls",
+            "VersioningConfiguration",
         }
     ),
     "AWS::S3::BucketPolicy": frozenset({"Bucket", "PolicyDocument"}),
+    "AWS::KMS::Key": frozenset({"KeyPolicy", "Description", "EnableKeyRotation", "Enabled", "Tags"}),
+    "AWS::KMS::Alias": frozenset({"AliasName", "TargetKeyId"}),
     "AWS::SecretsManager::Secret": frozenset({"Name", "Description", "SecretString", "Tags"}),
+    "AWS::SecretsManager::ResourcePolicy": frozenset({"SecretId", "ResourcePolicy"}),
     "AWS::IAM::User": frozenset({"UserName", "Tags"}),
     "AWS::IAM::Policy": frozenset({"PolicyName", "PolicyDocument", "Users", "Roles"}),
     "AWS::IAM::AccessKey": frozenset({"UserName"}),
@@ -124,7 +130,8 @@ class _Typed:
 
 
 class RehearsalBucket(_Typed, CloudFormationModel):
-    """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block and ownership controls."""
+    """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block, ownership controls, versioning and
+    the bucket key flag of default encryption."""
 
     CFN_TYPE = "AWS::S3::Bucket"
     NAME_TYPE = "BucketName"
@@ -166,12 +173,25 @@ class RehearsalBucket(_Typed, CloudFormationModel):
                     api_rule["Expiration"] = {"Days": rule["ExpirationInDays"]}
                 if "AbortIncompleteMultipartUpload" in rule:
                     api_rule["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+                if "NoncurrentVersionExpiration" in rule:
+                    api_rule["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
+                if "ExpiredObjectDeleteMarker" in rule:
+                    # S3 rejects a rule with both Days and ExpiredObjectDeleteMarker; moto's set_lifecycle too.
+                    api_rule.setdefault("Expiration", {})["ExpiredObjectDeleteMarker"] = rule[
+                        "ExpiredObjectDeleteMarker"
+                    ]
                 rules.append(api_rule)
             backend.put_bucket_lifecycle_configuration(name, rules)
         if "PublicAccessBlockConfiguration" in props:
             backend.put_public_access_block(name, props["PublicAccessBlockConfiguration"])
         if "OwnershipControls" in props:
             backend.put_bucket_ownership_controls(name, props["OwnershipControls"]["Rules"][0]["ObjectOwnership"])
+        if "VersioningConfiguration" in props:
+            backend.put_bucket_versioning(name, props["VersioningConfiguration"]["Status"])
+        rules = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+        if rules and "BucketKeyEnabled" in rules[0]:
+            # moto's CloudFormation bucket drops the flag; its PutObject reads it from the stored rule.
+            backend.get_bucket(name).encryption["Rule"]["BucketKeyEnabled"] = rules[0]["BucketKeyEnabled"]
 
 
 class RehearsalBucketPolicy(_Typed, CloudFormationModel):
@@ -236,6 +256,56 @@ class RehearsalSecret(_Typed, CloudFormationModel):
             force_overwrite=False,
         )
         return cls(json.loads(created)["ARN"], name)
+
+
+class RehearsalSecretResourcePolicy(_Typed, CloudFormationModel):
+    """AWS::SecretsManager::ResourcePolicy, stored with moto's PutResourcePolicy (GetResourcePolicy returns it)."""
+
+    CFN_TYPE = "AWS::SecretsManager::ResourcePolicy"
+
+    def __init__(self, secret_id: str) -> None:
+        self.secret_id = secret_id
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.secret_id
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalSecretResourcePolicy:
+        props = cloudformation_json["Properties"]
+        secret = props["SecretId"]
+        secret_id = secret.arn if isinstance(secret, RehearsalSecret) else str(secret)
+        policy = props["ResourcePolicy"]
+        secretsmanager_backends[account_id][region_name].put_resource_policy(
+            secret_id, policy if isinstance(policy, str) else json.dumps(policy)
+        )
+        return cls(secret_id)
+
+
+class RehearsalKmsKey(_Typed, CloudFormationModel):
+    """AWS::KMS::Key: stock moto hands CloudFormation's Key/Value tags to KMS, which wants TagKey/TagValue, and
+    keeps the policy as a dict where GetKeyPolicy returns a string."""
+
+    CFN_TYPE = "AWS::KMS::Key"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoKmsKey:
+        p = cloudformation_json["Properties"]
+        policy = p.get("KeyPolicy")
+        key = kms_backends[account_id][region_name].create_key(
+            policy=policy if policy is None or isinstance(policy, str) else json.dumps(policy),
+            key_usage="ENCRYPT_DECRYPT",
+            key_spec="SYMMETRIC_DEFAULT",
+            description=p.get("Description", ""),
+            tags=[{"TagKey": t["Key"], "TagValue": t["Value"]} for t in p.get("Tags", [])],
+        )
+        key.key_rotation_status = p.get("EnableKeyRotation", False)
+        key.enabled = p.get("Enabled", True)
+        return key
 
 
 class RehearsalTaskDefinition(_Typed, CloudFormationModel):

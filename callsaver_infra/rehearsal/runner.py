@@ -168,7 +168,15 @@ class Rehearsal:
             self._output(EnvNames(self.config.name).storage_stack, StorageOutputs.BUCKET_NAME),
             bucket,
         )
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rules = [
+            r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] if r["ID"] == "ExpireRecordings"
+        ]
+        c.expect(
+            "noncurrent versions expire after a day",
+            [r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") for r in rules],
+            [1],
+        )
+        c.expect("versioning", s3.get_bucket_versioning(Bucket=bucket).get("Status"), "Enabled")
         c.expect(
             "lifecycle expiration days",
             [r.get("Expiration", {}).get("Days") for r in rules],
@@ -186,14 +194,26 @@ class Rehearsal:
             sorted(["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"]),
         )
         sse = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
-        c.expect("encryption", sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
+        c.expect("encryption", sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "aws:kms")
+        c.expect("bucket key", sse.get("BucketKeyEnabled"), True)
+        key_arn = self._output(EnvNames(self.config.name).storage_stack, StorageOutputs.KEY_ARN)
+        c.expect(
+            "encrypted with the stack's key", sse["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID"), key_arn
+        )
+        kms = self._client("kms")
+        c.expect("key rotation", kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"], True)
+        c.expect(
+            "key alias",
+            kms.describe_key(KeyId=EnvNames(self.config.name).session_key_alias)["KeyMetadata"]["Arn"],
+            key_arn,
+        )
         ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"][0]["ObjectOwnership"]
         c.expect("object ownership", ownership, "BucketOwnerEnforced")
         policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
         tls = [s for s in policy["Statement"] if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
         c.expect("TLS-only policy denies", [s["Effect"] for s in tls], ["Deny"])
-        lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyRecordingReadsByCdkLookupRoles"]
-        c.expect("CDK lookup roles may not read recordings", [s["Effect"] for s in lookup], ["Deny"])
+        lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyCdkLookupRoles"]
+        c.expect("CDK lookup roles may not list or read recordings", [s["Effect"] for s in lookup], ["Deny"])
         c.raise_if_failed()
         return f"{c.passed} checks: s3://{bucket}"
 
@@ -207,12 +227,24 @@ class Rehearsal:
         c.expect(
             "egress policy actions",
             sorted(a for s in statements for a in _list(s["Action"])),
-            ["s3:AbortMultipartUpload", "s3:PutObject"],
+            ["kms:Decrypt", "kms:GenerateDataKey", "s3:AbortMultipartUpload", "s3:PutObject"],
         )
         c.expect(
             "egress policy resources",
             [r for s in statements for r in _list(s["Resource"])],
-            [f"arn:aws:s3:::{self.config.storage.bucket_name}/*"],
+            [
+                f"arn:aws:s3:::{self.config.storage.bucket_name}/*",
+                f"arn:aws:kms:{self.config.region}:{self.config.account}:key/*",
+            ],
+        )
+        c.expect(
+            "egress key grant names the sessions key by alias",
+            [
+                s.get("Condition", {}).get("ForAnyValue:StringEquals")
+                for s in statements
+                if s["Sid"] == "EncryptRecordings"
+            ],
+            [{"kms:ResourceAliases": names.session_key_alias}],
         )
         keys = iam.list_access_keys(UserName=names.egress_user)["AccessKeyMetadata"]
         key_id = self._output(names.iam_stack, IamOutputs.ACCESS_KEY_ID)
