@@ -2,7 +2,7 @@
 """CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all and the CI stack.
 
 Context: `env` (one environment, or `ci` for the CI stack alone), `agentImageTag` (the agent image tag to deploy,
-overriding config).
+overriding config), `ciConfig` (another CI file than config/ci/github.toml, e.g. a test fixture).
 
 The only place that reads the outside world (context, files); everything below receives typed config.
 """
@@ -20,6 +20,7 @@ from callsaver_infra.ci_config import (
     CI_ENV_NAME,
     check_reserved_environment_names,
     load_ci_config,
+    placeholder_problem,
 )
 from callsaver_infra.config import ConfigError, load_environments, select_environments, with_image_tag
 from callsaver_infra.nag import enable_policy_checks
@@ -35,7 +36,15 @@ def main() -> None:
         check_reserved_environment_names(CONFIG_DIR, all_envs)
         wanted = app.node.try_get_context("env")
         # The CI stack (GitHub OIDC roles) comes with every environment, or alone with -c env=ci.
-        ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, all_envs) if wanted in (None, CI_ENV_NAME) else None
+        ci_path = Path(app.node.try_get_context("ciConfig") or CONFIG_DIR / CI_CONFIG_FILE)
+        ci = load_ci_config(ci_path, all_envs) if wanted in (None, CI_ENV_NAME) else None
+        problem = placeholder_problem(ci_path, ci) if ci is not None else None
+        if problem and wanted == CI_ENV_NAME:
+            raise ConfigError(problem)
+        if problem:
+            # Fail closed without blocking the environments: the CI stack is left out, so it cannot be deployed.
+            print(f"warning: the CI stack ({CI_ENV_NAME}) is not synthesized: {problem}", file=sys.stderr)
+            ci = None
         envs = [] if wanted == CI_ENV_NAME else select_environments(all_envs, wanted)
         # CI deploys the image it built for the commit: -c agentImageTag=<sha> overrides config's image_tag.
         image_tag = app.node.try_get_context("agentImageTag")

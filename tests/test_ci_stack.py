@@ -11,13 +11,13 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, load_ci_config
+from callsaver_infra.ci_config import CiConfig, load_ci_config
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
 from callsaver_infra.nag import enable_policy_checks
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
 from callsaver_infra.stacks.ci import add_ci_stack
-from tests.conftest import CONFIG_DIR, Synthesized, new_app
+from tests.conftest import CI_FIXTURE, Synthesized, new_app
 from tests.test_snapshots import _mask_asset_hashes
 
 SUB = "token.actions.githubusercontent.com:sub"
@@ -33,7 +33,7 @@ def _synth(ci: CiConfig, environments: dict[str, EnvironmentConfig], outdir: Pat
 
 @pytest.fixture(scope="module")
 def ci(environments: dict[str, EnvironmentConfig]) -> CiConfig:
-    return load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, environments)
+    return load_ci_config(CI_FIXTURE, environments)
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def test_every_role_trusts_only_github_tokens_for_sts_with_exact_subjects(
 
 
 def test_trust_subjects_per_role(template: dict[str, Any]) -> None:
-    repo = "repo:callsaver/callsaver-infra"
+    repo = "repo:example-org/callsaver-infra"
     subjects = {
         name: _trust(_role(template, name))["Condition"]["StringEquals"][SUB]
         for name in (CiNames.DIFF_ROLE, CiNames.deploy_role("staging"), CiNames.deploy_role("production"))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import App, CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
-from callsaver_infra.ci_config import CiConfig
+from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, require_real_repository
 from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
 from callsaver_infra.constructs.github_oidc import DeployTarget, GitHubOidcRoles
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
@@ -74,7 +75,8 @@ class CiStack(Stack):
 
 def add_ci_stack(app: App, ci: CiConfig, environments: Mapping[str, EnvironmentConfig]) -> CiStack:
     """Add the CI stack to app, with explicit account/region (synth looks nothing up) and termination protection:
-    deleting it would cut every workflow off from AWS."""
+    deleting it would cut every workflow off from AWS. Raises ConfigError while the repository is the placeholder."""
+    require_real_repository(Path("config") / CI_CONFIG_FILE, ci)
     stack = CiStack(
         app,
         ci=ci,
