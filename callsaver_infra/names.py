@@ -21,6 +21,7 @@ class StorageOutputs:
     KEY_ARN = "SessionKeyArn"
     READER_ROLE_ARN = "RecordingReaderRoleArn"
     READER_POLICY_ARN = "RecordingReaderPolicyArn"
+    READS_LOG_BUCKET = "RecordingReadsLogBucketName"
 
 
 class IamOutputs:
@@ -60,6 +61,11 @@ class EnvNames:
         return f"callsaver-recording-reader-{self.env}"
 
     @property
+    def recording_reads_trail(self) -> str:
+        """The CloudTrail trail logging every read of a recording (S3 data events)."""
+        return f"callsaver-recording-reads-{self.env}"
+
+    @property
     def iam_stack(self) -> str:
         return f"{PROJECT}-IAM-{self.env}"
 
@@ -95,6 +101,11 @@ class EnvNames:
     @property
     def agent_log_group(self) -> str:
         return f"/callsaver/{self.env}/agent"
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        """Every stack of the environment."""
+        return (self.storage_stack, self.iam_stack, self.secrets_stack, self.agent_stack)
 
     def secret(self, ref: str) -> str:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""

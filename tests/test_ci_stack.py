@@ -139,13 +139,27 @@ def test_no_role_has_managed_policies_or_wildcard_actions(template: dict[str, An
     assert "AdministratorAccess" not in json.dumps(template)
 
 
-def test_the_diff_role_may_only_assume_the_cdk_lookup_role(template: dict[str, Any]) -> None:
-    (statement,) = _statements(_role(template, CiNames.DIFF_ROLE))
-    assert statement["Action"] == "sts:AssumeRole"
-    # staging and production share one account and region, so one bootstrap lookup role.
-    assert _as_list(statement["Resource"]) == [
-        "arn:aws:iam::836347236108:role/cdk-hnb659fds-lookup-role-836347236108-us-west-1"
+def test_the_diff_role_reads_deployed_templates_and_the_bootstrap_version_only(template: dict[str, Any]) -> None:
+    account, region = "836347236108", "us-west-1"
+    statements = _statements(_role(template, CiNames.DIFF_ROLE))
+    stacks = [
+        f"arn:aws:cloudformation:{region}:{account}:stack/Callsaver-{kind}-{env}/*"
+        for kind in ("Agent", "IAM", "Secrets", "Storage")
+        for env in ("staging", "production")
     ]
+    read = [s for s in statements if s["Sid"] == "ReadDeployedTemplates"]
+    assert {a for s in read for a in _as_list(s["Action"])} == {
+        "cloudformation:DescribeStacks",
+        "cloudformation:GetTemplate",
+    }
+    assert sorted(r for s in read for r in _as_list(s["Resource"])) == sorted(stacks)
+    version = [s for s in statements if s["Sid"] == "ReadBootstrapVersion"]
+    assert {(s["Action"], s["Resource"]) for s in version} == {
+        ("ssm:GetParameter", f"arn:aws:ssm:{region}:{account}:parameter/cdk-bootstrap/hnb659fds/version")
+    }
+    assert {s["Sid"] for s in statements} == {"ReadDeployedTemplates", "ReadBootstrapVersion"}
+    # No role to assume: neither the lookup role (ReadOnlyAccess) nor any other.
+    assert "sts:AssumeRole" not in json.dumps(statements)
 
 
 @pytest.mark.parametrize("env_name", ["staging", "production"])
@@ -176,13 +190,14 @@ def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any],
 
 
 def test_bootstrap_role_arns_are_the_ones_the_cli_assumes(template: dict[str, Any], synthesized: Synthesized) -> None:
-    """The ARNs granted here must equal what the environments' cloud assembly tells `cdk diff`/`cdk deploy` to use."""
+    """The ARNs granted here must equal what the environments' cloud assembly tells `cdk deploy` to use (the diff
+    role assumes none: `cdk diff` falls back to its own credentials when the lookup role cannot be assumed)."""
     manifest = json.loads((synthesized.outdir / "manifest.json").read_text())
     used: set[str] = set()
     for env in ("staging", "production"):
         for stack in (EnvNames(env).storage_stack, EnvNames(env).agent_stack):
             props = manifest["artifacts"][stack]["properties"]
-            used |= {props["lookupRole"]["arn"], props["assumeRoleArn"]}
+            used.add(props["assumeRoleArn"])
             assets = json.loads((synthesized.outdir / f"{stack}.assets.json").read_text())
             used |= {d["assumeRoleArn"] for f in assets["files"].values() for d in f["destinations"].values()}
     used = {arn.replace("${AWS::Partition}", "aws") for arn in used}
@@ -237,13 +252,23 @@ def test_cdk_nag_passes_with_reasoned_acknowledgements(ci_synth: Synthesized) ->
         assert len(suppressed["reason"]) >= 80, f"{suppressed['ruleName']}: reason too thin for a reviewer"
         for construct in suppressed["violatingConstructs"]:
             found.add((suppressed["ruleName"], construct["constructPath"]))
-    assert found == {
+    deploy_roles = {
         (
             f"AwsSolutions-IAM5[Resource::arn:aws:s3:::callsaver-sessions-{env}/_healthcheck/*]",
             f"Callsaver-CI/GitHubOidc/DeployRole{env.capitalize()}/Resource",
         )
         for env in ("staging", "production")
     }
+    # Each stack ARN ends in the random stack id.
+    diff_role = {
+        (
+            f"AwsSolutions-IAM5[Resource::arn:aws:cloudformation:us-west-1:836347236108:stack/{stack}/*]",
+            "Callsaver-CI/GitHubOidc/DiffRole/Resource",
+        )
+        for env in ("staging", "production")
+        for stack in EnvNames(env).stacks
+    }
+    assert found == deploy_roles | diff_role
 
 
 def test_cfn_lint_finds_no_errors_or_warnings(ci_synth: Synthesized) -> None:

@@ -382,3 +382,110 @@ def test_secret_resource_policy(aws: dict[str, Any]) -> None:
     )
     stored = boto3.client("secretsmanager", **aws).get_resource_policy(SecretId="ext/policy")
     assert json.loads(stored["ResourcePolicy"]) == policy
+
+
+def _enforce_iam(endpoint: str, on: bool) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=b"0" if on else b"inf", method="POST",
+        headers={"Content-Type": "text/plain"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the local endpoint)
+        response.read()
+
+
+def test_account_principal_in_a_trust_policy_delegates_to_the_callers_iam_policy(
+    aws: dict[str, Any], moto_endpoint: str
+) -> None:
+    """AWS: a trust policy naming arn:aws:iam::<account>:root lets any principal of that account assume the role if
+    its own policy allows sts:AssumeRole on it; a principal without that grant is refused."""
+    iam = boto3.client("iam", **aws)
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    role_arn = iam.create_role(RoleName="ext-account-trust", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    keys = {}
+    for user, allowed in (("ext-allowed", True), ("ext-not-allowed", False)):
+        iam.create_user(UserName=user)
+        if allowed:
+            iam.put_user_policy(UserName=user, PolicyName="Assume", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+            }))  # fmt: skip
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[user] = {**aws, "aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    _enforce_iam(moto_endpoint, True)
+    try:
+        assumed = boto3.client("sts", **keys["ext-allowed"]).assume_role(RoleArn=role_arn, RoleSessionName="probe")
+        assert assumed["AssumedRoleUser"]["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/ext-account-trust/")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            boto3.client("sts", **keys["ext-not-allowed"]).assume_role(RoleArn=role_arn, RoleSessionName="probe")
+    finally:
+        _enforce_iam(moto_endpoint, False)
+
+
+def test_role_holds_the_managed_policies_of_managed_policy_arns(aws: dict[str, Any]) -> None:
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    _deploy(
+        aws,
+        "ExtRoleManaged",
+        {
+            "P": {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {"ManagedPolicyName": "ext-reader", "PolicyDocument": document},
+            },
+            "R": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "RoleName": "ext-reader",
+                    "AssumeRolePolicyDocument": trust,
+                    "ManagedPolicyArns": [{"Ref": "P"}],
+                    "MaxSessionDuration": 3600,
+                },
+            },
+        },
+    )
+    attached = boto3.client("iam", **aws).list_attached_role_policies(RoleName="ext-reader")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::123456789012:policy/ext-reader"]
+
+
+def test_stack_and_parameter_calls_are_authorized_against_their_arns(aws: dict[str, Any], moto_endpoint: str) -> None:
+    """AWS authorizes DescribeStacks/GetTemplate against the stack's ARN and GetParameter against the parameter's;
+    moto checked "*". A policy scoped like CI's diff role must allow its stacks and refuse others."""
+    for stack in ("ExtAllowedStack", "ExtOtherStack"):
+        _deploy(aws, stack, {"W": {"Type": "AWS::IAM::User", "Properties": {"UserName": f"{stack}-user"}}})
+    boto3.client("ssm", **aws).put_parameter(Name="/ext/allowed", Value="1", Type="String")
+    boto3.client("ssm", **aws).put_parameter(Name="/ext/other", Value="2", Type="String")
+    iam = boto3.client("iam", **aws)
+    iam.create_user(UserName="ext-differ")
+    iam.put_user_policy(UserName="ext-differ", PolicyName="Read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["cloudformation:DescribeStacks", "cloudformation:GetTemplate"],
+             "Resource": "arn:aws:cloudformation:us-west-1:123456789012:stack/ExtAllowedStack/*"},
+            {"Effect": "Allow", "Action": "ssm:GetParameter",
+             "Resource": "arn:aws:ssm:us-west-1:123456789012:parameter/ext/allowed"},
+        ],
+    }))  # fmt: skip
+    key = iam.create_access_key(UserName="ext-differ")["AccessKey"]
+    creds = {**aws, "aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    cfn, ssm = boto3.client("cloudformation", **creds), boto3.client("ssm", **creds)
+    _enforce_iam(moto_endpoint, True)
+    try:
+        assert cfn.describe_stacks(StackName="ExtAllowedStack")["Stacks"][0]["StackName"] == "ExtAllowedStack"
+        assert "W" in json.dumps(cfn.get_template(StackName="ExtAllowedStack")["TemplateBody"])
+        assert ssm.get_parameter(Name="/ext/allowed")["Parameter"]["Value"] == "1"
+        for call in (
+            lambda: cfn.describe_stacks(StackName="ExtOtherStack"),
+            lambda: cfn.get_template(StackName="ExtOtherStack"),
+            lambda: cfn.describe_stacks(),
+            lambda: ssm.get_parameter(Name="/ext/other"),
+        ):
+            with pytest.raises(ClientError, match="AccessDenied|not authorized"):
+                call()
+    finally:
+        _enforce_iam(moto_endpoint, False)

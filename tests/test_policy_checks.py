@@ -18,6 +18,7 @@ from tests.conftest import ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthe
 # security decision and must be reviewed with its reason in the code.
 EXPECTED_ACKNOWLEDGEMENTS = {
     ("AwsSolutions-S1", "Callsaver-Storage-{env}/SessionBucket/Bucket/Resource"),
+    ("AwsSolutions-S1", "Callsaver-Storage-{env}/RecordingReads/LogBucket/Resource"),
     (
         "AwsSolutions-IAM5[Resource::<SessionBucket82929202.Arn>/*]",
         "Callsaver-Storage-{env}/SessionBucket/ReaderPolicy/Resource",

@@ -25,6 +25,7 @@ STEPS = (
     "check secrets",
     "check agent",
     "post-deploy hook",
+    "access probes",
     "teardown",
 )
 

@@ -12,8 +12,10 @@ from tests.conftest import Synthesized
 
 
 def _bucket_id(synthesized: Synthesized, env: EnvironmentConfig) -> str:
-    buckets = synthesized.template(EnvNames(env.name).storage_stack).find_resources("AWS::S3::Bucket")
-    assert len(buckets) == 1, f"expected exactly one bucket, found {sorted(buckets)}"
+    buckets = synthesized.template(EnvNames(env.name).storage_stack).find_resources(
+        "AWS::S3::Bucket", {"Properties": {"BucketName": env.storage.bucket_name}}
+    )
+    assert len(buckets) == 1, f"expected exactly one session bucket, found {sorted(buckets)}"
     return next(iter(buckets))
 
 
@@ -31,7 +33,9 @@ def test_bucket_is_named_from_config(synthesized: Synthesized, env: EnvironmentC
 def test_recordings_expire_and_incomplete_uploads_are_aborted(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     rules = Capture()
     template = synthesized.template(EnvNames(env.name).storage_stack)
-    template.has_resource_properties("AWS::S3::Bucket", {"LifecycleConfiguration": {"Rules": rules}})
+    template.has_resource_properties(
+        "AWS::S3::Bucket", {"BucketName": env.storage.bucket_name, "LifecycleConfiguration": {"Rules": rules}}
+    )
     assert rules.as_array() == [
         {
             "Id": "ExpireRecordings",
@@ -63,7 +67,9 @@ def _role_arn(env: EnvironmentConfig, name: str) -> str:
 
 
 def _bucket_statement(synthesized: Synthesized, env: EnvironmentConfig, sid: str) -> dict[str, Any]:
-    policies = synthesized.template(EnvNames(env.name).storage_stack).find_resources("AWS::S3::BucketPolicy")
+    policies = synthesized.template(EnvNames(env.name).storage_stack).find_resources(
+        "AWS::S3::BucketPolicy", {"Properties": {"Bucket": {"Ref": _bucket_id(synthesized, env)}}}
+    )
     assert len(policies) == 1
     statements = next(iter(policies.values()))["Properties"]["PolicyDocument"]["Statement"]
     found = [s for s in statements if s.get("Sid") == sid]
@@ -301,5 +307,46 @@ def test_outputs_publish_bucket_name_arn_and_region(synthesized: Synthesized, en
         StorageOutputs.KEY_ARN,
         StorageOutputs.READER_ROLE_ARN,
         StorageOutputs.READER_POLICY_ARN,
+        StorageOutputs.READS_LOG_BUCKET,
     }
     assert not any("Export" in o for o in outputs.values()), "outputs must not be exports (they lock stacks)"
+
+
+def test_every_read_of_a_recording_is_logged_by_a_data_event_trail(
+    synthesized: Synthesized, env: EnvironmentConfig
+) -> None:
+    """S3 data events, not KMS Decrypt events: with bucket keys, KMS events name the bucket, not the recording."""
+    template = synthesized.template(EnvNames(env.name).storage_stack)
+    bucket_id = _bucket_id(synthesized, env)
+    template.has_resource_properties(
+        "AWS::CloudTrail::Trail",
+        {
+            "TrailName": f"callsaver-recording-reads-{env.name}",
+            "EnableLogFileValidation": True,
+            "IsMultiRegionTrail": False,
+            "EventSelectors": [
+                {
+                    "DataResources": [
+                        {
+                            "Type": "AWS::S3::Object",
+                            "Values": [{"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, "/"]]}],
+                        }
+                    ],
+                    "IncludeManagementEvents": False,
+                    "ReadWriteType": "ReadOnly",
+                }
+            ],
+        },
+    )
+    log_buckets = [r for r in template.find_resources("AWS::S3::Bucket") if r != bucket_id]
+    assert len(log_buckets) == 1
+    template.has_resource(
+        "AWS::S3::Bucket",
+        {
+            "DeletionPolicy": "Retain",
+            "Properties": Match.object_like(
+                {"LifecycleConfiguration": {"Rules": [Match.object_like({"ExpirationInDays": 365})]}}
+            ),
+        },
+    )
+    template.has_output(StorageOutputs.READS_LOG_BUCKET, {"Value": {"Ref": log_buckets[0]}})

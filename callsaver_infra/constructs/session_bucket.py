@@ -163,8 +163,8 @@ class SessionBucket(Construct):
         acknowledge(
             self.bucket,
             "S1",
-            "Server access logs would need a second log bucket per environment and are delivered best-effort. "
-            "Every read of a recording is logged instead as a KMS Decrypt event of this bucket's key in CloudTrail "
-            "(free management events, README 'Security'); only the RecordingReader and break-glass roles may read, "
-            f"only the egress IAM user may write, and objects expire after {expiration_days} days.",
+            "Server access logs are delivered best-effort and without the caller's role session. Every read of a "
+            "recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail (README, "
+            "'Security'); only the RecordingReader and break-glass roles may read, only the egress IAM user may "
+            f"write, and objects expire after {expiration_days} days.",
         )

@@ -15,14 +15,19 @@ from typing import Any, ClassVar
 import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import parsing
+from moto.cloudformation.responses import CloudFormationResponse
 from moto.core.common_models import CloudFormationModel
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
+from moto.iam.access_control import IAMPolicyStatement
+from moto.iam.models import Role as MotoRole
+from moto.iam.models import iam_backends
 from moto.kms.models import Key as MotoKmsKey
 from moto.kms.models import kms_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.secretsmanager.models import secretsmanager_backends
+from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.utilities.utils import get_partition
 
 MOTO_VERSION = "5.2.5"
@@ -52,7 +57,10 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::IAM::User": frozenset({"UserName", "Tags"}),
     "AWS::IAM::Policy": frozenset({"PolicyName", "PolicyDocument", "Users", "Roles"}),
     "AWS::IAM::AccessKey": frozenset({"UserName"}),
-    "AWS::IAM::Role": frozenset({"AssumeRolePolicyDocument", "Tags"}),
+    "AWS::IAM::Role": frozenset(
+        {"AssumeRolePolicyDocument", "Tags", "RoleName", "Description", "MaxSessionDuration", "ManagedPolicyArns"}
+    ),
+    "AWS::IAM::ManagedPolicy": frozenset({"ManagedPolicyName", "Description", "PolicyDocument"}),
     "AWS::Logs::LogGroup": frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
     "AWS::ECS::Cluster": frozenset({"ClusterName", "Tags"}),
     "AWS::ECS::TaskDefinition": frozenset(
@@ -258,6 +266,37 @@ class RehearsalSecret(_Typed, CloudFormationModel):
         return cls(json.loads(created)["ARN"], name)
 
 
+class RehearsalRole(_Typed, CloudFormationModel):
+    """AWS::IAM::Role: moto's role (name, description, session duration, inline policies) plus the managed
+    policies of ManagedPolicyArns, which stock moto drops, so a role holds its managed policy's rights."""
+
+    CFN_TYPE = "AWS::IAM::Role"
+    NAME_TYPE = "RoleName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoRole:
+        role = MotoRole.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+        backend = iam_backends[account_id][get_partition(region_name)]
+        for policy in cloudformation_json["Properties"].get("ManagedPolicyArns", []):
+            arn = str(getattr(policy, "arn", policy))
+            # moto loads no AWS managed policies by default (the bootstrap's roles name ReadOnlyAccess and
+            # AdministratorAccess); those are left unattached, our own policies must attach.
+            if ":iam::aws:policy/" in arn and arn not in {p.arn for p in backend.managed_policies.values()}:
+                continue
+            backend.attach_role_policy(arn, role.name)
+        return role
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
+
+
 class RehearsalSecretResourcePolicy(_Typed, CloudFormationModel):
     """AWS::SecretsManager::ResourcePolicy, stored with moto's PutResourcePolicy (GetResourcePolicy returns it)."""
 
@@ -434,6 +473,49 @@ def _policy_without_conditional_statements(self: FakeBucket, action: str, resour
     return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
 
 
+def _account_principal(original: Any) -> Any:
+    """A trust policy's account principal (arn:aws:iam::<account>:root, or the bare account id) stands for every
+    principal of that account whose own IAM policy allows the call (IAM User Guide, "AWS account principals");
+    moto only matches the exact caller ARN, so the RecordingReader role's trust of its account would refuse all."""
+
+    def check(self: Any, principal: str) -> bool:
+        if original(self, principal):
+            return True
+        expected = (self._statement.get("Principal") or {}).get("AWS")
+        values = expected if isinstance(expected, list) else [expected]
+        parts = principal.split(":")
+        if len(parts) < 6 or parts[2] not in ("iam", "sts"):
+            return False
+        return any(v in (f"arn:{parts[1]}:iam::{parts[4]}:root", parts[4]) for v in values)
+
+    return check
+
+
+def _stack_resource(self: Any) -> str:
+    """The IAM resource of a CloudFormation call naming a stack: the stack's ARN (Service Authorization Reference,
+    CloudFormation: DescribeStacks, GetTemplate, ... act on resource type "stack"); moto checks every call against
+    "*", which a policy scoped to stack ARNs (CI's diff role) never matches."""
+    name = self._get_param("StackName")
+    if not name:
+        return "*"
+    if str(name).startswith("arn:"):
+        return str(name)
+    try:
+        return str(self.cloudformation_backend.get_stack(name).stack_id)
+    except Exception:  # a stack that does not exist: AWS authorizes against its would-be ARN
+        return f"arn:{get_partition(self.region)}:cloudformation:{self.region}:{self.current_account}:stack/{name}/*"
+
+
+def _parameter_resource(self: Any) -> str:
+    """The IAM resource of ssm:GetParameter: the parameter's ARN (Service Authorization Reference, SSM "parameter"),
+    instead of moto's "*"."""
+    name = self._get_param("Name")
+    if not isinstance(name, str) or not name:
+        return "*"
+    path = name if name.startswith("/") else f"/{name}"
+    return f"arn:{get_partition(self.region)}:ssm:{self.region}:{self.current_account}:parameter{path}"
+
+
 def _get_azs(original: Any) -> Any:
     """Fn::GetAZs "" means the stack's region; stock moto answers with us-east-1's zones."""
 
@@ -447,6 +529,9 @@ def _get_azs(original: Any) -> Any:
 
 
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
+CloudFormationResponse._determine_resource = _stack_resource  # type: ignore[attr-defined]
+SimpleSystemManagerResponse._determine_resource = _parameter_resource  # type: ignore[attr-defined]
+IAMPolicyStatement._check_principal = _account_principal(IAMPolicyStatement._check_principal)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
 # The type map is cached on first use; make sure it is built after our subclasses exist.
 parsing.get_model_list.cache_clear()

@@ -92,6 +92,7 @@ class Rehearsal:
                 self._step("check secrets", self._check_secrets)
                 self._step("check agent", self._check_agent)
                 self._step("post-deploy hook", self._hook)
+                self._step("access probes", self._probe_access)
             except StepFailed:
                 stop()
                 return 1
@@ -400,6 +401,115 @@ class Rehearsal:
         bucket = self.config.storage.bucket_name
         return f"{c.passed} checks: rule {rule_id} records to s3://{bucket} with key ...{key_id[-4:]}"
 
+    def _probe_access(self) -> str:
+        """With moto's IAM enforcement on: the RecordingReader role reads a recording, the egress key still writes
+        one in parts, and a role with exactly the CI diff role's policy runs `cdk diff` but cannot list the bucket.
+        The diff role's GitHub OIDC federation is stood in for by an IAM user that may assume it."""
+        from botocore.exceptions import ClientError
+
+        from callsaver_infra.constructs.github_oidc import DeployedStack, diff_statements
+        from callsaver_infra.names import CiNames
+
+        names, bucket = EnvNames(self.config.name), self.config.storage.bucket_name
+        account, region = self.config.account, self.config.region
+        iam, sm = self._client("iam"), self._client("secretsmanager")
+        egress = json.loads(
+            sm.get_secret_value(SecretId=self._output(names.iam_stack, IamOutputs.CREDENTIALS_SECRET_ARN))[
+                "SecretString"
+            ]
+        )
+        reader_role = self._output(names.storage_stack, StorageOutputs.READER_ROLE_ARN)
+        diff_policy = {"Version": "2012-10-17", "Statement": diff_statements(
+            [DeployedStack(stack, account, region) for stack in names.stacks]
+        )}  # fmt: skip
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}
+        ]}  # fmt: skip
+        diff_role = iam.create_role(RoleName=CiNames.DIFF_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(
+            RoleName=CiNames.DIFF_ROLE, PolicyName="ReadDeployedTemplates", PolicyDocument=json.dumps(diff_policy)
+        )
+        callers = {}
+        for user, role_arn in (("probe-github-oidc", diff_role["Role"]["Arn"]), ("probe-backend", reader_role)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="AssumeOne", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+            }))  # fmt: skip
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            callers[user] = (key["AccessKeyId"], key["SecretAccessKey"], role_arn)
+
+        def client(service: str, key_id: str, secret: str, token: str | None = None) -> Any:
+            import boto3
+
+            return boto3.client(
+                service, region_name=region, endpoint_url=self.endpoint_url, aws_access_key_id=key_id,
+                aws_secret_access_key=secret, aws_session_token=token,
+            )  # fmt: skip
+
+        def assume(user: str) -> dict[str, str]:
+            key_id, secret, role_arn = callers[user]
+            return dict(
+                client("sts", key_id, secret).assume_role(RoleArn=role_arn, RoleSessionName=user)["Credentials"]
+            )
+
+        def error(call: Callable[[], Any]) -> str:
+            try:
+                call()
+            except ClientError as e:
+                return str(e.response["Error"]["Code"])
+            return "allowed"
+
+        c = Checks()
+        self._enforce_iam(True)
+        try:
+            c.expect("enforcement on: the unprivileged caller is refused", error(
+                lambda: self._client("s3").list_objects_v2(Bucket=bucket)
+            ) != "allowed", True)  # fmt: skip
+            writer = client("s3", egress["accessKeyId"], egress["secretAccessKey"])
+            key = "probe/call-_+15550100_probe/recording.ogg"
+            upload = writer.create_multipart_upload(Bucket=bucket, Key=key, ContentType="audio/ogg")["UploadId"]
+            part = writer.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"OggS" * 64)
+            writer.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+            )  # fmt: skip
+            c.expect("egress key writes a multipart recording", True, True)
+            c.expect(
+                "egress key cannot read it", error(lambda: writer.get_object(Bucket=bucket, Key=key)), "AccessDenied"
+            )
+            creds = assume("probe-backend")
+            reader = client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+            body = reader.get_object(Bucket=bucket, Key=key)["Body"].read()
+            c.expect("RecordingReader reads the recording", body, b"OggS" * 64)
+            c.expect(
+                "RecordingReader cannot list", error(lambda: reader.list_objects_v2(Bucket=bucket)), "AccessDenied"
+            )
+            creds = assume("probe-github-oidc")
+            differ = client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+            c.expect(
+                "diff role cannot list the bucket", error(lambda: differ.list_objects_v2(Bucket=bucket)), "AccessDenied"
+            )
+            c.expect(
+                "diff role cannot read a recording",
+                error(lambda: differ.get_object(Bucket=bucket, Key=key)),
+                "AccessDenied",
+            )
+            diff = self._run_cdk(
+                ["diff", "--method=template", "--no-color"],
+                {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                 "AWS_SESSION_TOKEN": creds["SessionToken"]},
+            )  # fmt: skip
+            output = diff.stdout + diff.stderr
+            c.expect("diff role runs cdk diff --method=template", diff.returncode, 0)
+            c.expect("cdk diff compared the deployed stacks", all(s in output for s in names.stacks), True)
+            if diff.returncode != 0:
+                c.failures.append("cdk diff output:\n" + "\n".join(output.strip().splitlines()[-20:]))
+        finally:
+            self._enforce_iam(False)
+        c.raise_if_failed()
+        return f"{c.passed} checks with IAM enforcement: reader reads, egress writes in parts, diff role diffs only"
+
     # -- helpers -----------------------------------------------------------------------------------------------
 
     def _step(self, name: str, action: Callable[[], str]) -> None:
@@ -447,14 +557,32 @@ class Rehearsal:
             "CDK_DISABLE_CLI_TELEMETRY": "true",
         }
 
-    def _cdk(self, *args: str) -> None:
+    def _enforce_iam(self, on: bool) -> None:
+        """moto's IAM enforcement: on (every request is authorized against its caller's policies) or off."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.endpoint_url}/moto-api/reset-auth",
+            data=b"0" if on else b"inf",
+            method="POST",
+            # A form content type (urllib's default) would leave the body in Flask's form, not in request.data.
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the local endpoint)
+            response.read()
+
+    def _run_cdk(self, args: list[str], credentials: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         cdk = self.root / "node_modules" / ".bin" / "cdk"
         if not cdk.exists():
             raise StepFailed(f"{cdk} is missing: run `make setup` first")
-        result = subprocess.run(
+        return subprocess.run(
             [str(cdk), *args, "-c", f"env={self.config.name}"],
-            cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=600, check=False,
+            cwd=self.root, env={**self._env(), **(credentials or {})}, capture_output=True, text=True, timeout=600,
+            check=False,
         )  # fmt: skip
+
+    def _cdk(self, *args: str) -> None:
+        result = self._run_cdk(list(args))
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
             raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")

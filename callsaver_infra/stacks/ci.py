@@ -30,6 +30,7 @@ def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
         bucket_name=config.storage.bucket_name,
         healthcheck_prefix=HEALTHCHECK_PREFIX,
         hook_secret_names=(*(names.secret(ref) for ref in HOOK_SECRET_REFS), names.egress_credentials_secret),
+        stack_names=names.stacks,
     )
 
 

@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
 from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.constructs.read_audit_trail import ReadAuditTrail
 from callsaver_infra.constructs.session_bucket import SessionBucket
 from callsaver_infra.names import CiNames, EnvNames, StorageOutputs, iam_arn
 
@@ -36,6 +37,9 @@ class StorageStack(Stack):
             break_glass_role_arns=[break_glass] if break_glass else [],
         )
         sb = self.session_bucket
+        self.read_audit = ReadAuditTrail(
+            self, "RecordingReads", trail_name=names.recording_reads_trail, bucket=sb.bucket
+        )
         bucket = sb.bucket
         CfnOutput(self, StorageOutputs.BUCKET_NAME, value=bucket.bucket_name, description="Recording bucket")
         CfnOutput(self, StorageOutputs.BUCKET_ARN, value=bucket.bucket_arn, description="Recording bucket ARN")
@@ -52,4 +56,10 @@ class StorageStack(Stack):
             StorageOutputs.READER_POLICY_ARN,
             value=sb.reader_policy.managed_policy_arn,
             description="Managed policy of the RecordingReader role (effective only on that role)",
+        )
+        CfnOutput(
+            self,
+            StorageOutputs.READS_LOG_BUCKET,
+            value=self.read_audit.log_bucket.bucket_name,
+            description=f"CloudTrail log of every recording read (trail {names.recording_reads_trail})",
         )
