@@ -39,7 +39,7 @@ synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk
 	rm -rf cdk.out
 	cdk synth --quiet $(ENV_CONTEXT) $(CDK_ARGS)
 	cfn-lint cdk.out/*.template.json
-	@echo "cdk-nag: $$($(PY) -c 'import json; r = json.load(open("cdk.out/validation-report.json"))["pluginReports"][0]; print(r["conclusion"], "-", len(r["violations"]), "findings,", len(r["suppressedViolations"]), "acknowledged")')"
+	@echo "cdk-nag: $$($(PY) -c 'import json; rs = json.load(open("cdk.out/validation-report.json"))["pluginReports"]; print("; ".join("%s %s - %d findings, %d acknowledged" % (r["pluginName"], r["conclusion"], len(r["violations"]), len(r["suppressedViolations"])) for r in rs))')"
 	@echo "cfn-lint: no errors or warnings"
 	@ls cdk.out/*.template.json
 

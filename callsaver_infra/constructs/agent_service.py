@@ -14,7 +14,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from callsaver_infra.config import AgentConfig
-from callsaver_infra.nag import acknowledge
+from callsaver_infra.nag import NIST, acknowledge
 
 # livekit-agents drains active jobs on SIGTERM; 120 s is the most Fargate waits before SIGKILL.
 STOP_TIMEOUT_SECONDS = 120
@@ -62,6 +62,13 @@ class AgentService(Construct):
         cfn_log_group = self.log_group.node.default_child
         assert isinstance(cfn_log_group, logs.CfnLogGroup)
         cfn_log_group.retention_in_days = agent.log_retention_days
+        acknowledge(
+            self.log_group,
+            "CloudWatchLogGroupEncrypted",
+            "CloudWatch Logs encrypts every log group at rest with a service key; a customer key would add a key "
+            "policy for CloudWatch. The agent logs call handling, never secrets, and logs expire with retention.",
+            pack=NIST,
+        )
         # A fixed name: the secrets' resource policies allow this role by ARN, from another stack.
         execution_role = iam.Role(
             self,
@@ -128,6 +135,14 @@ class AgentService(Construct):
             "pulls themselves are limited to the agent's repository, and secret reads to the agent's secrets.",
             finding="Resource::*",
         )
+        for role in (execution_role, self.task_definition.task_role):
+            acknowledge(
+                role,
+                "IAMNoInlinePolicy",
+                "CDK writes the grants of this task role as its own default policy, created and deleted with the "
+                "role and attachable nowhere else; each grant is scoped to this service's resources.",
+                pack=NIST,
+            )
         self.service = ecs.FargateService(
             self,
             "Service",

@@ -11,7 +11,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk.region_info import RegionInfo
 from constructs import Construct
 
-from callsaver_infra.nag import acknowledge
+from callsaver_infra.nag import NIST, acknowledge
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
@@ -170,6 +170,14 @@ class GitHubOidcRoles(Construct):
                     )
 
         self.deploy_roles: Mapping[str, iam.Role] = {target.env: self._deploy_role(target) for target in targets}
+        for role in (self.diff_role, *self.deploy_roles.values()):
+            acknowledge(
+                role,
+                "IAMNoInlinePolicy",
+                "Each CI role's rights are written into the role itself, so they are reviewed, created and deleted "
+                "with it and can never be attached to another identity; every statement names its resources.",
+                pack=NIST,
+            )
 
     def _principal(self, subjects: Sequence[str]) -> iam.WebIdentityPrincipal:
         return iam.WebIdentityPrincipal(

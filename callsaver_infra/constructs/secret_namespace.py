@@ -10,7 +10,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.nag import acknowledge
+from callsaver_infra.nag import NIST, acknowledge
 from callsaver_infra.names import EnvNames
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
 
@@ -73,5 +73,20 @@ class SecretNamespace(Construct):
                 "rotate by setting the new value with `callsaver-infra secrets set`. Config-owned values "
                 "(LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
             )
+            for rule, reason in (
+                (
+                    "SecretsManagerRotationEnabled",
+                    "Provider API keys are issued and revoked in each provider's console, so Secrets Manager cannot "
+                    "rotate them without provider-specific Lambdas; operators rotate with `callsaver-infra secrets "
+                    "set`. Config-owned values (LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                ),
+                (
+                    "SecretsManagerUsingKMSKey",
+                    "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the secret's "
+                    "resource policy (deny except the agent's execution role, the deploy hook and break-glass), not "
+                    "by a key policy.",
+                ),
+            ):
+                acknowledge(secret, rule, reason, pack=NIST)
             restrict_reads(secret, readers)
             self.secrets[spec.key] = secret
