@@ -52,9 +52,8 @@ def test_every_secret_is_retained(synthesized: Synthesized, env: EnvironmentConf
         assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
 
 
-def _readers(env: EnvironmentConfig, *, agent: bool) -> list[str]:
-    roles = [f"callsaver-agent-execution-{env.name}"] if agent else []
-    roles.append(f"callsaver-ci-deploy-{env.name}")
+def _readers(env: EnvironmentConfig) -> list[str]:
+    roles = [f"callsaver-agent-execution-{env.name}", f"callsaver-ci-deploy-{env.name}"]
     arns = [f"arn:aws:iam::{env.account}:role/{r}" for r in roles]
     return arns + ([env.security.break_glass_role_arn] if env.security.break_glass_role_arn else [])
 
@@ -89,17 +88,17 @@ def test_every_secret_is_readable_only_by_the_agent_the_deploy_hook_and_break_gl
     covered = {p["Properties"]["SecretId"]["Ref"] for p in policies.values()}
     assert covered == set(template.find_resources("AWS::SecretsManager::Secret"))
     for policy in policies.values():
-        assert policy["Properties"]["ResourcePolicy"] == _deny_reads_except(_readers(env, agent=True))
+        assert policy["Properties"]["ResourcePolicy"] == _deny_reads_except(_readers(env))
 
 
-def test_egress_key_secret_is_readable_only_by_the_deploy_hook_and_break_glass(
+def test_egress_key_secret_is_readable_only_by_the_agent_the_deploy_hook_and_break_glass(
     synthesized: Synthesized, env: EnvironmentConfig
 ) -> None:
     template = synthesized.template(EnvNames(env.name).iam_stack)
     secret_id = next(iter(template.find_resources("AWS::SecretsManager::Secret")))
     template.has_resource_properties(
         "AWS::SecretsManager::ResourcePolicy",
-        {"SecretId": {"Ref": secret_id}, "ResourcePolicy": _deny_reads_except(_readers(env, agent=False))},
+        {"SecretId": {"Ref": secret_id}, "ResourcePolicy": _deny_reads_except(_readers(env))},
     )
 
 

@@ -134,7 +134,8 @@ class EgressWriter(Construct):
             (
                 "SecretsManagerUsingKMSKey",
                 "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the secret's "
-                "resource policy (deny except the deploy hook's role and break-glass), not by a key policy.",
+                "resource policy (deny except the agent's execution role, the deploy hook and break-glass), "
+                "not by a key policy.",
             ),
         ):
             acknowledge(self.credentials_secret, rule, reason, pack=NIST)

@@ -36,8 +36,9 @@ class IamStack(Stack):
             key_alias=names.session_key_alias,
             access_key_serial=config.egress.access_key_serial,
             credentials_secret_name=names.egress_credentials_secret,
-            # Only the hook pushes the key pair to LiveKit; the agent never needs it.
-            credentials_readers=secret_readers(config, agent=False),
+            # The hook pushes the key pair to LiveKit, and on main the agent's tasks receive it too (outbound-call
+            # recordings are started by the agent with this key): its execution role must read it.
+            credentials_readers=secret_readers(config),
         )
         writer = self.egress_writer
         CfnOutput(self, IamOutputs.USER_NAME, value=writer.user.user_name, description="Egress IAM user")

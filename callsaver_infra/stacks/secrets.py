@@ -12,7 +12,7 @@ from callsaver_infra.constructs.secret_namespace import SecretNamespace
 from callsaver_infra.names import CiNames, EnvNames, iam_arn
 
 
-def secret_readers(config: EnvironmentConfig, *, agent: bool = True) -> list[str]:
+def secret_readers(config: EnvironmentConfig) -> list[str]:
     """Role ARNs that may read env's secrets: the agent's execution role (ECS injects the secrets at task start),
     the CI deploy role (the post-deploy hook reads the LiveKit key pair and the egress key) and the break-glass role.
     Names, not references: the roles live in other stacks and no export may lock the stacks together."""
@@ -21,8 +21,7 @@ def secret_readers(config: EnvironmentConfig, *, agent: bool = True) -> list[str
         return iam_arn(region=config.region, account=config.account, kind="role", name=name)
 
     names = EnvNames(config.name)
-    readers = [role(names.agent_execution_role)] if agent else []
-    readers.append(role(CiNames.deploy_role(config.name)))
+    readers = [role(names.agent_execution_role), role(CiNames.deploy_role(config.name))]
     if config.security.break_glass_role_arn:
         readers.append(config.security.break_glass_role_arn)
     return readers
