@@ -13,10 +13,10 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 
 ENV ?=
 ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
-# Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="-c agentImageTag=<sha> --require-approval never" (CI).
+# Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="--app cdk.out --require-approval never" (CI).
 CDK_ARGS ?=
 
-.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy constraints clean
+.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy status constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,10 +64,22 @@ diff: setup ## cdk diff against the real account (needs AWS credentials): make d
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }
 	cdk diff --all $(ENV_CONTEXT) $(CDK_ARGS)
 
-deploy: setup ## cdk deploy one environment, then push its egress settings to LiveKit: make deploy ENV=staging
+deploy: setup ## Deploy one environment: base stacks, secrets check, agent, then the post-deploy hook: make deploy ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }
+	$(VENV)/bin/callsaver-infra check-image --env $(ENV) --cdk-args="$(CDK_ARGS)"
+	# 1. What the agent needs first: bucket, egress identity, secrets (placeholders on a first deploy).
+	cdk deploy Callsaver-Storage-$(ENV) Callsaver-IAM-$(ENV) Callsaver-Secrets-$(ENV) $(ENV_CONTEXT) $(CDK_ARGS)
+	# 2. No agent with placeholder keys: it could not reach LiveKit and the circuit breaker would roll it back.
+	@$(VENV)/bin/callsaver-infra secrets status --env $(ENV) || { \
+	  echo "make deploy: stopped before Callsaver-Agent-$(ENV): set the secrets marked above with the commands shown,"; \
+	  echo "then run make deploy ENV=$(ENV) again (the stacks deployed so far keep what they hold)."; exit 1; }
+	# 3. The agent (and everything else of the environment), then the push of the recording settings to LiveKit.
 	cdk deploy --all $(ENV_CONTEXT) --outputs-file cdk.outputs.$(ENV).json $(CDK_ARGS)
 	$(VENV)/bin/callsaver-infra push-egress --env $(ENV) --outputs-file cdk.outputs.$(ENV).json
+
+status: setup ## Check one environment end to end, read-only (needs AWS credentials): make status ENV=staging
+	@test -n "$(ENV)" || { echo "usage: make status ENV=<environment>"; exit 2; }
+	$(VENV)/bin/callsaver-infra status --env $(ENV)
 
 constraints: ## Re-pin every Python package from a fresh venv
 	rm -rf /tmp/callsaver-constraints && $(PYTHON) -m venv /tmp/callsaver-constraints

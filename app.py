@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all and the CI stack.
+"""CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all, the CI stack and the
+registry stack.
 
-Context: `env` (one environment, or `ci` for the CI stack alone), `agentImageTag` (the agent image tag to deploy,
-overriding config), `ciConfig` (another CI file than config/ci/github.toml, e.g. a test fixture).
+Context: `env` (one environment, `ci` for the CI stack alone, `registry` for the registry stack alone),
+`agentImageTag` (a hotfix: the agent image tag to deploy instead of config's), `registryFor` (with `env=registry`:
+place the registry in that environment's account and region), `ciConfig` (another CI file than
+config/ci/github.toml, e.g. a test fixture).
 
 The only place that reads the outside world (context, files); everything below receives typed config.
 """
@@ -24,7 +27,15 @@ from callsaver_infra.ci_config import (
 )
 from callsaver_infra.config import ConfigError, load_environments, select_environments, with_image_tag
 from callsaver_infra.nag import enable_policy_checks
+from callsaver_infra.registry_config import (
+    REGISTRY_CONFIG_FILE,
+    REGISTRY_ENV_NAME,
+    check_reserved_registry_name,
+    load_registry_config,
+    registry_for,
+)
 from callsaver_infra.stacks.ci import add_ci_stack
+from callsaver_infra.stacks.registry import add_registry_stack
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 
@@ -45,8 +56,18 @@ def main() -> None:
             # Fail closed without blocking the environments: the CI stack is left out, so it cannot be deployed.
             print(f"warning: the CI stack ({CI_ENV_NAME}) is not synthesized: {problem}", file=sys.stderr)
             ci = None
-        envs = [] if wanted == CI_ENV_NAME else select_environments(all_envs, wanted)
-        # CI deploys the image it built for the commit: -c agentImageTag=<sha> overrides config's image_tag.
+        check_reserved_registry_name(CONFIG_DIR, all_envs)
+        # The registry stack (the agent's ECR repository) comes with every environment, or alone with -c env=registry.
+        registry = (
+            load_registry_config(CONFIG_DIR / REGISTRY_CONFIG_FILE, all_envs)
+            if wanted in (None, REGISTRY_ENV_NAME)
+            else None
+        )
+        placed_for = app.node.try_get_context("registryFor")
+        if registry is not None and placed_for is not None:
+            registry = registry_for(registry, select_environments(all_envs, str(placed_for))[0])
+        envs = [] if wanted in (CI_ENV_NAME, REGISTRY_ENV_NAME) else select_environments(all_envs, wanted)
+        # Config's agent.image_tag is what deploys; -c agentImageTag=<tag> is the explicit hotfix override.
         image_tag = app.node.try_get_context("agentImageTag")
         if image_tag is not None:
             envs = [with_image_tag(config, str(image_tag)) for config in envs]
@@ -57,6 +78,8 @@ def main() -> None:
         add_environment(app, config)
     if ci is not None:
         add_ci_stack(app, ci, all_envs)
+    if registry is not None:
+        add_registry_stack(app, registry)
     enable_policy_checks(app)
     app.synth()
 

@@ -38,8 +38,8 @@ API_KEY, API_SECRET = "APIfakekeyNotReal01", "test-livekit-secret-not-real-01234
 ACCESS_KEY_ID, SECRET_ACCESS_KEY = "AKIDFAKE0000EXAMPLE1", "FAKEsecretAccessKeyNotReal0000000000000"
 
 
-def _deploy(endpoint: str, workdir: Path, rule_id: str) -> tuple[Path, Path]:
-    """Create the bucket and secrets in moto; write the outputs file and a config dir naming rule_id."""
+def _deploy(endpoint: str, workdir: Path) -> tuple[Path, Path]:
+    """Create the bucket and secrets in moto; write the outputs file and a config dir (the local environment's)."""
 
     def client(service: str) -> Any:
         return boto3.client(service, region_name=REGION, endpoint_url=endpoint)
@@ -55,15 +55,14 @@ def _deploy(endpoint: str, workdir: Path, rule_id: str) -> tuple[Path, Path]:
         json.dumps(
             {
                 f"Callsaver-Storage-{ENV}": {"SessionBucketName": BUCKET, "SessionBucketRegion": REGION},
-                f"Callsaver-IAM-{ENV}": {"EgressCredentialsSecretArn": arn},
+                f"Callsaver-IAM-{ENV}": {"EgressCredentialsSecretArn": arn, "EgressAccessKeyId": ACCESS_KEY_ID},
             }
         )
     )
     config_dir = workdir / "config"
     config_dir.mkdir()
-    text = (ROOT / "config" / f"{ENV}.toml").read_text()
-    assert '"SDR_localrehearsal"' in text, "config/local.toml no longer names SDR_localrehearsal"
-    (config_dir / f"{ENV}.toml").write_text(text.replace('"SDR_localrehearsal"', json.dumps(rule_id)))
+    # The environment finds its rule by the agent it dispatches; no id in config.
+    (config_dir / f"{ENV}.toml").write_text((ROOT / "config" / f"{ENV}.toml").read_text())
     return outputs, config_dir
 
 
@@ -106,10 +105,11 @@ def main_bench() -> None:
                 name="callsaver-inbound",
                 trunk_ids=["ST_benchtrunk"],
                 rule=api.SIPDispatchRule(dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix="call")),
+                room_config=api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="callsaver-agent-local")]),
             )
             rule_id = lk.add_dispatch_rule(original)
             seeded = lk.dispatch_rules[rule_id]
-            outputs, config_dir = _deploy(endpoint, Path(tmp), rule_id)
+            outputs, config_dir = _deploy(endpoint, Path(tmp))
             argv = ["--config-dir", str(config_dir), "push-egress", "--env", ENV]
             argv += ["--outputs-file", str(outputs), "--livekit-url", lk.url]
 

@@ -3,8 +3,9 @@
 suite's wall time, and the cost-bearing resources of each environment read from the synthesized templates.
 
 Each synth sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does). The
-cost table (NAT gateways, load balancers, interface VPC endpoints, Fargate tasks at desired count) lets a reviewer
-see cost drift next to the timings.
+cost table (NAT gateways, load balancers, interface VPC endpoints, Fargate tasks at desired count; alarms and the
+metrics they evaluate, dashboards, S3 request-metrics configurations, KMS keys) lets a reviewer see cost drift next
+to the timings.
 Usage: python benchmarks/synth_bench.py [--runs N] [--skip-tests]
 """
 
@@ -75,12 +76,23 @@ def _print_costs(envs: list[str]) -> None:
         subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, check=True, capture_output=True)
         templates = {stack.name: stack.template() for stack in read_assembly(Path(outdir))}
     print("cost-bearing resources per environment (from the synthesized templates)")
-    print(f"  {'environment':<12} {'NAT gw':>7} {'LBs':>5} {'iface VPCE':>11} {'tasks':>6} {'task vCPU':>10}")
-    groups = {e: [n.storage_stack, n.iam_stack, n.secrets_stack, n.agent_stack] for e in envs for n in [EnvNames(e)]}
+    print(
+        f"  {'environment':<12} {'NAT gw':>7} {'LBs':>5} {'iface VPCE':>11} {'tasks':>6} {'task vCPU':>10}"
+        f" {'alarms':>7} {'alarm metrics':>14} {'dashboards':>11} {'S3 req metrics':>15} {'KMS keys':>9}"
+    )
+    groups = {
+        e: [n.storage_stack, n.iam_stack, n.secrets_stack, n.agent_stack, n.monitoring_stack]
+        for e in envs
+        for n in [EnvNames(e)]
+    }
     for name, stacks in {**groups, "ci": [CI_STACK]}.items():
         c = count_templates(templates[s] for s in stacks if s in templates)
         row = f"{c.nat_gateways:>7} {c.load_balancers:>5} {c.interface_endpoints:>11} {c.running_tasks:>6}"
-        print(f"  {name:<12} {row} {c.task_vcpus:>10.2f}")
+        monitoring = (
+            f"{c.alarms:>7} {c.alarm_metrics:>14} {c.dashboards:>11} {c.request_metrics_configurations:>15}"
+            f" {c.kms_keys:>9}"
+        )
+        print(f"  {name:<12} {row} {c.task_vcpus:>10.2f} {monitoring}")
 
 
 def _print_test_time() -> None:

@@ -9,6 +9,7 @@ from aws_cdk import App, Environment, Stack, Tags
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.stacks.agent import AgentStack
 from callsaver_infra.stacks.iam import IamStack
+from callsaver_infra.stacks.monitoring import MonitoringStack
 from callsaver_infra.stacks.secrets import SecretsStack
 from callsaver_infra.stacks.storage import StorageStack
 
@@ -21,9 +22,10 @@ class EnvironmentStacks:
     iam: IamStack
     secrets: SecretsStack
     agent: AgentStack
+    monitoring: MonitoringStack
 
     def all(self) -> tuple[Stack, ...]:
-        return (self.storage, self.iam, self.secrets, self.agent)
+        return (self.storage, self.iam, self.secrets, self.agent, self.monitoring)
 
 
 def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
@@ -44,7 +46,15 @@ def add_environment(app: App, config: EnvironmentConfig) -> EnvironmentStacks:
     agent = AgentStack(app, config=config, description=f"CallSaver {config.name}: LiveKit agent on Fargate", **common)
     # Tasks read their secrets at start: the secrets must exist first.
     agent.add_stack_dependency(secrets, "the agent's tasks read its secrets at start")
-    stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent)
+    agent.add_stack_dependency(iam, "the agent's tasks read the egress key pair to record outbound calls")
+    # Its own stack: alarms, topic and dashboard change far more often than the bucket or the service, and a
+    # monitoring change must never risk an update of either; it names what it watches, so it deploys last.
+    monitoring = MonitoringStack(
+        app, config=config, description=f"CallSaver {config.name}: alarms, alert topic and dashboard", **common
+    )
+    monitoring.add_stack_dependency(storage, "the upload alarms read the session bucket's request metrics")
+    monitoring.add_stack_dependency(agent, "the agent alarms and the deploy rule name the agent's service")
+    stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent, monitoring=monitoring)
     for stack in stacks.all():
         Tags.of(stack).add("project", "callsaver")
         Tags.of(stack).add("environment", config.name)

@@ -25,7 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+# The fake account of the local environment: only it may point the tools at local endpoints (rehearsal, tests).
+LOCAL_ACCOUNT = "123456789012"
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
+AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 # Fargate's valid task sizes: CPU units -> allowed memory (MiB). Source: the ECS developer guide,
 # "Task CPU and memory" (Linux, platform 1.4.0).
@@ -83,13 +86,26 @@ class LiveKitConfig(_Section):
 
     url: str = Field(description="LiveKit Cloud WebSocket URL, wss://<project>.livekit.cloud")
     sip_endpoint: str = Field(description="The project's SIP URI, sip:<project>.pstn.livekit.cloud")
-    worker_name: str = Field(min_length=1, max_length=64, description="LIVEKIT_WORKER_NAME of the agent")
+    worker_name: str = Field(
+        description="The agent name the environment's workers register under (LIVEKIT_WORKER_NAME and "
+        "LIVEKIT_AGENT_NAME); unique among environments that share `url`, or they form one pool"
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str) -> str:
         if not re.fullmatch(r"wss://[a-z0-9.-]+(:\d+)?/?", v):
             raise ValueError("must be a LiveKit WebSocket URL such as 'wss://myproject.livekit.cloud'")
+        return v
+
+    @field_validator("worker_name")
+    @classmethod
+    def _worker_name(cls, v: str) -> str:
+        if not AGENT_NAME_PATTERN.fullmatch(v):
+            raise ValueError(
+                "is not an agent name; use 1-64 of A-Z a-z 0-9 _ . - starting with a letter or digit, "
+                "e.g. 'callsaver-agent-staging'"
+            )
         return v
 
     @field_validator("sip_endpoint")
@@ -176,13 +192,40 @@ LOG_RETENTION_DAYS = (
     3653,
 )
 IMAGE_TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# The tags that name one image for good: the agent repository's full commit SHA, or a full release version
+# (v1.4.2, 1.4.2-rc.1). `latest`, branch names and floating versions (v1, v1.4) move to other images over time,
+# so a deploy of them is not reproducible (and the registry's immutable tags would refuse to move them anyway).
+IMMUTABLE_TAG_PATTERN = re.compile(r"^(?:[0-9a-f]{40}|v?\d+\.\d+\.\d+(?:-[0-9A-Za-z]+(?:\.[0-9A-Za-z]+)*)?)$")
+IMMUTABLE_TAG_FIX = (
+    "use an immutable tag: the agent repository's full commit SHA (40 lowercase hex characters) or a release "
+    "version such as v1.4.2"
+)
+# ECR repository names (ECR's CreateRepository constraint).
+ECR_REPOSITORY_PATTERN = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+
+
+def image_tag_problem(tag: str) -> str | None:
+    """Why `tag` must not be deployed (not a tag at all, or one that can move), or None for an immutable tag."""
+    if not IMAGE_TAG_PATTERN.fullmatch(tag):
+        return (
+            "is not a container image tag (up to 128 of A-Z a-z 0-9 _ . -, not starting with . or -); "
+            + IMMUTABLE_TAG_FIX
+        )
+    if tag == "latest":
+        return f"'latest' moves with every push, so a deploy could run any image; {IMMUTABLE_TAG_FIX}"
+    if not IMMUTABLE_TAG_PATTERN.fullmatch(tag):
+        return f"looks like a moving tag (a branch name, 'latest' or a floating version); {IMMUTABLE_TAG_FIX}"
+    return None
 
 
 class AgentConfig(_Section):
     """The LiveKit agent's Fargate service: image, size, scaling and logs."""
 
     image_repository: str = Field(description="ECR repository (name, in this account and region) of the agent image")
-    image_tag: str = Field(description="Image tag to run; CI overrides it with -c agentImageTag=<tag>")
+    image_tag: str = Field(
+        description="Immutable tag of the agent image to run (commit SHA or release version); the one source of "
+        "the deployed tag, overridden only by -c agentImageTag=<tag> for a hotfix"
+    )
     cpu: int = Field(description="Task CPU units (256, 512, 1024, ...)")
     memory_mib: int = Field(description="Task memory in MiB; must be a valid Fargate pair with cpu")
     min_tasks: int = Field(ge=1, description="Fewest running tasks; at least 1 so calls are answered")
@@ -193,17 +236,16 @@ class AgentConfig(_Section):
     @field_validator("image_repository")
     @classmethod
     def _repository(cls, v: str) -> str:
-        if not re.fullmatch(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*", v) or len(v) > 256:
+        if not ECR_REPOSITORY_PATTERN.fullmatch(v) or len(v) > 256:
             raise ValueError("is not an ECR repository name; use lowercase letters, digits and . _ - /")
         return v
 
     @field_validator("image_tag")
     @classmethod
     def _tag(cls, v: str) -> str:
-        if not IMAGE_TAG_PATTERN.fullmatch(v):
-            raise ValueError(
-                "is not a container image tag; use up to 128 of A-Z a-z 0-9 _ . - (not starting with . or -)"
-            )
+        problem = image_tag_problem(v)
+        if problem:
+            raise ValueError(problem)
         return v
 
     @field_validator("log_retention_days")
@@ -284,13 +326,21 @@ DISPATCH_RULE_ID_PATTERN = re.compile(r"^SDR_[A-Za-z0-9]+$")
 
 
 class EgressHookConfig(_Section):
-    """What `callsaver-infra push-egress` pushes into LiveKit: automatic room recording on SIP dispatch rules."""
+    """What `callsaver-infra push-egress` pushes into LiveKit: automatic recording of inbound calls.
+
+    The environment's inbound dispatch rules are the rules whose `room_config.agents` dispatch its agent
+    (`livekit.worker_name`); `dispatch_rule_ids` / `dispatch_rule_names` narrow that set, never widen it.
+    """
 
     auto_egress: bool = Field(
-        description="Record every call through dispatch_rule_ids automatically (false: the backend starts recordings)"
+        default=True,
+        description="Record every inbound call through the environment's dispatch rules (false: nothing is pushed)",
     )
     dispatch_rule_ids: StrTuple = Field(
-        default=(), description="SIP dispatch rules (SDR_...) to record calls of; from `lk sip dispatch list`"
+        default=(), description="Only these of the agent's rules (SDR_...); default: every rule dispatching the agent"
+    )
+    dispatch_rule_names: StrTuple = Field(
+        default=(), description="Only the agent's rules with these names; default: every rule dispatching the agent"
     )
     filepath_template: str = Field(
         description="Object key of each recording, e.g. '{room_name}/{time}'; LiveKit appends .ogg"
@@ -303,10 +353,19 @@ class EgressHookConfig(_Section):
         if bad:
             raise ValueError(
                 f"{bad} are not SIP dispatch rule ids; expected SDR_ followed by letters and digits "
-                "(see `lk sip dispatch list` or the LiveKit dashboard)"
+                "(see `callsaver-infra status` or `lk sip dispatch list`)"
             )
         if len(set(v)) != len(v):
             raise ValueError("lists a dispatch rule more than once; list each rule once")
+        return v
+
+    @field_validator("dispatch_rule_names")
+    @classmethod
+    def _rule_names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not name.strip() for name in v):
+            raise ValueError("holds an empty name; list the rules' names as LiveKit shows them")
+        if len(set(v)) != len(v):
+            raise ValueError("lists a dispatch rule name more than once; list each name once")
         return v
 
     @field_validator("filepath_template")
@@ -326,14 +385,67 @@ class EgressHookConfig(_Section):
             raise ValueError(f"must not start with {HEALTHCHECK_PREFIX!r}: push-egress --verify writes there")
         return v
 
-    @model_validator(mode="after")
-    def _rules_when_on(self) -> EgressHookConfig:
-        if self.auto_egress and not self.dispatch_rule_ids:
+    @property
+    def narrowed(self) -> bool:
+        """True when config names particular rules instead of every rule dispatching the agent."""
+        return bool(self.dispatch_rule_ids or self.dispatch_rule_names)
+
+    @property
+    def recording_prefix(self) -> str:
+        """The static part of filepath_template before its first variable: where recordings of calls land."""
+        return self.filepath_template.split("{", 1)[0]
+
+
+EMAIL_PATTERN = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z0-9-]{2,}$")
+# CloudWatch evaluates at most one day of sub-hour periods and seven days of hourly ones (PutMetricAlarm, Period).
+MAX_MINUTE_PERIODS = 24 * 60
+MAX_HOURLY_PERIODS = 7 * 24
+
+
+class MonitoringConfig(_Section):
+    """Who is told, and when, that the agent is down or recordings stop arriving (the Monitoring stack)."""
+
+    email_subscriptions: StrTuple = Field(
+        default=(), description="E-mail addresses subscribed to the alert topic (each confirms once by e-mail)"
+    )
+    max_hours_without_recording: int | None = Field(
+        default=None, description="Alarm when no recording arrived for this many hours; unset: no such alarm"
+    )
+    agent_down_minutes: int = Field(
+        default=3, ge=1, le=MAX_MINUTE_PERIODS, description="Minutes below agent.min_tasks before alarming"
+    )
+    saturation_minutes: int = Field(
+        default=10,
+        ge=1,
+        le=MAX_MINUTE_PERIODS,
+        description="Minutes at agent.max_tasks with CPU above agent.cpu_target_percent before alarming",
+    )
+    upload_errors_threshold: int = Field(
+        default=1, ge=1, description="4xx errors on recording uploads within one period that raise the alarm"
+    )
+    upload_errors_period_minutes: int = Field(
+        default=5, ge=1, le=MAX_MINUTE_PERIODS, description="Period over which 4xx upload errors are summed"
+    )
+
+    @field_validator("email_subscriptions")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [e for e in v if not EMAIL_PATTERN.fullmatch(e)]
+        if bad:
+            raise ValueError(f"{bad} are not e-mail addresses; write each as name@example.com")
+        if len(set(v)) != len(v):
+            raise ValueError("lists an address more than once; list each address once")
+        return v
+
+    @field_validator("max_hours_without_recording")
+    @classmethod
+    def _hours(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= MAX_HOURLY_PERIODS:
             raise ValueError(
-                "auto_egress = true needs at least one entry in dispatch_rule_ids (the SDR_... id from "
-                "`lk sip dispatch list` or the LiveKit dashboard); or set auto_egress = false"
+                f"must be 1-{MAX_HOURLY_PERIODS} hours (CloudWatch evaluates at most seven days); "
+                "remove the key to turn the alarm off"
             )
-        return self
+        return v
 
 
 class EnvironmentConfig(_Section):
@@ -350,6 +462,9 @@ class EnvironmentConfig(_Section):
     network: NetworkConfig = Field(default_factory=NetworkConfig, description="Optional; default: a new VPC")
     livekit_egress: EgressHookConfig
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="Optional; default: no break-glass")
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="Optional; default: alarms without e-mail subscriptions"
+    )
 
     @field_validator("name")
     @classmethod
@@ -454,7 +569,44 @@ def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
                 f"{config_dir / (env.name + '.toml')}: key 'storage.bucket_name': {env.storage.bucket_name!r} "
                 f"is already used by {config_dir / (other + '.toml')}; each environment needs its own bucket"
             )
+    check_livekit_identities(config_dir, envs)
     return envs
+
+
+def check_livekit_identities(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:
+    """Environments sharing a LiveKit project need their own agent name and disjoint dispatch-rule selections.
+
+    LiveKit dispatches a job to any worker registered under the agent name in the project, so two environments
+    with one name form one pool (staging would answer production's callers), and a rule selected by two
+    environments would have its recordings pushed to whichever deployed last.
+    """
+    problems: list[str] = []
+    ordered = [envs[name] for name in sorted(envs)]
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if first.livekit.url != second.livekit.url:
+                continue
+            a, b = (config_dir / f"{e.name}.toml" for e in (first, second))
+            if first.livekit.worker_name == second.livekit.worker_name:
+                rename = next(
+                    (e for e in (second, first) if e.livekit.worker_name != f"callsaver-agent-{e.name}"), second
+                )
+                problems.append(
+                    f"{a} and {b}: key 'livekit.worker_name' = {first.livekit.worker_name!r} in both, with the same "
+                    f"livekit.url {first.livekit.url!r}: the two environments' agents would form one pool and take "
+                    f"each other's calls; give each its own worker_name (e.g. 'callsaver-agent-{rename.name}' in "
+                    f"{config_dir / (rename.name + '.toml')})"
+                )
+            for key in ("dispatch_rule_ids", "dispatch_rule_names"):
+                shared = sorted(set(getattr(first.livekit_egress, key)) & set(getattr(second.livekit_egress, key)))
+                if shared:
+                    problems.append(
+                        f"{a} and {b}: key 'livekit_egress.{key}' both select {', '.join(shared)} in the same LiveKit "
+                        f"project: calls through it would be recorded into whichever environment pushed last; "
+                        f"list each rule in one environment only"
+                    )
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def select_environments(envs: Mapping[str, EnvironmentConfig], wanted: str | None) -> list[EnvironmentConfig]:

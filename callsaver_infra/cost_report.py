@@ -1,13 +1,16 @@
 """Cost-bearing resources per environment, counted from synthesized templates, so a reviewer sees cost drift.
 
 Counts what is billed by the hour whether or not calls come in: NAT gateways, load balancers, interface VPC
-endpoints, and Fargate tasks at the services' desired count (with their vCPU). Used by benchmarks/synth_bench.py.
+endpoints, and Fargate tasks at the services' desired count (with their vCPU); and what monitoring bills per month:
+CloudWatch alarms (priced per metric they evaluate, so a metric-math alarm counts each of its metrics), dashboards,
+S3 request-metrics configurations (each publishes S3's request metrics, billed as custom metrics) and KMS keys.
+Used by benchmarks/synth_bench.py.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 LOAD_BALANCER_TYPES = frozenset(
@@ -24,15 +27,14 @@ class CostCounts:
     interface_endpoints: int = 0
     running_tasks: int = 0
     task_vcpus: float = 0.0
+    alarms: int = 0
+    alarm_metrics: int = 0
+    dashboards: int = 0
+    request_metrics_configurations: int = 0
+    kms_keys: int = 0
 
     def __add__(self, other: CostCounts) -> CostCounts:
-        return CostCounts(
-            self.nat_gateways + other.nat_gateways,
-            self.load_balancers + other.load_balancers,
-            self.interface_endpoints + other.interface_endpoints,
-            self.running_tasks + other.running_tasks,
-            self.task_vcpus + other.task_vcpus,
-        )
+        return CostCounts(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
 def count_template(template: Mapping[str, Any]) -> CostCounts:
@@ -40,6 +42,7 @@ def count_template(template: Mapping[str, Any]) -> CostCounts:
     resources: Mapping[str, Any] = template.get("Resources", {})
     nat = lbs = endpoints = tasks = 0
     vcpus = 0.0
+    monitoring = CostCounts()
     for resource in resources.values():
         kind = resource.get("Type")
         props: Mapping[str, Any] = resource.get("Properties", {})
@@ -56,7 +59,18 @@ def count_template(template: Mapping[str, Any]) -> CostCounts:
             count = desired if isinstance(desired, int) else 1
             tasks += count
             vcpus += count * _task_cpu(resources, props.get("TaskDefinition")) / 1024
-    return CostCounts(nat, lbs, endpoints, tasks, vcpus)
+        elif kind == "AWS::CloudWatch::Alarm":
+            metrics = sum("MetricStat" in m for m in props.get("Metrics", [])) or 1
+            monitoring = monitoring + CostCounts(alarms=1, alarm_metrics=metrics)
+        elif kind == "AWS::CloudWatch::Dashboard":
+            monitoring = monitoring + CostCounts(dashboards=1)
+        elif kind == "AWS::S3::Bucket":
+            monitoring = monitoring + CostCounts(
+                request_metrics_configurations=len(props.get("MetricsConfigurations", []))
+            )
+        elif kind == "AWS::KMS::Key":
+            monitoring = monitoring + CostCounts(kms_keys=1)
+    return CostCounts(nat, lbs, endpoints, tasks, vcpus) + monitoring
 
 
 def _task_cpu(resources: Mapping[str, Any], task_definition: Any) -> int:

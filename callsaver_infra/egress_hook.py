@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import hashlib
 import json
+import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +32,24 @@ from google.protobuf.message import Message
 from livekit import api
 from livekit.api.twirp_client import ServerError
 
-from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
-from callsaver_infra.names import EnvNames, IamOutputs, StorageOutputs
+from callsaver_infra.config import HEALTHCHECK_PREFIX, LOCAL_ACCOUNT, EnvironmentConfig
+from callsaver_infra.dispatch_rules import (
+    current_room_egress,
+    dispatched_agents,
+    looks_masked,
+    mask_key,
+    owners,
+    recording_summary,
+    rule_label,
+    select_rules,
+)
+from callsaver_infra.names import (
+    EGRESS_SECRET_KEY_ID_FIELD,
+    EGRESS_SECRET_SECRET_FIELD,
+    EnvNames,
+    IamOutputs,
+    StorageOutputs,
+)
 from callsaver_infra.secret_catalog import PLACEHOLDER
 
 T = TypeVar("T")
@@ -64,11 +82,6 @@ class NotReadyError(HookError):
 
 
 # --------------------------------------------------------------------------- secrets
-
-
-def mask_key(value: str) -> str:
-    """An access key or API key as output may show it: its last 4 characters only."""
-    return "****" + value[-4:] if len(value) > 8 else "****"
 
 
 @dataclass(frozen=True, repr=False)
@@ -169,8 +182,8 @@ def read_egress_credentials(client: Any, config: EnvironmentConfig, secret_arn: 
         data = json.loads(value)
     except ValueError:
         data = None
-    key_id = data.get("accessKeyId") if isinstance(data, dict) else None
-    secret = data.get("secretAccessKey") if isinstance(data, dict) else None
+    key_id = data.get(EGRESS_SECRET_KEY_ID_FIELD) if isinstance(data, dict) else None
+    secret = data.get(EGRESS_SECRET_SECRET_FIELD) if isinstance(data, dict) else None
     if not (isinstance(key_id, str) and key_id and isinstance(secret, str) and secret):
         # Never quote the value: it is (or contains) the secret access key.
         raise HookError(
@@ -191,6 +204,7 @@ class DeployedOutputs:
     bucket_name: str
     bucket_region: str
     credentials_secret_arn: str
+    access_key_id: str
     source: str
 
 
@@ -200,6 +214,7 @@ def _required_outputs(config: EnvironmentConfig) -> list[tuple[str, str]]:
         (names.storage_stack, StorageOutputs.BUCKET_NAME),
         (names.storage_stack, StorageOutputs.BUCKET_REGION),
         (names.iam_stack, IamOutputs.CREDENTIALS_SECRET_ARN),
+        (names.iam_stack, IamOutputs.ACCESS_KEY_ID),
     ]
 
 
@@ -220,7 +235,7 @@ def _pick_outputs(
                 f"stack {stack}{state} has no output {key} ({source}): deploy it with make deploy ENV={config.name}"
             )
         values.append(value)
-    return DeployedOutputs(values[0], values[1], values[2], source)
+    return DeployedOutputs(values[0], values[1], values[2], values[3], source)
 
 
 def outputs_from_file(path: Path, config: EnvironmentConfig) -> DeployedOutputs:
@@ -326,30 +341,144 @@ def room_composite_request(
 
 
 def with_room_egress(rule: api.SIPDispatchRuleInfo, request: api.RoomCompositeEgressRequest) -> api.SIPDispatchRuleInfo:
-    """A copy of rule whose room_config.egress.room is request; every other field stays as it was."""
+    """A copy of rule whose room_config.egress.room is request; every other field stays as it was read."""
     updated = api.SIPDispatchRuleInfo()
     updated.CopyFrom(rule)
     updated.room_config.egress.room.CopyFrom(request)
     return updated
 
 
-def current_room_egress(rule: api.SIPDispatchRuleInfo) -> api.RoomCompositeEgressRequest | None:
-    """The rule's automatic room egress, or None when calls through it are not recorded automatically."""
-    if (
-        rule.HasField("room_config")
-        and rule.room_config.HasField("egress")
-        and rule.room_config.egress.HasField("room")
-    ):
-        return rule.room_config.egress.room
+# The part of a rule the hook owns and writes. Everything else is the operator's and goes back exactly as read.
+OWNED_FIELD = "room_config.egress.room"
+# Credentials inside an upload: LiveKit may hand them back masked (egress/redact.go) or blanked (utils/proto.go).
+_CREDENTIAL_FIELDS = {
+    "S3Upload": ("access_key", "secret", "session_token", "assume_role_external_id"),
+    "GCPUpload": ("credentials",),
+    "AzureBlobUpload": ("account_name", "account_key"),
+    "AliOSSUpload": ("access_key", "secret"),
+}
+
+
+def unowned_part(rule: api.SIPDispatchRuleInfo) -> api.SIPDispatchRuleInfo:
+    """The rule without the field the hook owns and without `updated_at` (which every write moves)."""
+    part = api.SIPDispatchRuleInfo()
+    part.CopyFrom(rule)
+    if part.HasField("room_config") and part.room_config.HasField("egress"):
+        part.room_config.egress.ClearField("room")
+        if not part.room_config.egress.ListFields():
+            part.room_config.ClearField("egress")  # "no egress" and "an egress with nothing but ours" are one state
+    part.ClearField("updated_at")
+    return part
+
+
+def _walk(message: Message, path: str) -> Iterator[tuple[str, Message, Any, Any]]:
+    """(path, message, field descriptor, value) for every set field, depth first; list and map items expanded."""
+    for fd, value in message.ListFields():
+        here = f"{path}.{fd.name}" if path else fd.name
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            for key in value:
+                item = value[key]
+                if isinstance(item, Message):
+                    yield from _walk(item, f"{here}[{key!r}]")
+                else:
+                    yield f"{here}[{key!r}]", message, fd, item
+        elif fd.is_repeated:
+            for index, item in enumerate(value):
+                if isinstance(item, Message):
+                    yield from _walk(item, f"{here}[{index}]")
+                else:
+                    yield f"{here}[{index}]", message, fd, item
+        elif isinstance(value, Message):
+            yield here, message, fd, value
+            yield from _walk(value, here)
+        else:
+            yield here, message, fd, value
+
+
+def _uploads(message: Message, path: str = "") -> Iterator[tuple[str, Message]]:
+    if message.DESCRIPTOR.name in _CREDENTIAL_FIELDS:
+        yield path, message
+    for here, _, _, value in _walk(message, path):
+        if isinstance(value, Message) and value.DESCRIPTOR.name in _CREDENTIAL_FIELDS:
+            yield here, value
+
+
+def _upload_problem(upload: Any) -> str | None:
+    """Why an upload's credentials look masked or blanked by a listing, or None if they look real."""
+    names = _CREDENTIAL_FIELDS[upload.DESCRIPTOR.name]
+    values = {name: getattr(upload, name) for name in names}
+    masked = [name for name, value in values.items() if value and looks_masked(value)]
+    if masked:
+        return f"{', '.join(masked)} came back masked ({values[masked[0]]})"
+    if upload.DESCRIPTOR.name == "S3Upload" and not upload.assume_role_arn:
+        if values["access_key"] and not values["secret"]:
+            return "secret came back empty beside its access_key"
+        if values["secret"] and not values["access_key"]:
+            return "access_key came back empty beside its secret"
+        if upload.bucket and not values["access_key"]:
+            return "access_key and secret came back empty (LiveKit Cloud cannot upload without them)"
+    elif upload.DESCRIPTOR.name == "GCPUpload" and upload.bucket and not values["credentials"]:
+        return "credentials came back empty"
+    elif any(values.values()) and not all(values.values()):
+        return "one credential came back empty beside the other"
     return None
+
+
+def masked_fields(rule: api.SIPDispatchRuleInfo) -> list[str]:
+    """Fields outside the hook's own that look masked or blanked in this listing: writing them back would damage the
+    rule. Masks: `{placeholder}` and `{abc...xyz}` (livekit/protocol egress/redact.go, utils/redact.go), asterisks,
+    `<redacted (N bytes)>` (logger.redact_format), an upload secret emptied beside its key id (utils/proto.go)."""
+    part = unowned_part(rule)
+    found = []
+    for path, upload in _uploads(part):
+        problem = _upload_problem(upload)
+        if problem:
+            found.append(f"{path}: {problem}")
+    upload_paths = [p for p, _ in _uploads(part)]
+    for path, _, _fd, value in _walk(part, ""):
+        if isinstance(value, str) and looks_masked(value) and not any(path.startswith(p) for p in upload_paths):
+            found.append(f"{path} = {value!r} looks masked")
+    return found
+
+
+def listing_blanks(rules: Sequence[api.SIPDispatchRuleInfo]) -> bool | None:
+    """Whether this listing blanks sensitive fields (livekit/protocol utils/proto.go CloneProtoRedacted clears every
+    field marked PII or secret): True if an upload anywhere came back with its credentials emptied, False if one
+    came back with credentials present (masked or not), None if no rule holds an upload to judge by."""
+    verdict: bool | None = None
+    for rule in rules:
+        for _, upload in _uploads(rule):
+            names = _CREDENTIAL_FIELDS[upload.DESCRIPTOR.name]
+            if any(getattr(upload, n) for n in names):
+                verdict = False if verdict is None else verdict
+            elif getattr(upload, "bucket", "") or getattr(upload, "container_name", ""):
+                return True
+    return verdict
+
+
+def credential_fingerprint(credentials: EgressCredentials) -> str:
+    """A one-way digest of the egress key pair: what the push receipt records instead of the key itself."""
+    digest = hashlib.sha256(f"{credentials.access_key_id}\n{credentials.secret_access_key}".encode())
+    return "sha256:" + digest.hexdigest()[:32]
+
+
+def _without_credentials(request: api.RoomCompositeEgressRequest) -> api.RoomCompositeEgressRequest:
+    copy = api.RoomCompositeEgressRequest()
+    copy.CopyFrom(request)
+    for _, upload in _uploads(copy):
+        for name in _CREDENTIAL_FIELDS[upload.DESCRIPTOR.name]:
+            upload.ClearField(name)
+    return copy
 
 
 @dataclass(frozen=True, repr=False)
 class RulePlan:
-    """What the hook would do to one dispatch rule."""
+    """What the hook would do to one dispatch rule: nothing, write the recording into it, or refuse it."""
 
     rule: api.SIPDispatchRuleInfo
     desired: api.RoomCompositeEgressRequest
+    fingerprint: str
+    receipt: str | None = None  # the fingerprint the last push to this rule recorded, if any
 
     @property
     def rule_id(self) -> str:
@@ -357,12 +486,49 @@ class RulePlan:
 
     @property
     def label(self) -> str:
-        return _rule_label(self.rule)
+        return rule_label(self.rule)
+
+    @property
+    def key_state(self) -> str:
+        """ "same", "different" or "masked": the access key id LiveKit holds, judged only when the listing shows it."""
+        current = current_room_egress(self.rule)
+        outputs = list(current.file_outputs) if current is not None else []
+        if len(outputs) != 1 or outputs[0].WhichOneof("output") != "s3":
+            return "different"
+        s3 = outputs[0].s3
+        if not s3.access_key or looks_masked(s3.access_key):
+            return "masked"
+        want = self.desired.file_outputs[0].s3
+        if s3.access_key != want.access_key:
+            return "different"
+        # A visible secret that differs is a rewrite too; a masked or blank one proves nothing either way.
+        if s3.secret and not looks_masked(s3.secret) and s3.secret != want.secret:
+            return "different"
+        return "same"
 
     @property
     def changed(self) -> bool:
-        # A secret LiveKit hands back redacted compares unequal, so the hook then pushes: safe, just not a no-op.
-        return current_room_egress(self.rule) != self.desired
+        """True unless LiveKit provably holds these settings: every field it never masks equal, and the key id
+        equal where the listing shows it, or recorded by the last push where the listing masks it."""
+        current = current_room_egress(self.rule)
+        if current is None or _without_credentials(current) != _without_credentials(self.desired):
+            return True
+        state = self.key_state
+        if state == "masked":
+            return self.receipt != self.fingerprint
+        return state != "same"
+
+    @property
+    def refusal(self) -> str | None:
+        """Why writing this rule back could damage it (fields outside the hook's own came back masked), or None."""
+        found = masked_fields(self.rule)
+        if not found:
+            return None
+        return (
+            f"dispatch rule {self.label}: refused, nothing pushed to it: LiveKit listed {'; '.join(found)}. Writing "
+            "the rule back (UpdateSIPDispatchRule replaces the whole rule) would store those masked values. Check "
+            "the rule in the LiveKit dashboard; remove or re-enter the masked field there, then run push-egress again"
+        )
 
     def updated_rule(self) -> api.SIPDispatchRuleInfo:
         """The whole rule as it is to be written back (UpdateSIPDispatchRule replaces the rule)."""
@@ -372,28 +538,14 @@ class RulePlan:
         return f"RulePlan({self.label}, changed={self.changed})"
 
 
-def _rule_label(rule: api.SIPDispatchRuleInfo) -> str:
-    return f'{rule.sip_dispatch_rule_id} "{rule.name}"' if rule.name else f"{rule.sip_dispatch_rule_id} (no name)"
-
-
-def plan_updates(
-    config: EnvironmentConfig,
-    rules: Sequence[api.SIPDispatchRuleInfo],
-    desired: api.RoomCompositeEgressRequest,
-    livekit_url: str,
-) -> list[RulePlan]:
-    """One plan per rule config names; HookError listing the existing rules when one of them does not exist."""
-    by_id = {r.sip_dispatch_rule_id: r for r in rules}
-    wanted = config.livekit_egress.dispatch_rule_ids
-    missing = [rule_id for rule_id in wanted if rule_id not in by_id]
-    if missing:
-        existing = "; ".join(_rule_label(r) for r in rules) or "none"
-        raise HookError(
-            f"dispatch rule {', '.join(missing)} (livekit_egress.dispatch_rule_ids in config/{config.name}.toml) "
-            f"does not exist in the LiveKit project at {livekit_url}. Rules that exist: {existing}. Fix "
-            "dispatch_rule_ids (see `lk sip dispatch list`); nothing was pushed"
-        )
-    return [RulePlan(by_id[rule_id], desired) for rule_id in wanted]
+def changed_fields(before: api.SIPDispatchRuleInfo, after: api.SIPDispatchRuleInfo) -> list[str]:
+    """Fields outside the hook's own that differ between two listings of one rule (unknown fields included)."""
+    old, new = unowned_part(before), unowned_part(after)
+    if old.SerializeToString(deterministic=True) == new.SerializeToString(deterministic=True):
+        return []
+    a, b = _fields(old), _fields(new)
+    paths = sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
+    return paths or ["fields unknown to this client"]
 
 
 def _flatten(value: Any, path: str, into: dict[str, Any]) -> None:
@@ -416,6 +568,8 @@ def _fields(message: Message | None) -> dict[str, Any]:
 
 def _shown(path: str, value: Any, other: Mapping[str, Any], side: str) -> str:
     leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    if isinstance(value, str) and looks_masked(value):
+        return "<masked by LiveKit>"
     if leaf in _HIDDEN_FIELDS:
         # Equal values look equal; a changed secret shows as a change, without showing either value.
         return "<hidden>" if other.get(path) == value else f"<hidden, {side}>"
@@ -434,7 +588,23 @@ def render_diff(plan: RulePlan) -> str:
     )
     # The hunk header (@@ -1,7 +1,7 @@) means nothing to a reader: the diff always shows the whole request.
     shown = [f"  {line}" for line in lines if not line.startswith("@@")]
-    return f"dispatch rule {plan.label}: room_config.egress.room\n" + "\n".join(shown)
+    if old == new:
+        reason = "the access key LiveKit holds is masked in its listing and the last push recorded another key"
+        shown = [f"  (fields LiveKit shows are equal; {reason})"]
+    return f"dispatch rule {plan.label}: {OWNED_FIELD}\n" + "\n".join(shown)
+
+
+def inventory(rules: Sequence[api.SIPDispatchRuleInfo], envs: Sequence[EnvironmentConfig]) -> str:
+    """Every rule of the project: which agents it dispatches, which environment it belongs to, what it records."""
+    if not rules:
+        return "  (the project has no SIP dispatch rules)"
+    lines = []
+    for rule in rules:
+        agents = ", ".join(dispatched_agents(rule)) or "no agent"
+        owner = ", ".join(owners(envs, rule)) or "no environment"
+        trunks = ", ".join(rule.trunk_ids) or "any trunk"
+        lines.append(f"  {rule_label(rule)}: agents {agents}; {trunks}; belongs to {owner}; {recording_summary(rule)}")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- LiveKit
@@ -535,20 +705,22 @@ class LiveKitSession:
 
     def _auth_error(self, what: str, e: ServerError) -> HookError:
         names = EnvNames(self._env)
+        # A bad token gets a plain-text 401 (livekit/livekit pkg/service/auth.go), which the SDK reports as code
+        # "unknown" with no message; a missing grant gets Twirp's unauthenticated "permissions denied".
+        answer = f"{e.status} {e.code}: {e.message}" if e.message else f"{e.status} (the token was not accepted)"
         return HookError(
             self._redact(
-                f"LiveKit at {self.url} refused {what}: {e.status} {e.code}: {e.message}. The API key in secret "
+                f"LiveKit at {self.url} refused {what}: {answer}. The API key in secret "
                 f"{names.secret(LIVEKIT_KEY_REF)} (with {names.secret(LIVEKIT_SECRET_REF)}) is wrong, belongs to "
                 f"another project, or lacks the grant; set the pair with: callsaver-infra secrets set --env "
                 f"{self._env} {LIVEKIT_KEY_REF} (and {LIVEKIT_SECRET_REF})"
             )
         )
 
-    async def list_dispatch_rules(self) -> list[api.SIPDispatchRuleInfo]:
-        """Every SIP dispatch rule of the project."""
-        response = await self.call(
-            "ListSIPDispatchRule", lambda lk: lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())
-        )
+    async def list_dispatch_rules(self, rule_ids: Sequence[str] = ()) -> list[api.SIPDispatchRuleInfo]:
+        """The project's SIP dispatch rules (only rule_ids, when given)."""
+        request = api.ListSIPDispatchRuleRequest(dispatch_rule_ids=list(rule_ids))
+        response = await self.call("ListSIPDispatchRule", lambda lk: lk.sip.list_dispatch_rule(request))
         return list(response.items)
 
     async def replace_dispatch_rule(self, rule: api.SIPDispatchRuleInfo) -> api.SIPDispatchRuleInfo:
@@ -558,8 +730,22 @@ class LiveKitSession:
             f"UpdateSIPDispatchRule {rule_id}", lambda lk: lk.sip.update_dispatch_rule(rule_id, rule)
         )
 
+    async def set_rule_attribute(self, rule_id: str, key: str, value: str) -> None:
+        """Set (or, with "", remove) one attribute through the field update, which merges and touches nothing else
+        (livekit/protocol livekit/sip.go SIPDispatchRuleUpdate.Apply: applyMapDiff)."""
+        await self.call(
+            f"UpdateSIPDispatchRule {rule_id} (attribute {key})",
+            lambda lk: lk.sip.update_dispatch_rule_fields(rule_id, attributes={key: value}),
+        )
+
 
 # --------------------------------------------------------------------------- --verify
+
+# The page the --verify web egress records. livekit/egress accepts only http(s) URLs (pkg/config/pipeline.go
+# isHttp) and fails the egress when the page answers >= 400 (pkg/pipeline/source/web.go navigate); example.com is
+# IANA's reserved, always-200, script-free page, so the recording is a few seconds of silence and nothing else.
+VERIFY_PAGE_URL = "https://example.com/"
+VERIFY_START_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -567,7 +753,6 @@ class VerifyResult:
     """How the --verify test recording went."""
 
     ok: bool
-    room: str
     egress_id: str
     key: str
     detail: str
@@ -583,13 +768,30 @@ async def _egress_info(session: LiveKitSession, egress_id: str) -> api.EgressInf
     return items[0]
 
 
-async def _wait_final(session: LiveKitSession, egress_id: str, seconds: float) -> api.EgressInfo:
+async def _wait_while(
+    session: LiveKitSession, egress_id: str, statuses: Sequence[int], seconds: float
+) -> api.EgressInfo:
     deadline = time.monotonic() + seconds
     while True:
         info = await _egress_info(session, egress_id)
-        if info.status not in _ACTIVE or time.monotonic() >= deadline:
+        if info.status not in statuses or time.monotonic() >= deadline:
             return info
         await asyncio.sleep(_POLL_SECONDS)
+
+
+def verify_request(settings: EgressSettings, key: str) -> api.WebEgressRequest:
+    """An audio-only web egress of VERIFY_PAGE_URL, uploaded as one OGG file with the push's bucket, region and key.
+
+    Why a web egress: it starts once its page has loaded, with no participant (livekit/egress
+    pkg/pipeline/source/web.go: without await_start_signal the start fuse is broken at once), whereas a room
+    composite of an empty room never starts and a stop aborts it without an upload (pkg/pipeline/source/sdk.go,
+    pkg/server/controller.go).
+    """
+    return api.WebEgressRequest(
+        url=VERIFY_PAGE_URL,
+        audio_only=True,
+        file_outputs=[api.EncodedFileOutput(file_type=api.EncodedFileType.OGG, filepath=key, s3=s3_upload(settings))],
+    )
 
 
 async def verify_egress(
@@ -599,54 +801,45 @@ async def verify_egress(
     *,
     redact: Redactor,
     record_seconds: float = VERIFY_RECORD_SECONDS,
+    start_seconds: float = VERIFY_START_SECONDS,
     wait_seconds: float = VERIFY_WAIT_SECONDS,
     now: datetime | None = None,
 ) -> VerifyResult:
-    """Record a few seconds of an empty `_healthcheck-<time>` room under _healthcheck/ and check S3 has the file.
+    """Record a few seconds of a web page into `_healthcheck/` with the pushed S3 settings; check S3 has the file.
 
     object_exists(bucket, key) runs with the operator's AWS credentials: the egress user may write, not read.
     """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
-    room = f"_healthcheck-{stamp}"
-    await session.call("CreateRoom", lambda lk: lk.room.create_room(api.CreateRoomRequest(name=room, empty_timeout=60)))
-    try:
-        request = room_composite_request(settings, filepath=HEALTHCHECK_PREFIX + "{time}", room_name=room)
-        started = await session.call(
-            "StartRoomCompositeEgress", lambda lk: lk.egress.start_room_composite_egress(request), retry=False
-        )
-        egress_id = started.egress_id
-        info = await _wait_final(session, egress_id, record_seconds)
-        if info.status in _ACTIVE:
-            # It may have ended between the poll and the stop; the wait below tells either way.
-            with contextlib.suppress(HookError):
-                await session.call(
-                    "StopEgress", lambda lk: lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
-                )
-            info = await _wait_final(session, egress_id, wait_seconds)
-    finally:
-        # The room closes itself after empty_timeout anyway; a failed clean-up is not a failed check.
+    key = f"{HEALTHCHECK_PREFIX}verify-{stamp}-{secrets.token_hex(3)}.ogg"
+    request = verify_request(settings, key)
+    started = await session.call("StartWebEgress", lambda lk: lk.egress.start_web_egress(request), retry=False)
+    egress_id = started.egress_id
+    info = await _wait_while(session, egress_id, (api.EgressStatus.EGRESS_STARTING,), start_seconds)
+    if info.status == api.EgressStatus.EGRESS_ACTIVE:
+        info = await _wait_while(session, egress_id, (api.EgressStatus.EGRESS_ACTIVE,), record_seconds)
+    if info.status in (api.EgressStatus.EGRESS_STARTING, api.EgressStatus.EGRESS_ACTIVE):
+        # It may end between the poll and the stop; the wait below tells either way.
         with contextlib.suppress(HookError):
             await session.call(
-                "DeleteRoom", lambda lk: lk.room.delete_room(api.DeleteRoomRequest(room=room)), retry=False
+                "StopEgress", lambda lk: lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
             )
+        info = await _wait_while(session, egress_id, _ACTIVE, wait_seconds)
 
     status = api.EgressStatus.Name(info.status)
     if info.status in _ACTIVE:
-        return VerifyResult(
-            False, room, egress_id, "", f"egress {egress_id} is still {status} after {wait_seconds:g} s"
-        )
+        return VerifyResult(False, egress_id, key, f"egress {egress_id} is still {status} after {wait_seconds:g} s")
     if info.status != _FINAL_OK:
         error = redact(info.error or "(LiveKit gave no error text)")
-        return VerifyResult(False, room, egress_id, "", f"egress {egress_id} ended {status}: {error}")
+        return VerifyResult(False, egress_id, key, f"egress {egress_id} ended {status}: {error}")
     results = list(info.file_results) or ([info.file] if info.HasField("file") else [])
-    key = results[0].filename if results else ""
-    if not key:
-        return VerifyResult(False, room, egress_id, "", f"egress {egress_id} completed but reported no file")
-    exists = await asyncio.to_thread(object_exists, settings.bucket, key)
+    written = results[0].filename if results else ""
+    if not written:
+        return VerifyResult(False, egress_id, key, f"egress {egress_id} completed but reported no file")
+    exists = await asyncio.to_thread(object_exists, settings.bucket, written)
     if not exists:
-        detail = f"egress {egress_id} reported s3://{settings.bucket}/{key} written, but S3 has no such object"
-        return VerifyResult(False, room, egress_id, key, detail)
-    return VerifyResult(True, room, egress_id, key, f"s3://{settings.bucket}/{key} written by egress {egress_id}")
+        detail = f"egress {egress_id} reported s3://{settings.bucket}/{written} written, but S3 has no such object"
+        return VerifyResult(False, egress_id, written, detail)
+    return VerifyResult(True, egress_id, written, f"s3://{settings.bucket}/{written} written by egress {egress_id}")
 
 
 def s3_object_exists(client: Any) -> Callable[[str, str], bool]:
@@ -668,7 +861,54 @@ def s3_object_exists(client: Any) -> Callable[[str, str], bool]:
     return exists
 
 
+# --------------------------------------------------------------------------- the push receipt
+
+
+class PushReceipt:
+    """Which key pair the last push wrote into each rule, as one-way fingerprints in an SSM parameter.
+
+    LiveKit may list a rule with its access key id masked (egress/redact.go `{access_key}`) or blanked
+    (utils/proto.go), and then only this record tells a rotated key from the one LiveKit holds.
+    """
+
+    def __init__(self, client: Any, name: str) -> None:
+        self._client = client
+        self.name = name
+        self.entries: dict[str, str] = {}
+        self.readable = True
+
+    def load(self) -> PushReceipt:
+        try:
+            value = self._client.get_parameter(Name=self.name)["Parameter"]["Value"]
+        except ClientError as e:
+            # No receipt means "unknown": the push then rewrites, which is safe.
+            self.readable = e.response["Error"]["Code"] == "ParameterNotFound"
+            return self
+        try:
+            data = json.loads(value)
+        except ValueError:
+            data = {}
+        if isinstance(data, dict):
+            self.entries = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)}
+        return self
+
+    def save(self) -> None:
+        value = json.dumps(dict(sorted(self.entries.items())), separators=(",", ":"))
+        try:
+            self._client.put_parameter(Name=self.name, Value=value, Type="String", Overwrite=True)
+        except ClientError as e:
+            raise HookError(
+                f"pushed, but could not record the push in SSM parameter {self.name} "
+                f"({e.response['Error']['Code']}): the next run will push again; the deploy role needs "
+                "ssm:PutParameter on it"
+            ) from None
+
+
 # --------------------------------------------------------------------------- the hook
+
+
+# The probe attribute the hook sets and removes to learn whether LiveKit's listing blanks sensitive fields.
+PROBE_ATTRIBUTE = "callsaver.listing-probe"
 
 
 @dataclass(frozen=True)
@@ -682,6 +922,24 @@ class HookOptions:
     s3_endpoint_url: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     retry: RetryPolicy = DEFAULT_RETRY
+    project_envs: tuple[EnvironmentConfig, ...] = ()  # every environment, to flag rules two of them select
+    # Rules whose sensitive fields the operator checked are empty, so a listing that blanks them loses nothing.
+    accept_blanked: tuple[str, ...] = ()
+
+
+def check_local_overrides(config: EnvironmentConfig, options: HookOptions) -> None:
+    """--livekit-url and --s3-endpoint-url send signed requests and the egress key elsewhere: local account only."""
+    given = [
+        flag
+        for flag, value in (("--livekit-url", options.livekit_url), ("--s3-endpoint-url", options.s3_endpoint_url))
+        if value
+    ]
+    if given and config.account != LOCAL_ACCOUNT:
+        raise HookError(
+            f"{' and '.join(given)} are for the local rehearsal and tests only (account {LOCAL_ACCOUNT}); "
+            f"environment {config.name} is account {config.account}: leave them out to use livekit.url from "
+            f"config/{config.name}.toml and AWS's own S3 endpoint"
+        )
 
 
 def run_hook(
@@ -694,6 +952,7 @@ def run_hook(
 
     aws(service) returns a boto3 client for the environment; out prints a line of the report.
     """
+    check_local_overrides(config, options)
     redact = Redactor()
     if options.outputs_file is not None:
         outputs = outputs_from_file(options.outputs_file, config)
@@ -707,31 +966,34 @@ def run_hook(
     secretsmanager = aws("secretsmanager")
     egress_creds = read_egress_credentials(secretsmanager, config, outputs.credentials_secret_arn)
     redact.add_egress(egress_creds)
+    if egress_creds.access_key_id != outputs.access_key_id:
+        raise HookError(
+            f"the egress secret holds access key {mask_key(egress_creds.access_key_id)}, but the deployed "
+            f"{IamOutputs.ACCESS_KEY_ID} ({outputs.source}) is {mask_key(outputs.access_key_id)}: the secret is stale "
+            f"or was edited by hand; redeploy {EnvNames(config.name).iam_stack}. Nothing was pushed"
+        )
     settings = build_settings(config, outputs, egress_creds, s3_endpoint_url=options.s3_endpoint_url)
-    hook = config.livekit_egress
     out(
         f"{config.name}: recordings go to s3://{settings.bucket}/{settings.filepath_template}.ogg "
         f"({settings.region}), access key {mask_key(egress_creds.access_key_id)} (outputs from {outputs.source})"
     )
-    if not hook.auto_egress:
+    if not config.livekit_egress.auto_egress:
         out(
-            f"auto-egress is off (livekit_egress.auto_egress = false in config/{config.name}.toml): nothing is "
-            "pushed to LiveKit. The backend starts each recording itself, with:"
+            f"recording of inbound calls is off (livekit_egress.auto_egress = false in config/{config.name}.toml): "
+            "nothing is pushed to LiveKit"
         )
-        out(f"  bucket             {settings.bucket}")
-        out(f"  region             {settings.region}")
-        out(f"  credentials secret {outputs.credentials_secret_arn}")
-        out(f"  access key         {mask_key(egress_creds.access_key_id)}")
-        out(f"  file path          {settings.filepath_template} (LiveKit appends .ogg)")
         if not options.verify:
             return
     livekit_creds = read_livekit_credentials(secretsmanager, config)
     redact.add_livekit(livekit_creds)
     url = options.livekit_url or config.livekit.url
+    receipt = PushReceipt(aws("ssm"), EnvNames(config.name).egress_push_receipt).load()
     verify_client = aws("s3") if options.verify else None
-    result = asyncio.run(_talk_to_livekit(config, options, settings, livekit_creds, url, redact, verify_client, out))
+    result = asyncio.run(
+        _talk_to_livekit(config, options, settings, livekit_creds, url, redact, receipt, verify_client, out)
+    )
     if result is not None and not result.ok:
-        raise HookError(f"--verify failed: {result.detail} (test room {result.room})")
+        raise HookError(f"--verify failed: {result.detail}")
 
 
 async def _talk_to_livekit(
@@ -741,6 +1003,7 @@ async def _talk_to_livekit(
     credentials: LiveKitCredentials,
     url: str,
     redact: Redactor,
+    receipt: PushReceipt,
     s3: Any,
     out: Callable[[str], None],
 ) -> VerifyResult | None:
@@ -748,14 +1011,29 @@ async def _talk_to_livekit(
         url, credentials, env=config.name, redact=redact, timeout=options.timeout, retry=options.retry
     ) as session:
         if config.livekit_egress.auto_egress:
-            await _push(config, options, settings, session, out)
+            await _push(config, options, settings, session, receipt, out)
         if s3 is None:
             return None
-        out(f"verify: recording a test room to s3://{settings.bucket}/{HEALTHCHECK_PREFIX}...")
+        out(
+            f"verify: recording {VERIFY_PAGE_URL} (web egress, audio only) to s3://{settings.bucket}/{HEALTHCHECK_PREFIX}..."
+        )
         result = await verify_egress(session, settings, s3_object_exists(s3), redact=redact)
         if result.ok:
             out(f"verify: ok: {result.detail}")
         return result
+
+
+async def _listing_blanks(session: LiveKitSession, rule: api.SIPDispatchRuleInfo) -> bool:
+    """Ask LiveKit whether its listing blanks sensitive fields, by setting an attribute (a field marked PII) with the
+    merging field update, reading the rule back and removing the attribute again."""
+    rule_id = rule.sip_dispatch_rule_id
+    await session.set_rule_attribute(rule_id, PROBE_ATTRIBUTE, "1")
+    try:
+        listed = await session.list_dispatch_rules([rule_id])
+    finally:
+        await session.set_rule_attribute(rule_id, PROBE_ATTRIBUTE, "")
+    attributes = listed[0].attributes if listed else {}
+    return attributes.get(PROBE_ATTRIBUTE) != "1"
 
 
 async def _push(
@@ -763,41 +1041,106 @@ async def _push(
     options: HookOptions,
     settings: EgressSettings,
     session: LiveKitSession,
+    receipt: PushReceipt,
     out: Callable[[str], None],
 ) -> None:
     try:
         rules = await session.list_dispatch_rules()
     except HookError as e:
         raise HookError(f"{e}; nothing was pushed") from None
-    plans = plan_updates(config, rules, room_composite_request(settings), session.url)
-    changed = [p for p in plans if p.changed]
-    for plan in plans:
-        if plan.changed:
-            out(render_diff(plan))
-        else:
-            out(f"dispatch rule {plan.label}: LiveKit already holds these settings; nothing changed")
-    if options.dry_run:
-        out(
-            f"dry run: would update {len(changed)} of {len(plans)} dispatch rule(s); nothing was pushed"
-            if changed
-            else "dry run: no change needed; nothing was pushed"
+    project = [e for e in options.project_envs if e.livekit.url == config.livekit.url] or [config]
+    selection = select_rules(config, rules, project)
+    agent = config.livekit.worker_name
+    if selection.problems or not selection.rules:
+        reasons = list(selection.problems) or [
+            f"no SIP dispatch rule of the project at {session.url} dispatches agent {agent!r} "
+            f"(livekit.worker_name in config/{config.name}.toml)"
+        ]
+        raise HookError(
+            "\n".join(reasons)
+            + f"\nnothing was pushed. Point this environment's inbound rule at its agent: add {agent!r} to the "
+            "rule's agents (room_config.agents) in the LiveKit dashboard or with `lk sip dispatch update`, or narrow "
+            f"with livekit_egress.dispatch_rule_ids in config/{config.name}.toml. The project's rules:\n"
+            + inventory(rules, project)
         )
+    desired = room_composite_request(settings)
+    fingerprint = credential_fingerprint(settings.credentials)
+    plans = [
+        RulePlan(rule, desired, fingerprint, receipt.entries.get(rule.sip_dispatch_rule_id)) for rule in selection.rules
+    ]
+    blanking = listing_blanks(rules)
+    refused: dict[str, str] = {}  # rule id -> why nothing was pushed to it
+    writes: list[RulePlan] = []
+    for plan in plans:
+        if not plan.changed:
+            out(f"dispatch rule {plan.label}: LiveKit already holds these settings; nothing changed")
+            continue
+        reason = plan.refusal
+        if reason is None and blanking and plan.rule_id not in options.accept_blanked:
+            reason = _blanked_refusal(plan)
+        if reason is not None:
+            refused[plan.rule_id] = reason
+            out(reason)
+            continue
+        out(render_diff(plan))
+        writes.append(plan)
+    if options.dry_run:
+        summary = (
+            f"dry run: would update {len(writes)} of {len(plans)} dispatch rule(s)"
+            if writes
+            else "dry run: no change needed"
+        )
+        out(f"{summary}; nothing was pushed")
+        if refused:
+            raise HookError(f"{len(refused)} dispatch rule(s) would be refused (above)")
         return
     done: list[str] = []
-    for plan in changed:
+    for plan in writes:
         try:
+            probe = blanking is None and plan.rule_id not in options.accept_blanked
+            if probe and await _listing_blanks(session, plan.rule):
+                reason = _blanked_refusal(plan)
+                refused[plan.rule_id] = reason
+                out(reason)
+                continue
             await session.replace_dispatch_rule(plan.updated_rule())
+            after = await session.list_dispatch_rules([plan.rule_id])
         except HookError as e:
-            pushed = f"already updated: {', '.join(done)}" if done else "nothing was pushed"
-            raise HookError(f"{e}; {pushed}") from None
+            raise HookError(f"{e}; {_pushed_so_far(done)}") from None
         done.append(plan.rule_id)
+        receipt.entries[plan.rule_id] = fingerprint
+        changed = changed_fields(plan.rule, after[0]) if after else ["the rule is gone after the write"]
+        if changed:
+            raise HookError(
+                f"dispatch rule {plan.label}: after the push LiveKit lists other fields than before: "
+                f"{', '.join(changed)}. The push writes only {OWNED_FIELD}; check the rule in the LiveKit dashboard "
+                f"({_pushed_so_far(done)})"
+            )
         out(f"dispatch rule {plan.label}: updated")
-    if changed:
-        out(f"pushed egress settings to {len(changed)} of {len(plans)} dispatch rule(s)")
-    else:
+    if done:
+        receipt.save()
+        out(f"pushed egress settings to {len(done)} of {len(plans)} dispatch rule(s)")
+    elif not refused:
         out("no change: LiveKit already holds these settings")
-    out(
-        "auto-egress is on: every call through "
-        + ", ".join(p.rule_id for p in plans)
-        + " is recorded by LiveKit; the backend must not start a second recording"
+    recorded = [p.label for p in plans if p.rule_id not in refused]
+    if recorded:
+        out(
+            f"inbound calls through {', '.join(recorded)} are recorded by LiveKit into s3://{settings.bucket}/; calls "
+            'the agent places (outbound) are recorded by the agent itself (README, "Which calls are recorded")'
+        )
+    if refused:
+        raise HookError(f"{len(refused)} dispatch rule(s) refused (above); {_pushed_so_far(done)}")
+
+
+def _blanked_refusal(plan: RulePlan) -> str:
+    return (
+        f"dispatch rule {plan.label}: refused, nothing pushed to it: LiveKit's listing blanks the fields it marks "
+        "sensitive (metadata, attributes, agents' metadata, upload credentials), so the hook cannot tell an empty "
+        "field from an erased one, and writing the rule back (a whole-rule replace) could erase them. If the "
+        "dashboard shows the rule's metadata, attributes and agents' metadata empty, run again with "
+        f"--accept-blanked-fields {plan.rule_id}"
     )
+
+
+def _pushed_so_far(done: Sequence[str]) -> str:
+    return f"already updated: {', '.join(done)}" if done else "nothing was pushed"

@@ -1,36 +1,24 @@
-"""A local stand-in for LiveKit Cloud's server API, served on 127.0.0.1.
+"""A strict local stand-in for LiveKit's server API, served on 127.0.0.1.
 
-LiveKit Cloud is unreachable from CI and from a developer's "deploy rehearsal", so this module serves
-the small part of LiveKit's Twirp API that callsaver-infra uses (SIP dispatch rules, rooms, room
-composite egress) on an ephemeral loopback port. It speaks the real wire protocol: the unmodified
-``livekit.api.LiveKitAPI`` client (protobuf bodies, HS256 bearer tokens) works against it, and so does
-a hand-written JSON Twirp request.
+LiveKit Cloud is unreachable from CI and from the deploy rehearsal, so this module serves the part of
+LiveKit's Twirp API that callsaver-infra calls (SIP dispatch rules and inbound trunks, rooms, room
+composite and web egress) on an ephemeral loopback port, for the unmodified ``livekit.api.LiveKitAPI``
+client (protobuf Twirp bodies, HS256 bearer tokens).
 
-Behaviour copied from LiveKit's open-source server (livekit/livekit ``pkg/service``) and egress
-(livekit/egress), so that code tested here meets the same answers live:
+Every behaviour is modelled on LiveKit's open-source code and cites the file it follows (repositories
+livekit/livekit, livekit/protocol, livekit/egress, livekit/sip). Where LiveKit would refuse a request,
+so does this server, with LiveKit's error code and text. What LiveKit Cloud does differently from the
+open-source server is unknown; ``listing`` selects how dispatch rules come back so that callers can be
+tested against each masking style the protocol code contains.
 
-* Tokens are verified like ``auth.APIKeyTokenVerifier``: HS256 only, ``iss`` must be the API key, ``exp``
-  required, ``nbf``/``exp`` checked with a one-minute leeway. Failures are HTTP 401 ``unauthenticated``.
-* A missing grant is reported the way LiveKit's ``twirpAuthError`` does it: HTTP 401 ``unauthenticated``
-  with the message ``permissions denied`` (not 403). Pass ``grant_error_code="permission_denied"`` for a
-  server that answers 403 ``permission_denied`` instead.
-* Dispatch-rule conflicts (same trunk + inbound number + number + PIN) are rejected with
-  ``invalid_argument``, updating or deleting an unknown rule gives ``not_found``.
-* Egress outputs are "recorded" by uploading a few bytes to S3 with the request's own credentials; S3
-  credentials are redacted (``*``) in every ``EgressInfo`` the server hands out, as LiveKit does.
-
-Nothing here logs or stores the API secret, bearer tokens or S3 secret keys.
+Nothing here logs or stores the API secret, bearer tokens or upload secrets in anything it hands out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import logging
+import posixpath
 import re
 import secrets
 import socket
@@ -38,70 +26,77 @@ import string
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import jwt
 from aiohttp import web
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
+from livekit.api import TokenVerifier
+from livekit.api.access_token import Claims
 from livekit.protocol import egress as proto_egress
 from livekit.protocol import models as proto_models
 from livekit.protocol import room as proto_room
 from livekit.protocol import sip as proto_sip
+from livekit.protocol.logger_pb import options as proto_logger_options
 
 __all__ = [
     "FAULT_KINDS",
+    "LISTING_MODES",
     "LocalLiveKitServer",
     "RequestRecord",
+    "clone_proto_redacted",
     "expand_egress_filepath",
+    "redact_room_egress",
 ]
 
 logger = logging.getLogger(__name__)
 
 FAULT_KINDS = ("unavailable", "internal", "timeout", "unauthenticated")
 
+# How ListSIPDispatchRule (and the UpdateSIPDispatchRule response) shows rules; see the class docstring.
+LISTING_MODES = ("unmasked", "placeholders", "redacted")
+
 # Twirp's code -> HTTP status table (twitchtv/twirp errors.go, ServerHTTPStatusFromErrorCode).
 _TWIRP_HTTP_STATUS = {
-    "canceled": 408,
-    "unknown": 500,
     "invalid_argument": 400,
     "malformed": 400,
-    "deadline_exceeded": 408,
     "not_found": 404,
     "bad_route": 404,
-    "already_exists": 409,
-    "permission_denied": 403,
-    "unauthenticated": 401,
-    "resource_exhausted": 429,
     "failed_precondition": 412,
-    "aborted": 409,
-    "out_of_range": 400,
+    "unauthenticated": 401,
     "unimplemented": 501,
     "internal": 500,
     "unavailable": 503,
-    "dataloss": 500,
 }
 
-# Registered JWT claims; everything else in a LiveKit token is a grant.
-_REGISTERED_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
-
-# LiveKit ids are a prefix plus 12 random characters.
+# LiveKit ids are a prefix plus 12 random characters (protocol utils/guid).
 _ID_ALPHABET = string.ascii_letters + string.digits
 
-_ACTIVE_EGRESS = (
-    proto_egress.EgressStatus.EGRESS_STARTING,
-    proto_egress.EgressStatus.EGRESS_ACTIVE,
-    proto_egress.EgressStatus.EGRESS_ENDING,
-)
+_S = proto_egress.EgressStatus
+_LIVE_EGRESS = (_S.EGRESS_STARTING, _S.EGRESS_ACTIVE, _S.EGRESS_ENDING)
 
+# protocol livekit/livekit_egress.go: the texts egress reports when it ends before its start signal.
+MSG_START_NOT_RECEIVED = "Start signal not received"
+MSG_STOPPED_BEFORE_STARTED = "Stop called before pipeline could start"
+END_REASON_API = "StopEgress API"
+END_REASON_SRC_CLOSED = "Source closed"
+
+# protocol livekit/sip.go NormalizeNumber.
+_RE_NUMBER = re.compile(r"^\+?[\d\- ()]+$")
+
+# livekit/egress pkg/types/types.go: FileExtensionForOutputType and the recognised FileExtensions.
 _FILE_EXTENSIONS = {
     proto_egress.EncodedFileType.OGG: ".ogg",
     proto_egress.EncodedFileType.MP4: ".mp4",
     proto_egress.EncodedFileType.MP3: ".mp3",
 }
-# Extensions livekit/egress recognises and swaps for the right one (types.FileExtensions).
-_KNOWN_EXTENSIONS = frozenset({".ogg", ".mp4", ".mp3", ".ts", ".webm", ".m3u8", ".jpeg", ".txt"})
+_KNOWN_EXTENSIONS = frozenset({".raw", ".ogg", ".mp3", ".ivf", ".mp4", ".ts", ".webm", ".m3u8", ".jpeg"})
 _CONTENT_TYPES = {".ogg": "audio/ogg", ".mp4": "video/mp4", ".mp3": "audio/mpeg"}
+
+_SENSITIVITY: Any = proto_logger_options.sensitivity
+_SENSITIVITY_PII = proto_logger_options.SENSITIVITY_PII
 
 
 class RequestRecord(NamedTuple):
@@ -120,6 +115,15 @@ class _TwirpFailure(Exception):
         self.msg = msg
 
 
+class _AuthFailure(Exception):
+    """What livekit/livekit pkg/service/auth.go APIKeyAuthMiddleware answers before Twirp: HTTP 401, plain text."""
+
+
+def _invalid_input(field_name: str) -> _TwirpFailure:
+    # livekit/egress pkg/errors/errors.go ErrInvalidInput (psrpc InvalidArgument -> Twirp invalid_argument).
+    return _TwirpFailure("invalid_argument", f"request has missing or invalid field: {field_name}")
+
+
 def _new_id(prefix: str) -> str:
     return prefix + "".join(secrets.choice(_ID_ALPHABET) for _ in range(12))
 
@@ -128,46 +132,98 @@ def _now_ns() -> int:
     return time.time_ns()
 
 
-def _b64url_decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+def normalize_number(number: str) -> str:
+    """protocol livekit/sip.go NormalizeNumber: strip spaces, dashes and parentheses of a number and add ``+``."""
+    if not number or not _RE_NUMBER.match(number):
+        return number
+    stripped = re.sub(r"[ \-()]", "", number)
+    return stripped if stripped.startswith("+") else "+" + stripped
 
 
-def _normalize_number(number: str) -> str:
-    # Mirrors livekit.NormalizeNumber closely enough for conflict checks: formatting stripped, "+" added.
-    if not number:
-        return ""
-    stripped = re.sub(r"[\s\-().]", "", number)
-    if stripped and stripped[0] != "+" and stripped.isdigit():
-        stripped = "+" + stripped
-    return stripped
+# --------------------------------------------------------------------------- masking
 
 
-def _rule_pin_and_room(info: proto_sip.SIPDispatchRuleInfo) -> tuple[str, str]:
-    kind = info.rule.WhichOneof("rule")
-    if kind == "dispatch_rule_direct":
-        return info.rule.dispatch_rule_direct.pin, info.rule.dispatch_rule_direct.room_name
-    if kind == "dispatch_rule_individual":
-        return info.rule.dispatch_rule_individual.pin, info.rule.dispatch_rule_individual.room_prefix
-    if kind == "dispatch_rule_callee":
-        return info.rule.dispatch_rule_callee.pin, info.rule.dispatch_rule_callee.room_prefix
-    raise _TwirpFailure("invalid_argument", "Unsupported SIP Dispatch Rule: <nil>")
+def _redact(value: str, placeholder: str) -> str:
+    # protocol utils/redact.go Redact: a set value becomes the placeholder, an empty one stays empty.
+    return placeholder if value else ""
 
 
-def _apply_list_update(current: list[str], update: proto_models.ListUpdate) -> list[str]:
-    if update.clear:
-        return []
-    result = list(update.set) if len(update.set) else list(current)
-    for item in update.add:
-        if item not in result:
-            result.append(item)
-    return [item for item in result if item not in set(update.remove)]
+def _redact_upload(upload: Message) -> None:
+    """protocol egress/redact.go RedactUpload: upload credentials become ``{access_key}``, ``{secret}``, ..."""
+    kind = upload.WhichOneof("output")
+    if kind == "s3":
+        s3 = upload.s3  # type: ignore[attr-defined]
+        s3.access_key = _redact(s3.access_key, "{access_key}")
+        s3.secret = _redact(s3.secret, "{secret}")
+        s3.assume_role_external_id = _redact(s3.assume_role_external_id, "{external_id}")
+        s3.session_token = _redact(s3.session_token, "{session_token}")
+    elif kind == "gcp":
+        gcp = upload.gcp  # type: ignore[attr-defined]
+        gcp.credentials = _redact(gcp.credentials, "{credentials}")
+    elif kind == "azure":
+        azure = upload.azure  # type: ignore[attr-defined]
+        azure.account_name = _redact(azure.account_name, "{account_name}")
+        azure.account_key = _redact(azure.account_key, "{account_key}")
+    elif kind == "aliOSS":
+        ali = upload.aliOSS  # type: ignore[attr-defined]
+        ali.access_key = _redact(ali.access_key, "{access_key}")
+        ali.secret = _redact(ali.secret, "{secret}")
 
 
-def _file_extension(request: proto_egress.RoomCompositeEgressRequest, output: proto_egress.EncodedFileOutput) -> str:
-    if output.file_type in _FILE_EXTENSIONS:
-        return _FILE_EXTENSIONS[output.file_type]
-    # DEFAULT_FILETYPE: livekit/egress records audio-only as OGG (opus), anything with video as MP4.
-    return ".ogg" if request.audio_only else ".mp4"
+def _redact_encoded_outputs(request: Message) -> None:
+    """protocol egress/redact.go RedactEncodedOutputs, as egress applies it to the request in every EgressInfo
+    (livekit/egress pkg/config/pipeline.go). redact.go only redacts a kind with exactly one output, but egress
+    refuses more than one ("multiple file outputs", pkg/config/output.go), so every accepted upload is covered."""
+    for name in ("file_outputs", "segment_outputs", "image_outputs"):
+        for upload in getattr(request, name, []):
+            _redact_upload(upload)
+    for name in ("file", "segments"):
+        if request.DESCRIPTOR.fields_by_name.get(name) is not None and request.HasField(name):
+            _redact_upload(getattr(request, name))
+
+
+def redact_room_egress(egress: proto_room.RoomEgress) -> None:
+    """Apply protocol egress/redact.go to every upload inside a rule's ``room_config.egress`` (in place):
+    RedactEncodedOutputs for ``room``, RedactAutoEncodedOutput for ``participant``, RedactUpload for ``tracks``.
+    Every upload is masked, not only a kind's single one, so the strictest reading of a masking server is tested."""
+    if egress.HasField("room"):
+        _redact_encoded_outputs(egress.room)
+    if egress.HasField("participant"):
+        _redact_encoded_outputs(egress.participant)
+    if egress.HasField("tracks"):
+        _redact_upload(egress.tracks)
+
+
+def clone_proto_redacted(message: Message) -> Message:
+    """protocol utils/proto.go CloneProtoRedacted: a copy with every field whose ``(logger.sensitivity)`` option
+    (protobufs/logger/options.proto, field 1288) is PII or SECRET cleared, recursing into messages, lists, maps."""
+    clone = type(message)()
+    clone.CopyFrom(message)
+    _clear_sensitive(clone)
+    return clone
+
+
+def _clear_sensitive(message: Message) -> None:
+    for fd, value in message.ListFields():
+        options = fd.GetOptions()
+        if options.HasExtension(_SENSITIVITY) and options.Extensions[_SENSITIVITY] >= _SENSITIVITY_PII:
+            message.ClearField(fd.name)
+            continue
+        if fd.message_type is None:
+            continue
+        if fd.message_type.GetOptions().map_entry:
+            value_fd = fd.message_type.fields_by_name["value"]
+            if value_fd.message_type is not None:
+                for item in value.values():
+                    _clear_sensitive(item)
+        elif isinstance(value, Message):
+            _clear_sensitive(value)
+        else:  # a repeated message field
+            for item in value:
+                _clear_sensitive(item)
+
+
+# --------------------------------------------------------------------------- egress file naming
 
 
 def expand_egress_filepath(
@@ -178,76 +234,97 @@ def expand_egress_filepath(
     extension: str,
     now: datetime | None = None,
 ) -> str:
-    """Expand an egress ``filepath`` the way livekit/egress does and make it end in ``extension``.
+    """Expand an egress ``filepath`` as livekit/egress pkg/config/output_file.go does and make it end in ``extension``.
 
-    ``{room_name}``, ``{room_id}``, ``{time}`` (``YYYY-MM-DDTHHMMSS``), ``{utc}`` (``YYYYMMDDHHMMSS`` followed
-    by the milliseconds, as livekit/egress formats it) and ``{retry}`` (always 0 here) are replaced; an
-    empty path or one ending in ``/`` gets ``<room_name>-<time>``; a wrong known extension is swapped.
+    With a room (room composite): ``{room_name}``, ``{room_id}``, ``{time}`` and ``{utc}`` are replaced. Without one
+    (web egress, ``room_name=""``): only ``{time}`` and ``{utc}``; ``{room_name}`` stays as written and a generated
+    name starts with ``web``. ``{retry}`` is replaced only on a retry, which never happens here, so it stays.
     """
     moment = (now or datetime.now(UTC)).astimezone(UTC)
     stamp = moment.strftime("%Y-%m-%dT%H%M%S")
-    replacements = {
-        "{room_name}": room_name,
-        "{room_id}": room_id,
-        "{time}": stamp,
-        "{utc}": f"{moment.strftime('%Y%m%d%H%M%S')}{moment.microsecond // 1000}",
-        "{retry}": "0",
-    }
-    path = template
+    replacements = {"{time}": stamp, "{utc}": f"{moment.strftime('%Y%m%d%H%M%S')}{moment.microsecond // 1000:03d}"}
+    identifier = "web"
+    if room_name:
+        replacements |= {"{room_name}": room_name, "{room_id}": room_id}
+        identifier = room_name
+    path = _clean(template)
     for placeholder, value in replacements.items():
         path = path.replace(placeholder, value)
     if not path or path.endswith("/"):
-        return f"{path}{room_name}-{stamp}{extension}"
+        return f"{path}{identifier}-{stamp}{extension}"
     if path.endswith(extension):
         return path
     dot = path.rfind(".")
-    if dot > 0 and path[dot:] in _KNOWN_EXTENSIONS:
+    if dot > -1 and path[dot:] in _KNOWN_EXTENSIONS:
         path = path[:dot]
     return path + extension
 
 
-def _redacted(request: proto_egress.RoomCompositeEgressRequest) -> proto_egress.RoomCompositeEgressRequest:
-    # livekit/egress blanks S3 keys in every EgressInfo it reports (redactOutputs); so must we.
-    copy = proto_egress.RoomCompositeEgressRequest()
-    copy.CopyFrom(request)
-    outputs = list(copy.file_outputs)
-    if copy.HasField("file"):
-        outputs.append(copy.file)
-    for output in outputs:
-        if output.HasField("s3"):
-            output.s3.access_key = "*" * len(output.s3.access_key)
-            output.s3.secret = "*" * len(output.s3.secret)
-            output.s3.session_token = "*" * len(output.s3.session_token)
-    return copy
+def _clean(filepath: str) -> str:
+    # livekit/egress pkg/config/output_file.go clean(): path.Clean, no leading "../", keep a trailing slash.
+    trailing = filepath.endswith("/")
+    cleaned = posixpath.normpath(filepath) if filepath else ""
+    if cleaned.startswith("//"):
+        cleaned = "/" + cleaned.lstrip("/")
+    while cleaned.startswith("../"):
+        cleaned = cleaned[3:]
+    if cleaned in ("", ".", ".."):
+        return ""
+    return cleaned + "/" if trailing else cleaned
 
 
 def _s3_error_text(exc: BaseException) -> str:
+    # livekit/egress pkg/errors/errors.go ErrUploadFailed ("<storage> upload failed: <err>"); the inner text is
+    # shaped like aws-sdk-go-v2's ("operation error S3: PutObject, ... api error <Code>: <Message>").
     response = getattr(exc, "response", None)
     if isinstance(response, dict):
         error = response.get("Error", {})
+        status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.get("Code")
         if code:
-            return f"{code}: {error.get('Message') or code}"
-    return str(exc) or type(exc).__name__
+            detail = f"https response error StatusCode: {status}, api error {code}: {error.get('Message') or code}"
+            return f"S3 upload failed: operation error S3: PutObject, {detail}"
+    return f"S3 upload failed: {exc or type(exc).__name__}"
+
+
+# --------------------------------------------------------------------------- egress jobs
 
 
 class _PendingUpload(NamedTuple):
-    output: proto_egress.EncodedFileOutput  # unredacted: holds the S3 credentials, never exposed
+    output: proto_egress.EncodedFileOutput  # unredacted: holds the upload credentials, never handed out
     key: str
     extension: str
 
 
+@dataclass
+class _EgressJob:
+    """What the egress worker of one egress needs; the credentials stay here, never in ``egresses``."""
+
+    egress_id: str
+    room_name: str  # "" for a web egress
+    uploads: list[_PendingUpload]
+    start: threading.Event = field(default_factory=threading.Event)
+    stop: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
 Handler = Callable[[Any], Message]
+GrantCheck = Callable[[Claims], bool]
 
 
 class LocalLiveKitServer:
     """LiveKit server API stand-in on ``http://127.0.0.1:<ephemeral port>`` (see the module docstring).
 
-    Use as ``with LocalLiveKitServer(key, secret) as lk:`` or call :meth:`start` / :meth:`stop`. State is
-    exposed for assertions: ``dispatch_rules`` (id -> ``SIPDispatchRuleInfo``), ``rooms`` (name -> ``Room``),
-    ``egresses`` (id -> ``EgressInfo``) and ``requests`` (list of :class:`RequestRecord`). Stored messages
-    are replaced, never mutated in place, so a reference taken by a test stays consistent; hold ``lock``
-    while iterating a dict that the server may be changing.
+    ``listing`` picks how ListSIPDispatchRule and the UpdateSIPDispatchRule response show rules:
+    ``"unmasked"`` as stored (the open-source server); ``"placeholders"``: upload credentials inside
+    ``room_config.egress`` replaced as protocol ``egress/redact.go`` does; ``"redacted"``: every field the
+    protos mark PII or secret cleared, as protocol ``utils/proto.go`` CloneProtoRedacted does (inbound trunks
+    are listed that way too in this mode). ``egress_start_delay`` is how long an egress takes to go ACTIVE
+    once it may start (a web page loading, a pipeline spinning up).
+
+    State for assertions: ``dispatch_rules``, ``inbound_trunks`` (id -> info), ``rooms`` (name -> ``Room``),
+    ``egresses`` (id -> ``EgressInfo`` as a client would see it), ``requests``. Stored messages are replaced,
+    never mutated in place; hold ``lock`` while iterating them.
     """
 
     def __init__(
@@ -256,36 +333,36 @@ class LocalLiveKitServer:
         api_secret: str,
         *,
         s3_endpoint_url: str | None = None,
-        egress_upload_delay: float | None = 0.2,
+        listing: str = "unmasked",
+        egress_start_delay: float = 0.05,
         fault_delay: float = 5.0,
-        grant_error_code: str = "unauthenticated",
-        clock_leeway: float = 60.0,
     ) -> None:
         if not api_key or not api_secret:
             raise ValueError("api_key and api_secret must be non-empty")
-        if grant_error_code not in ("unauthenticated", "permission_denied"):
-            raise ValueError("grant_error_code must be 'unauthenticated' or 'permission_denied'")
+        if listing not in LISTING_MODES:
+            raise ValueError(f"listing must be one of {LISTING_MODES}, not {listing!r}")
         if not 0 < fault_delay <= 60:
             raise ValueError("fault_delay must be in (0, 60] seconds")
-        if egress_upload_delay is not None and egress_upload_delay < 0:
-            raise ValueError("egress_upload_delay must be >= 0 or None")
+        if not 0 <= egress_start_delay <= 60:
+            raise ValueError("egress_start_delay must be in [0, 60] seconds")
         self.api_key = api_key
-        self._api_secret = api_secret.encode()
+        # protocol auth/verifier.go: HS256 only, issuer = API key, exp required, one minute of leeway.
+        self._verifier = TokenVerifier(api_key, api_secret, leeway=timedelta(minutes=1))
         self.s3_endpoint_url = s3_endpoint_url
-        self.egress_upload_delay = egress_upload_delay
+        self.listing = listing
+        self.egress_start_delay = egress_start_delay
         self.fault_delay = fault_delay
-        self.grant_error_code = grant_error_code
-        self.clock_leeway = clock_leeway
 
         self.lock = threading.RLock()
         self.dispatch_rules: dict[str, proto_sip.SIPDispatchRuleInfo] = {}
+        self.inbound_trunks: dict[str, proto_sip.SIPInboundTrunkInfo] = {}
         self.rooms: dict[str, proto_models.Room] = {}
         self.egresses: dict[str, proto_egress.EgressInfo] = {}
         self.requests: list[RequestRecord] = []
+        self.publishers: dict[str, set[str]] = {}  # room name -> identities publishing media
 
         self._faults: dict[str, list[str]] = {}
-        self._pending_uploads: dict[str, list[_PendingUpload]] = {}
-        self._egress_stop: dict[str, threading.Event] = {}
+        self._jobs: dict[str, _EgressJob] = {}
         self._workers: list[threading.Thread] = []
         self._stopping = threading.Event()
 
@@ -295,19 +372,18 @@ class LocalLiveKitServer:
         self._runner: web.AppRunner | None = None
         self._aio_stopping: asyncio.Event | None = None
 
-        admin = self._require_sip_admin
-        record = self._require_room_record
-        self._routes: dict[str, dict[str, tuple[type[Message], Callable[[dict[str, Any]], bool], Handler]]] = {
+        # Grants per call: livekit/livekit pkg/service/sip.go (EnsureSIPAdminPermission), roomservice.go
+        # (EnsureCreatePermission for CreateRoom and DeleteRoom), egress.go (EnsureRecordPermission).
+        admin, create, record = self._sip_admin, self._room_create, self._room_record
+        self._routes: dict[str, dict[str, tuple[type[Message], GrantCheck, Handler]]] = {
             "livekit.SIP": {
                 "ListSIPDispatchRule": (proto_sip.ListSIPDispatchRuleRequest, admin, self._list_rules),
-                "CreateSIPDispatchRule": (proto_sip.CreateSIPDispatchRuleRequest, admin, self._create_rule),
                 "UpdateSIPDispatchRule": (proto_sip.UpdateSIPDispatchRuleRequest, admin, self._update_rule),
-                "DeleteSIPDispatchRule": (proto_sip.DeleteSIPDispatchRuleRequest, admin, self._delete_rule),
+                "ListSIPInboundTrunk": (proto_sip.ListSIPInboundTrunkRequest, admin, self._list_inbound_trunks),
             },
             "livekit.RoomService": {
-                "CreateRoom": (proto_room.CreateRoomRequest, self._require_room_create, self._create_room),
-                "ListRooms": (proto_room.ListRoomsRequest, self._require_room_list, self._list_rooms),
-                "DeleteRoom": (proto_room.DeleteRoomRequest, self._require_room_create, self._delete_room),
+                "CreateRoom": (proto_room.CreateRoomRequest, create, self._create_room),
+                "DeleteRoom": (proto_room.DeleteRoomRequest, create, self._delete_room),
             },
             "livekit.Egress": {
                 "StartRoomCompositeEgress": (
@@ -315,6 +391,7 @@ class LocalLiveKitServer:
                     record,
                     self._start_room_composite_egress,
                 ),
+                "StartWebEgress": (proto_egress.WebEgressRequest, record, self._start_web_egress),
                 "StopEgress": (proto_egress.StopEgressRequest, record, self._stop_egress),
                 "ListEgress": (proto_egress.ListEgressRequest, record, self._list_egress),
             },
@@ -331,7 +408,7 @@ class LocalLiveKitServer:
 
     def __repr__(self) -> str:
         where = f"http://127.0.0.1:{self._port}" if self._port else "stopped"
-        return f"LocalLiveKitServer(api_key={self.api_key!r}, {where})"
+        return f"LocalLiveKitServer(api_key={self.api_key!r}, listing={self.listing!r}, {where})"
 
     def __enter__(self) -> LocalLiveKitServer:
         self.start()
@@ -389,13 +466,14 @@ class LocalLiveKitServer:
         await web.SockSite(self._runner, sock).start()
 
     def stop(self) -> None:
-        """Stop serving, wake any delayed ("timeout" fault) responses and abort unfinished egresses."""
+        """Stop serving, wake any held ("timeout" fault) responses and abort unfinished egresses."""
         if self._thread is None:
             return
         self._stopping.set()
         with self.lock:
-            for event in self._egress_stop.values():
-                event.set()
+            for job in self._jobs.values():
+                job.stop.set()
+                job.wake.set()
         loop = self._loop
         if loop is not None and loop.is_running():
 
@@ -437,24 +515,39 @@ class LocalLiveKitServer:
         with self.lock:
             self._faults.setdefault(name, []).extend([kind] * count)
 
-    def clear_faults(self) -> None:
-        """Drop every fault that has not fired yet."""
-        with self.lock:
-            self._faults.clear()
-
     def methods_called(self) -> list[str]:
         """Method names from the request log, in order."""
         with self.lock:
             return [record.method for record in self.requests]
 
     def add_dispatch_rule(self, rule: proto_sip.SIPDispatchRuleInfo, *, rule_id: str | None = None) -> str:
-        """Seed a dispatch rule as if created earlier; returns its ``SDR_`` id (new, or ``rule_id`` when given, so a
-        rehearsal can match the id an environment's config names)."""
+        """Seed a dispatch rule as if created earlier; returns its id (new, or ``rule_id`` when given, so a
+        rehearsal can match the id an environment's config names). Refused as the server's Validate would."""
         info = proto_sip.SIPDispatchRuleInfo()
         info.CopyFrom(rule)
-        info.sip_dispatch_rule_id = ""
         with self.lock:
-            return self._store_new_rule(info, rule_id=rule_id).sip_dispatch_rule_id
+            if rule_id is not None and rule_id in self.dispatch_rules:
+                raise ValueError(f"dispatch rule {rule_id} already exists")
+            info.sip_dispatch_rule_id = rule_id or _new_id("SDR_")
+            try:
+                _validate_rule(info)
+                self._check_conflicts(info, list(self.dispatch_rules.values()))
+            except _TwirpFailure as failure:
+                raise ValueError(failure.msg) from None
+            # created_at stays as given: the open-source server never sets it (livekit pkg/service/sip.go).
+            self.dispatch_rules[info.sip_dispatch_rule_id] = info
+            return info.sip_dispatch_rule_id
+
+    def add_inbound_trunk(self, trunk: proto_sip.SIPInboundTrunkInfo, *, trunk_id: str | None = None) -> str:
+        """Seed an inbound SIP trunk; returns its id (new ``ST_`` id, or ``trunk_id``)."""
+        info = proto_sip.SIPInboundTrunkInfo()
+        info.CopyFrom(trunk)
+        with self.lock:
+            if trunk_id is not None and trunk_id in self.inbound_trunks:
+                raise ValueError(f"inbound trunk {trunk_id} already exists")
+            info.sip_trunk_id = trunk_id or _new_id("ST_")
+            self.inbound_trunks[info.sip_trunk_id] = info
+            return info.sip_trunk_id
 
     def add_room(self, name: str) -> proto_models.Room:
         """Create (or return) a room without going through the API."""
@@ -467,13 +560,14 @@ class LocalLiveKitServer:
         *,
         from_number: str = "+15550100001",
         to_number: str = "+15550100002",
+        publish: bool = True,
     ) -> tuple[str, str | None]:
-        """Act as LiveKit SIP dispatching a call through rule ``rule_id``.
+        """Act as LiveKit SIP dispatching a call through rule ``rule_id``; returns ``(room_name, egress_id or None)``.
 
-        Creates the room the rule dispatches to with the rule's ``room_config``; if that carries an
-        automatic room-composite egress it is started, as LiveKit does on room creation. Returns
-        ``(room_name, egress_id or None)``. Room naming follows livekit/sip approximately
-        (``<prefix>_<caller>_<random>`` for individual rules).
+        The caller joins with the rule's ``room_config`` (protocol sip/sip.go copies it into the dispatch result,
+        livekit/sip pkg/sip/room.go puts it in the caller's token); a join that creates the room applies it and
+        starts ``egress.room`` (livekit/livekit pkg/service/roommanager.go getOrCreateRoom: only when newly
+        created). Then the caller publishes its audio (unless ``publish=False``), which starts that egress.
         """
         with self.lock:
             info = self.dispatch_rules.get(rule_id)
@@ -481,6 +575,7 @@ class LocalLiveKitServer:
                 raise KeyError(f"no dispatch rule {rule_id!r}")
             kind = info.rule.WhichOneof("rule")
             suffix = _new_id("")
+            # Room names as livekit/sip pkg/sip/service (dispatch evaluation in protocol sip/sip.go) forms them.
             if kind == "dispatch_rule_direct":
                 room_name = info.rule.dispatch_rule_direct.room_name
             elif kind == "dispatch_rule_individual":
@@ -504,12 +599,27 @@ class LocalLiveKitServer:
                 request.metadata = config.metadata
                 if config.HasField("egress"):
                     request.egress.CopyFrom(config.egress)
-            existed = room_name in self.rooms
+            before = set(self.egresses)
             self._create_room(request)
-            if existed or not request.egress.HasField("room"):
-                return room_name, None
-            started = [e for e in self.egresses.values() if e.room_name == room_name]
-            return room_name, (started[-1].egress_id if started else None)
+            started = [e for e in self.egresses if e not in before]
+            if publish:
+                self.publish_audio(room_name, identity=f"sip_{from_number}")
+            return room_name, (started[0] if started else None)
+
+    def publish_audio(self, room_name: str, identity: str = "publisher") -> None:
+        """A participant ``identity`` joins existing room ``room_name`` and publishes an audio track.
+
+        Egress of that room waiting for media (livekit/egress pkg/pipeline/source/sdk.go: the SDK source breaks
+        its start fuse once a subscribed track plays) may now start.
+        """
+        with self.lock:
+            if room_name not in self.rooms:
+                raise KeyError(f"no room {room_name!r}")
+            self.publishers.setdefault(room_name, set()).add(identity)
+            for job in self._jobs.values():
+                if job.room_name == room_name:
+                    job.start.set()
+                    job.wake.set()
 
     def wait_for_egress(self, egress_id: str, timeout: float = 5.0) -> proto_egress.EgressInfo:
         """Block until egress ``egress_id`` reaches a final status; returns its ``EgressInfo``."""
@@ -517,18 +627,26 @@ class LocalLiveKitServer:
         while True:
             with self.lock:
                 info = self.egresses[egress_id]
-            if info.status not in _ACTIVE_EGRESS:
+                worker_done = egress_id not in self._jobs
+            if info.status not in _LIVE_EGRESS and worker_done:
                 return info
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"egress {egress_id} still {proto_egress.EgressStatus.Name(info.status)}")
+                raise TimeoutError(f"egress {egress_id} still {_S.Name(info.status)}")
             time.sleep(0.02)
 
     # ------------------------------------------------------------------ HTTP / Twirp plumbing
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         try:
-            if request.path == "/settings/regions":
-                return self._regions(request)
+            # livekit/livekit pkg/service/auth.go: the API key middleware runs before any Twirp routing.
+            try:
+                claims, grants = self._authenticate(request)
+            except _AuthFailure as failure:
+                with self.lock:
+                    self.requests.append(RequestRecord(request.path.rsplit("/", 1)[-1], {}))
+                # pkg/service/utils.go HandleError: WriteHeader(401) then the error text; Go's net/http sniffs
+                # the body and sends "text/plain; charset=utf-8".
+                return web.Response(status=401, text=str(failure), content_type="text/plain", charset="utf-8")
             if request.method != "POST":
                 raise _TwirpFailure("bad_route", f'unsupported method "{request.method}" (only POST is allowed)')
             match = re.fullmatch(r"/twirp/([A-Za-z0-9_.]+)/([A-Za-z0-9_]+)", request.path)
@@ -537,29 +655,28 @@ class LocalLiveKitServer:
                 raise _TwirpFailure("bad_route", f'no handler for path "{request.path}"')
             method = match.group(2)
             request_cls, grant_check, handler = route
-
-            claims, auth_failure = self._authenticate(request)
             with self.lock:
-                self.requests.append(RequestRecord(method, self._grants_of(claims)))
+                self.requests.append(RequestRecord(method, grants))
                 queue = self._faults.get(method)
                 fault = queue.pop(0) if queue else None
             if fault is not None:
                 logger.info("injecting %s fault into %s", fault, method)
                 await self._inject(fault)
-            if auth_failure is not None:
-                raise auth_failure
-
-            json_body = self._is_json(request)
-            body = await request.read()
-            message = self._decode(request_cls, body, json_body)
-            if claims is None:
+            content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+            if content_type != "application/protobuf":
+                # Twirp also serves JSON, but nothing of ours sends it; refusing it keeps this server small.
+                raise _TwirpFailure("bad_route", f'unexpected Content-Type: "{content_type}"')
+            message = request_cls()
+            try:
+                message.ParseFromString(await request.read())
+            except DecodeError:
+                raise _TwirpFailure("malformed", "the protobuf request could not be decoded") from None
+            # pkg/service/auth.go twirpAuthError: a missing grant is Twirp unauthenticated "permissions denied".
+            if claims is None or not grant_check(claims):
                 raise _TwirpFailure("unauthenticated", "permissions denied")
-            if not grant_check(claims):
-                raise _TwirpFailure(self.grant_error_code, "permissions denied")
             with self.lock:
                 result = handler(message)
-            logger.debug("%s ok", method)
-            return self._encode(result, json_body)
+            return web.Response(body=result.SerializeToString(), content_type="application/protobuf")
         except _TwirpFailure as failure:
             logger.debug("twirp error %s: %s", failure.code, failure.msg)
             return self._error_response(failure)
@@ -585,45 +702,6 @@ class LocalLiveKitServer:
         code, msg = messages[fault]
         raise _TwirpFailure(code, msg)
 
-    def _regions(self, request: web.Request) -> web.Response:
-        # The client only asks for regions when failing over from a *.livekit.cloud host; answer with
-        # "no other regions" so a forced failover retries against this server.
-        claims, failure = self._authenticate(request)
-        if failure is None and claims is None:
-            failure = _TwirpFailure("unauthenticated", "permissions denied")
-        if failure is not None:
-            return self._error_response(failure)
-        return web.json_response({"regions": []})
-
-    @staticmethod
-    def _is_json(request: web.Request) -> bool:
-        content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-        if content_type == "application/json":
-            return True
-        if content_type == "application/protobuf":
-            return False
-        raise _TwirpFailure("bad_route", f'unexpected Content-Type: "{request.headers.get("Content-Type", "")}"')
-
-    @staticmethod
-    def _decode(cls: type[Message], body: bytes, json_body: bool) -> Message:
-        message = cls()
-        try:
-            if json_body:
-                json_format.Parse(body.decode() or "{}", message, ignore_unknown_fields=True)
-            else:
-                message.ParseFromString(body)
-        except (DecodeError, json_format.ParseError, ValueError):
-            kind = "json" if json_body else "protobuf"
-            raise _TwirpFailure("malformed", f"the {kind} request could not be decoded") from None
-        return message
-
-    @staticmethod
-    def _encode(message: Message, json_body: bool) -> web.Response:
-        if json_body:
-            text = json_format.MessageToJson(message, preserving_proto_field_name=True, indent=None)
-            return web.Response(text=text, content_type="application/json")
-        return web.Response(body=message.SerializeToString(), content_type="application/protobuf")
-
     @staticmethod
     def _error_response(failure: _TwirpFailure) -> web.Response:
         return web.json_response(
@@ -632,205 +710,168 @@ class LocalLiveKitServer:
 
     # ------------------------------------------------------------------ auth
 
-    def _authenticate(self, request: web.Request) -> tuple[dict[str, Any] | None, _TwirpFailure | None]:
-        """Return (claims, None) for a valid token, (None, None) when none was sent, else (None, failure)."""
+    def _authenticate(self, request: web.Request) -> tuple[Claims | None, dict[str, Any]]:
+        """livekit/livekit pkg/service/auth.go APIKeyAuthMiddleware: (claims, grants) for a valid token, (None, {})
+        when none was sent; raises :class:`_AuthFailure` with the middleware's text otherwise."""
         header = request.headers.get("Authorization", "")
         if header:
             if not header.startswith("Bearer "):
-                return None, _TwirpFailure("unauthenticated", "invalid authorization header. Must start with Bearer ")
+                raise _AuthFailure("invalid authorization header. Must start with Bearer ")
             token = header[len("Bearer ") :]
         else:
             token = request.query.get("access_token", "")
         if not token:
-            return None, None
+            return None, {}
         try:
-            return self._verify_token(token), None
-        except _TwirpFailure as failure:
-            return None, failure
-
-    def _verify_token(self, token: str) -> dict[str, Any]:
-        parts = token.split(".")
-        if len(parts) != 3:
-            raise _TwirpFailure("unauthenticated", "invalid authorization token")
+            # auth.ParseAPIToken: read the issuer (the API key) without verifying anything yet.
+            raw = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise _AuthFailure("invalid authorization token") from None
+        if raw.get("iss") != self.api_key:
+            raise _AuthFailure("invalid API key")
         try:
-            header = json.loads(_b64url_decode(parts[0]))
-            claims = json.loads(_b64url_decode(parts[1]))
-            signature = _b64url_decode(parts[2])
-        except (ValueError, binascii.Error):
-            raise _TwirpFailure("unauthenticated", "invalid authorization token") from None
-        if not isinstance(header, dict) or not isinstance(claims, dict):
-            raise _TwirpFailure("unauthenticated", "invalid authorization token")
-        issuer = claims.get("iss")
-        if issuer != self.api_key:
-            raise _TwirpFailure("unauthenticated", f"invalid API key: {issuer}")
-        # Only HS256: accepting the token's own "alg" would let "none" or a downgrade through.
-        expected = hmac.new(self._api_secret, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
-        if header.get("alg") != "HS256" or not hmac.compare_digest(expected, signature):
-            raise _TwirpFailure("unauthenticated", "invalid token: signature verification failed")
-        now = time.time()
-        exp = claims.get("exp")
-        if not isinstance(exp, int | float):
-            raise _TwirpFailure("unauthenticated", "invalid token: missing exp claim")
-        if now > exp + self.clock_leeway:
-            raise _TwirpFailure("unauthenticated", "invalid token: token is expired (exp)")
-        nbf = claims.get("nbf")
-        if isinstance(nbf, int | float) and now < nbf - self.clock_leeway:
-            raise _TwirpFailure("unauthenticated", "invalid token: token not valid yet (nbf)")
-        return claims
+            claims = self._verifier.verify(token)
+        except jwt.PyJWTError as exc:
+            alg = jwt.get_unverified_header(token).get("alg")
+            raise _AuthFailure(f"invalid authorization token: {_golang_jwt_text(exc, alg)}") from None
+        registered = {"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
+        return claims, {k: v for k, v in raw.items() if k not in registered}
 
     @staticmethod
-    def _grants_of(claims: dict[str, Any] | None) -> dict[str, Any]:
-        if claims is None:
-            return {}
-        grants: dict[str, Any] = json.loads(
-            json.dumps({k: v for k, v in claims.items() if k not in _REGISTERED_CLAIMS})
-        )
-        return grants
+    def _sip_admin(claims: Claims) -> bool:
+        return bool(claims.sip and claims.sip.admin)
 
     @staticmethod
-    def _grant(claims: dict[str, Any], section: str, name: str) -> bool:
-        block = claims.get(section)
-        return isinstance(block, dict) and block.get(name) is True
+    def _room_create(claims: Claims) -> bool:
+        return bool(claims.video and claims.video.room_create)
 
-    def _require_sip_admin(self, claims: dict[str, Any]) -> bool:
-        return self._grant(claims, "sip", "admin")
+    @staticmethod
+    def _room_record(claims: Claims) -> bool:
+        return bool(claims.video and claims.video.room_record)
 
-    def _require_room_record(self, claims: dict[str, Any]) -> bool:
-        return self._grant(claims, "video", "roomRecord")
+    # ------------------------------------------------------------------ SIP (lock held)
 
-    def _require_room_create(self, claims: dict[str, Any]) -> bool:
-        return self._grant(claims, "video", "roomCreate")
-
-    def _require_room_list(self, claims: dict[str, Any]) -> bool:
-        return self._grant(claims, "video", "roomList")
-
-    # ------------------------------------------------------------------ SIP dispatch rules (lock held)
-
-    def _check_conflicts(self, candidate: proto_sip.SIPDispatchRuleInfo) -> None:
-        # sip.DispatchRuleValidator: one rule per (PIN, trunk, inbound number, number); empty lists are
-        # wildcards that only collide with other wildcards.
+    def _check_conflicts(
+        self, candidate: proto_sip.SIPDispatchRuleInfo, rules: list[proto_sip.SIPDispatchRuleInfo]
+    ) -> None:
+        """protocol sip/sip.go DispatchRuleValidator over ``rules`` with ``candidate`` in place of its stored self."""
         seen: dict[tuple[str, str, str, str], proto_sip.SIPDispatchRuleInfo] = {}
-        others = [r for r in self.dispatch_rules.values() if r.sip_dispatch_rule_id != candidate.sip_dispatch_rule_id]
-        for rule in [*others, candidate]:
-            pin, _ = _rule_pin_and_room(rule)
+        ordered = sorted(rules, key=lambda r: r.sip_dispatch_rule_id)
+        if not any(r.sip_dispatch_rule_id == candidate.sip_dispatch_rule_id for r in ordered):
+            ordered.append(candidate)
+        for stored in ordered:
+            rule = candidate if stored.sip_dispatch_rule_id == candidate.sip_dispatch_rule_id else stored
+            pin = _rule_pin(rule)
             for trunk in list(rule.trunk_ids) or [""]:
                 for inbound in list(rule.inbound_numbers) or [""]:
                     for number in list(rule.numbers) or [""]:
-                        key = (pin, trunk, _normalize_number(inbound), _normalize_number(number))
+                        key = (pin, trunk, normalize_number(inbound), normalize_number(number))
                         previous = seen.get(key)
                         if previous is not None:
                             raise _TwirpFailure(
                                 "invalid_argument",
-                                "Dispatch rule for the same trunk, inbound number, number, and PIN "
-                                "combination already exists in dispatch rule "
-                                f'"{previous.sip_dispatch_rule_id or "<new>"}" "{previous.name or "<blank name>"}"',
+                                "Dispatch rule for the same trunk, inbound number, number, and PIN combination "
+                                f'already exists in dispatch rule "{previous.sip_dispatch_rule_id or "<new>"}" '
+                                f'"{previous.name or "<blank name>"}"',
                             )
                         seen[key] = rule
 
-    def _store_new_rule(
-        self, info: proto_sip.SIPDispatchRuleInfo, *, rule_id: str | None = None
-    ) -> proto_sip.SIPDispatchRuleInfo:
-        self._check_conflicts(info)
-        if rule_id is not None and rule_id in self.dispatch_rules:
-            raise ValueError(f"dispatch rule {rule_id} already exists")
-        info.sip_dispatch_rule_id = rule_id or _new_id("SDR_")
-        info.created_at.GetCurrentTime()
-        info.updated_at.CopyFrom(info.created_at)
-        self.dispatch_rules[info.sip_dispatch_rule_id] = info
-        return info
+    def _listed_rule(self, rule: proto_sip.SIPDispatchRuleInfo) -> proto_sip.SIPDispatchRuleInfo:
+        if self.listing == "redacted":
+            redacted: proto_sip.SIPDispatchRuleInfo = clone_proto_redacted(rule)  # type: ignore[assignment]
+            return redacted
+        shown = proto_sip.SIPDispatchRuleInfo()
+        shown.CopyFrom(rule)
+        if self.listing == "placeholders" and shown.room_config.HasField("egress"):
+            redact_room_egress(shown.room_config.egress)
+        return shown
 
     def _list_rules(self, req: proto_sip.ListSIPDispatchRuleRequest) -> proto_sip.ListSIPDispatchRuleResponse:
-        wanted_ids = set(req.dispatch_rule_ids)
-        wanted_trunks = set(req.trunk_ids)
+        # livekit/livekit pkg/service/sip.go ListSIPDispatchRule pages through every page (iters.All over
+        # protocol livekit/types.go ListPageIter), so a page limit never shortens the answer; only after_id and
+        # ListSIPDispatchRuleRequest.Filter (protocol livekit/sip.go) select.
         items = []
         for rule_id in sorted(self.dispatch_rules):
             rule = self.dispatch_rules[rule_id]
-            if wanted_ids and rule_id not in wanted_ids:
+            if req.dispatch_rule_ids and rule_id not in req.dispatch_rule_ids:
                 continue
-            if wanted_trunks and rule.trunk_ids and not wanted_trunks & set(rule.trunk_ids):
+            if req.trunk_ids and rule.trunk_ids and not set(req.trunk_ids) & set(rule.trunk_ids):
                 continue
             if req.HasField("page") and req.page.after_id and rule_id <= req.page.after_id:
                 continue
-            items.append(rule)
-        if req.HasField("page") and req.page.limit > 0:
-            items = items[: req.page.limit]
+            items.append(self._listed_rule(rule))
         return proto_sip.ListSIPDispatchRuleResponse(items=items)
 
-    def _create_rule(self, req: proto_sip.CreateSIPDispatchRuleRequest) -> proto_sip.SIPDispatchRuleInfo:
-        info = proto_sip.SIPDispatchRuleInfo()
-        if req.HasField("dispatch_rule"):
-            info.CopyFrom(req.dispatch_rule)
-        else:  # the deprecated flat request form
-            if req.HasField("rule"):
-                info.rule.CopyFrom(req.rule)
-            info.trunk_ids.extend(req.trunk_ids)
-            info.hide_phone_number = req.hide_phone_number
-            info.inbound_numbers.extend(req.inbound_numbers)
-            info.name = req.name
-            info.metadata = req.metadata
-            info.attributes.update(req.attributes)
-            info.room_preset = req.room_preset
-            if req.HasField("room_config"):
-                info.room_config.CopyFrom(req.room_config)
-        info.sip_dispatch_rule_id = ""
-        _rule_pin_and_room(info)
-        return self._store_new_rule(info)
+    def _list_inbound_trunks(self, req: proto_sip.ListSIPInboundTrunkRequest) -> proto_sip.ListSIPInboundTrunkResponse:
+        # As _list_rules, with protocol livekit/sip.go ListSIPInboundTrunkRequest.Filter: trunk_ids must contain
+        # the id; numbers must share one number (as written or normalized) unless the trunk lists none.
+        wanted_numbers = {normalize_number(n) for n in req.numbers} | set(req.numbers)
+        items: list[proto_sip.SIPInboundTrunkInfo] = []
+        for trunk_id in sorted(self.inbound_trunks):
+            trunk = self.inbound_trunks[trunk_id]
+            if req.trunk_ids and trunk_id not in req.trunk_ids:
+                continue
+            if (
+                req.numbers
+                and trunk.numbers
+                and not any(n in wanted_numbers or normalize_number(n) in wanted_numbers for n in trunk.numbers)
+            ):
+                continue
+            if req.HasField("page") and req.page.after_id and trunk_id <= req.page.after_id:
+                continue
+            if self.listing == "redacted":
+                trunk = clone_proto_redacted(trunk)  # type: ignore[assignment]
+            items.append(trunk)
+        return proto_sip.ListSIPInboundTrunkResponse(items=items)
 
     def _update_rule(self, req: proto_sip.UpdateSIPDispatchRuleRequest) -> proto_sip.SIPDispatchRuleInfo:
+        """livekit/livekit pkg/service/sip.go UpdateSIPDispatchRule with protocol livekit/sip.go Validate/Apply."""
+        # UpdateSIPDispatchRuleRequest.Validate: its errors come back as Twirp invalid_argument.
         if not req.sip_dispatch_rule_id:
-            raise _TwirpFailure("invalid_argument", "dispatch rule ID is required")
+            raise _TwirpFailure("invalid_argument", "rule id must be set")
         action = req.WhichOneof("action")
         if action is None:
             raise _TwirpFailure("invalid_argument", "missing or unsupported update action")
+        if action == "replace":
+            replace_id = req.replace.sip_dispatch_rule_id
+            if replace_id and replace_id != req.sip_dispatch_rule_id:
+                raise _TwirpFailure(
+                    "invalid_argument", "rule id in the info must be empty or match the id in the update"
+                )
+            _validate_rule(req.replace)
+        else:
+            _validate_rule_update(req.update, "invalid_argument")
         current = self.dispatch_rules.get(req.sip_dispatch_rule_id)
         if current is None:
             raise _TwirpFailure("not_found", "requested sip dispatch rule does not exist")
         updated = proto_sip.SIPDispatchRuleInfo()
         if action == "replace":
+            # UpdateSIPDispatchRuleRequest_Replace.Apply: a clone of what was sent with the stored id forced in;
+            # nothing is merged, created_at and updated_at are whatever was sent.
             updated.CopyFrom(req.replace)
-            updated.created_at.CopyFrom(current.created_at)
+            updated.sip_dispatch_rule_id = current.sip_dispatch_rule_id
         else:
+            # UpdateSIPDispatchRuleRequest_Update.Apply -> SIPDispatchRuleUpdate.Apply; its errors are plain Go
+            # errors, which Twirp sends as internal.
             updated.CopyFrom(current)
-            diff = req.update
-            if diff.HasField("trunk_ids"):
-                trunks = _apply_list_update(list(updated.trunk_ids), diff.trunk_ids)
-                del updated.trunk_ids[:]
-                updated.trunk_ids.extend(trunks)
-            if diff.HasField("rule"):
-                updated.rule.CopyFrom(diff.rule)
-            if diff.HasField("name"):
-                updated.name = diff.name
-            if diff.HasField("metadata"):
-                updated.metadata = diff.metadata
-            if diff.HasField("media_encryption"):
-                updated.media_encryption = diff.media_encryption
-            if diff.HasField("media"):
-                updated.media.CopyFrom(diff.media)
-            for key, value in diff.attributes.items():
-                if value:
-                    updated.attributes[key] = value
-                else:
-                    updated.attributes.pop(key, None)
-        updated.sip_dispatch_rule_id = current.sip_dispatch_rule_id
-        _rule_pin_and_room(updated)
-        self._check_conflicts(updated)
-        updated.updated_at.GetCurrentTime()
+            _apply_rule_update(updated, req.update)
+        # ValidateDispatchRulesIter over the rules listed with the updated rule's trunk ids.
+        # The updated rule takes the stored one's place in that iteration (WithDispatchRuleReplace), so when the
+        # stored rule is not among the listed ones the updated rule is not checked at all, as on the server.
+        wanted = set(updated.trunk_ids)
+        peers = [r for r in self.dispatch_rules.values() if not wanted or not r.trunk_ids or wanted & set(r.trunk_ids)]
+        if any(r.sip_dispatch_rule_id == updated.sip_dispatch_rule_id for r in peers):
+            self._check_conflicts(updated, peers)
         self.dispatch_rules[updated.sip_dispatch_rule_id] = updated
-        return updated
-
-    def _delete_rule(self, req: proto_sip.DeleteSIPDispatchRuleRequest) -> proto_sip.SIPDispatchRuleInfo:
-        if not req.sip_dispatch_rule_id:
-            raise _TwirpFailure("invalid_argument", "dispatch rule ID is required")
-        info = self.dispatch_rules.pop(req.sip_dispatch_rule_id, None)
-        if info is None:
-            raise _TwirpFailure("not_found", "requested sip dispatch rule does not exist")
-        return info
+        return self._listed_rule(updated)
 
     # ------------------------------------------------------------------ rooms (lock held)
 
     def _create_room(self, req: proto_room.CreateRoomRequest) -> proto_models.Room:
+        # livekit/livekit pkg/service/roommanager.go getOrCreateRoom: an existing room is returned as is; a new one
+        # starts egress.room (with the room's name forced in) right after creation.
         if not req.name:
-            raise _TwirpFailure("invalid_argument", "no room name")
+            raise _TwirpFailure("invalid_argument", "no room name")  # not modelled on a source: never sent by us
         existing = self.rooms.get(req.name)
         if existing is not None:
             return existing
@@ -845,85 +886,179 @@ class LocalLiveKitServer:
             creation_time_ms=now_ms,
             metadata=req.metadata,
         )
-        self.rooms[req.name] = room
         if req.HasField("egress") and req.egress.HasField("room"):
-            # LiveKit's RoomService starts a room's automatic room-composite egress on creation.
             auto = proto_egress.RoomCompositeEgressRequest()
             auto.CopyFrom(req.egress.room)
             auto.room_name = req.name
-            self._start_room_composite_egress(auto)
+            self.rooms[req.name] = room
+            try:
+                self._start_room_composite_egress(auto)
+            except _TwirpFailure:
+                del self.rooms[req.name]  # getOrCreateRoom releases the room when its egress cannot start
+                raise
+        self.rooms[req.name] = room
         return room
 
-    def _list_rooms(self, req: proto_room.ListRoomsRequest) -> proto_room.ListRoomsResponse:
-        names = set(req.names)
-        rooms = [room for name, room in self.rooms.items() if not names or name in names]
-        return proto_room.ListRoomsResponse(rooms=rooms)
-
     def _delete_room(self, req: proto_room.DeleteRoomRequest) -> proto_room.DeleteRoomResponse:
+        # pkg/service/roomservice.go DeleteRoom: unknown room -> ErrRoomNotFound.
         if self.rooms.pop(req.room, None) is None:
             raise _TwirpFailure("not_found", "requested room does not exist")
-        # Closing a room ends its recordings, which then upload.
-        for egress_id, info in self.egresses.items():
-            if info.room_name == req.room and info.status in _ACTIVE_EGRESS:
-                self._egress_stop[egress_id].set()
+        self.publishers.pop(req.room, None)
+        # The room's egresses lose their source (livekit/egress pkg/pipeline/controller.go: EndRecording ->
+        # SendEOS(EndReasonSrcClosed)): one not started yet aborts, an active one ends and uploads.
+        for egress_id, job in list(self._jobs.items()):
+            if job.room_name == req.room:
+                self._end_egress(egress_id, END_REASON_SRC_CLOSED)
         return proto_room.DeleteRoomResponse()
 
     # ------------------------------------------------------------------ egress (lock held)
 
     def _start_room_composite_egress(self, req: proto_egress.RoomCompositeEgressRequest) -> proto_egress.EgressInfo:
-        if not req.room_name:
-            raise _TwirpFailure("invalid_argument", "no room name")
-        room = self.rooms.get(req.room_name)
+        # livekit/livekit pkg/service/egress.go egressLauncher.StartEgress loads the room first (not_found).
+        if req.room_name:
+            room = self.rooms.get(req.room_name)
+            if room is None:
+                raise _TwirpFailure("not_found", "requested room does not exist")
+        else:
+            room = None
+        # livekit/egress pkg/config/pipeline.go Update (room composite branch), in its order.
+        audio, video = not req.video_only, not req.audio_only
+        if not audio and not video:
+            raise _invalid_input("audio_only and video_only")
+        uploads = self._file_uploads(req, audio=audio, video=video, room=room)
         if room is None:
-            raise _TwirpFailure("not_found", "requested room does not exist")
-        outputs = list(req.file_outputs)
-        if req.HasField("file"):
-            outputs.append(req.file)
-        if not (outputs or req.stream_outputs or req.segment_outputs or req.image_outputs or req.WhichOneof("output")):
-            raise _TwirpFailure("invalid_argument", "no outputs")
-        egress_id = _new_id("EG_")
-        now = datetime.now(UTC)
-        uploads = []
-        for output in outputs:
-            extension = _file_extension(req, output)
-            key = expand_egress_filepath(
-                output.filepath, room_name=room.name, room_id=room.sid, extension=extension, now=now
-            )
-            uploads.append(_PendingUpload(output, key, extension))
+            # No room name: no egress token can be built (pipeline.go "connection info").
+            raise _invalid_input("token or api key/secret")
+        # pkg/config/pipeline.go ShouldUseSDKSource: audio only, no layout, no custom base url -> SDK source.
+        sdk = req.audio_only and not req.layout and not req.custom_base_url
+        request = proto_egress.RoomCompositeEgressRequest()
+        request.CopyFrom(req)
+        _redact_encoded_outputs(request)
+        info = self._new_egress_info(uploads)
+        info.room_composite.CopyFrom(request)
+        info.room_id, info.room_name = room.sid, room.name
+        info.source_type = (
+            proto_egress.EgressSourceType.EGRESS_SOURCE_TYPE_SDK
+            if sdk
+            else proto_egress.EgressSourceType.EGRESS_SOURCE_TYPE_WEB
+        )
+        job = _EgressJob(info.egress_id, room.name, uploads)
+        # Room composite always awaits its start signal (pipeline.go AwaitStartSignal = true): the SDK source on
+        # the first media packet (source/sdk.go), the web template once tracks are subscribed.
+        if self.publishers.get(room.name):
+            job.start.set()
+        return self._launch(info, job)
+
+    def _start_web_egress(self, req: proto_egress.WebEgressRequest) -> proto_egress.EgressInfo:
+        # livekit/egress pkg/config/pipeline.go Update (web branch): url.Parse + isHttp, then audio/video.
+        if not _is_http_url(req.url):
+            raise _invalid_input("web url")
+        audio, video = not req.video_only, not req.audio_only
+        if not audio and not video:
+            raise _invalid_input("audio_only and video_only")
+        uploads = self._file_uploads(req, audio=audio, video=video, room=None)
+        request = proto_egress.WebEgressRequest()
+        request.CopyFrom(req)
+        _redact_encoded_outputs(request)
+        info = self._new_egress_info(uploads)
+        info.web.CopyFrom(request)
+        info.source_type = proto_egress.EgressSourceType.EGRESS_SOURCE_TYPE_WEB
+        job = _EgressJob(info.egress_id, "", uploads)
+        # pkg/pipeline/source/web.go: without await_start_signal the start fuse breaks once the page has loaded;
+        # with it, only the page's START_RECORDING console log starts it, which no page here ever sends.
+        if not req.await_start_signal:
+            job.start.set()
+        return self._launch(info, job)
+
+    def _file_uploads(
+        self, req: Any, *, audio: bool, video: bool, room: proto_models.Room | None
+    ) -> list[_PendingUpload]:
+        # livekit/egress pkg/config/output.go updateEncodedOutputs and output_file.go: at most one file output,
+        # some output required; segment, stream and image outputs are not modelled (nothing of ours uses them).
+        if len(req.stream_outputs) or len(req.segment_outputs) or len(req.image_outputs):
+            raise _TwirpFailure("unimplemented", "only file outputs are modelled by the local LiveKit server")
+        if req.WhichOneof("output") not in (None, "file"):
+            raise _TwirpFailure("unimplemented", "only file outputs are modelled by the local LiveKit server")
+        files = list(req.file_outputs)
+        if len(files) > 1:
+            raise _invalid_input("multiple file outputs")
+        if not files and req.HasField("file"):
+            files = [req.file]
+        if not files:
+            raise _invalid_input("output")
+        output = files[0]
+        if output.file_type in _FILE_EXTENSIONS:
+            extension = _FILE_EXTENSIONS[output.file_type]
+            # pipeline.go validateAndUpdateOutputCodecs: OGG and MP3 carry no video codec.
+            if video and extension != ".mp4":
+                raise _TwirpFailure("invalid_argument", "no supported codec is compatible with all outputs")
+        else:
+            # pipeline.go updateOutputType: audio only -> OGG (first of AudioOnlyFileOutputTypes), else MP4.
+            extension = ".ogg" if not video else ".mp4"
+        if output.WhichOneof("output") not in ("s3", None):
+            raise _TwirpFailure("unimplemented", "only S3 uploads are modelled by the local LiveKit server")
+        key = expand_egress_filepath(
+            output.filepath,
+            room_name=room.name if room else "",
+            room_id=room.sid if room else "",
+            extension=extension,
+        )
+        return [_PendingUpload(output, key, extension)]
+
+    @staticmethod
+    def _new_egress_info(uploads: list[_PendingUpload]) -> proto_egress.EgressInfo:
+        # pipeline.go Update: STARTING, started_at/updated_at now, file_results holding the filename from the start.
+        now = _now_ns()
         info = proto_egress.EgressInfo(
-            egress_id=egress_id,
-            room_id=room.sid,
-            room_name=room.name,
-            source_type=proto_egress.EgressSourceType.EGRESS_SOURCE_TYPE_WEB,
-            status=proto_egress.EgressStatus.EGRESS_STARTING,
-            updated_at=_now_ns(),
-            room_composite=_redacted(req),
+            egress_id=_new_id("EG_"), status=_S.EGRESS_STARTING, started_at=now, updated_at=now
         )
-        self.egresses[egress_id] = info
-        self._pending_uploads[egress_id] = uploads
-        stop_event = threading.Event()
-        self._egress_stop[egress_id] = stop_event
+        for upload in uploads:
+            info.file_results.append(proto_egress.FileInfo(filename=upload.key))
+        if len(uploads) == 1:
+            info.file.CopyFrom(info.file_results[0])  # the deprecated single result (output.go)
+        return info
+
+    def _launch(self, info: proto_egress.EgressInfo, job: _EgressJob) -> proto_egress.EgressInfo:
+        self.egresses[info.egress_id] = info
+        self._jobs[info.egress_id] = job
         if self._stopping.is_set():
-            stop_event.set()
-        worker = threading.Thread(
-            target=self._run_egress, args=(egress_id, stop_event), name=f"egress-{egress_id}", daemon=True
-        )
+            job.stop.set()
+        job.wake.set()
+        worker = threading.Thread(target=self._run_egress, args=(job,), name=f"egress-{job.egress_id}", daemon=True)
         self._workers = [w for w in self._workers if w.is_alive()] + [worker]
         worker.start()
         return info
 
     def _stop_egress(self, req: proto_egress.StopEgressRequest) -> proto_egress.EgressInfo:
+        # livekit/livekit pkg/service/egress.go StopEgress: a live egress answers (handler_rpc.go StopEgress ->
+        # controller.go SendEOS); an unknown one is not_found, a finished one failed_precondition.
         info = self.egresses.get(req.egress_id)
         if info is None:
             raise _TwirpFailure("not_found", "egress does not exist")
-        if info.status not in (
-            proto_egress.EgressStatus.EGRESS_STARTING,
-            proto_egress.EgressStatus.EGRESS_ACTIVE,
-        ):
-            status = proto_egress.EgressStatus.Name(info.status)
-            raise _TwirpFailure("failed_precondition", f"egress with status {status} cannot be stopped")
-        updated = self._replace_egress(req.egress_id, status=proto_egress.EgressStatus.EGRESS_ENDING)
-        self._egress_stop[req.egress_id].set()
+        if req.egress_id not in self._jobs:
+            raise _TwirpFailure("failed_precondition", f"egress with status {_S.Name(info.status)} cannot be stopped")
+        return self._end_egress(req.egress_id, END_REASON_API)
+
+    def _end_egress(self, egress_id: str, reason: str) -> proto_egress.EgressInfo:
+        """livekit/egress pkg/pipeline/controller.go SendEOS (once): STARTING -> ABORTED, ACTIVE -> ENDING."""
+        info = self.egresses[egress_id]
+        job = self._jobs[egress_id]
+        if job.stop.is_set():
+            return info
+        fields: dict[str, Any] = {"details": f"End reason: {reason}"}
+        if info.status == _S.EGRESS_STARTING:
+            now = _now_ns()
+            fields |= {
+                "status": _S.EGRESS_ABORTED,
+                "error": MSG_STOPPED_BEFORE_STARTED,
+                "error_code": 412,
+                "ended_at": now,
+            }
+        elif info.status == _S.EGRESS_ACTIVE:
+            fields["status"] = _S.EGRESS_ENDING
+        updated = self._replace_egress(egress_id, **fields)
+        job.stop.set()
+        job.wake.set()
         return updated
 
     def _list_egress(self, req: proto_egress.ListEgressRequest) -> proto_egress.ListEgressResponse:
@@ -933,7 +1068,7 @@ class LocalLiveKitServer:
                 continue
             if req.egress_id and info.egress_id != req.egress_id:
                 continue
-            if req.active and info.status not in _ACTIVE_EGRESS:
+            if req.active and info.status not in _LIVE_EGRESS:
                 continue
             items.append(info)
         return proto_egress.ListEgressResponse(items=items)
@@ -949,60 +1084,72 @@ class LocalLiveKitServer:
 
     # ------------------------------------------------------------------ egress worker thread
 
-    def _run_egress(self, egress_id: str, stop_event: threading.Event) -> None:
+    def _run_egress(self, job: _EgressJob) -> None:
+        try:
+            self._drive_egress(job)
+        finally:
+            with self.lock:
+                self._jobs.pop(job.egress_id, None)
+
+    def _drive_egress(self, job: _EgressJob) -> None:
+        # controller.go Run: wait for the source's start signal or a stop, whichever comes first.
+        while not (job.start.is_set() or job.stop.is_set()):
+            job.wake.wait()
+            job.wake.clear()
+        if not job.stop.is_set():
+            job.stop.wait(self.egress_start_delay)  # the pipeline (or the web page) coming up
         with self.lock:
-            if self.egresses[egress_id].status == proto_egress.EgressStatus.EGRESS_STARTING:
-                self._replace_egress(egress_id, status=proto_egress.EgressStatus.EGRESS_ACTIVE, started_at=_now_ns())
-        stop_event.wait(self.egress_upload_delay)
-        with self.lock:
-            uploads = self._pending_uploads.pop(egress_id, [])
-            if self._stopping.is_set():
+            if job.stop.is_set() and self.egresses[job.egress_id].status != _S.EGRESS_ENDING:
+                # Stopped before it started: controller.go Run reports MsgStartNotReceived once the pipeline stops.
                 self._replace_egress(
-                    egress_id,
-                    status=proto_egress.EgressStatus.EGRESS_ABORTED,
-                    error="egress aborted: local LiveKit server stopped",
-                    ended_at=_now_ns(),
+                    job.egress_id,
+                    status=_S.EGRESS_ABORTED,
+                    error=MSG_START_NOT_RECEIVED,
+                    error_code=412,
+                    ended_at=self.egresses[job.egress_id].ended_at or _now_ns(),
                 )
                 return
-            started = self.egresses[egress_id].started_at or _now_ns()
-            self._replace_egress(egress_id, status=proto_egress.EgressStatus.EGRESS_ENDING)
-            request = self.egresses[egress_id].room_composite
+            self._replace_egress(job.egress_id, status=_S.EGRESS_ACTIVE, started_at=_now_ns())
+        job.stop.wait()
+        with self.lock:
+            if self._stopping.is_set() and self.egresses[job.egress_id].status == _S.EGRESS_ACTIVE:
+                # Local lifecycle only (not a LiveKit behaviour): the server went away under a live recording.
+                self._replace_egress(
+                    job.egress_id, status=_S.EGRESS_ABORTED, error="local LiveKit server stopped", ended_at=_now_ns()
+                )
+                return
+            started = self.egresses[job.egress_id].started_at
+        results, error = self._upload_all(job, started)
+        with self.lock:
+            if error:
+                # protocol livekit/livekit_egress.go SetFailed: the error text, error_code from the psrpc code.
+                self._replace_egress(
+                    job.egress_id, status=_S.EGRESS_FAILED, error=error, error_code=400, ended_at=_now_ns()
+                )
+                return
+            final = self._replace_egress(job.egress_id, status=_S.EGRESS_COMPLETE, ended_at=_now_ns())
+            del final.file_results[:]
+            final.file_results.extend(results)
+            if len(results) == 1:
+                final.file.CopyFrom(results[0])
+        logger.info("egress %s complete", job.egress_id)
+
+    def _upload_all(self, job: _EgressJob, started: int) -> tuple[list[proto_egress.FileInfo], str]:
         results: list[proto_egress.FileInfo] = []
-        error = ""
-        for upload in uploads:
+        for upload in job.uploads:
             payload = b"OggS" + bytes(60) if upload.extension == ".ogg" else b"LKLOCAL-EGRESS" + bytes(50)
             ended = _now_ns()
             file_info = proto_egress.FileInfo(
-                filename=upload.key,
-                started_at=started,
-                ended_at=ended,
-                duration=ended - started,
-                size=len(payload),
+                filename=upload.key, started_at=started, ended_at=ended, duration=ended - started, size=len(payload)
             )
-            if upload.output.HasField("s3"):
-                try:
-                    file_info.location = self._upload_s3(upload.output.s3, upload.key, payload, upload.extension)
-                except Exception as exc:  # any upload failure ends the egress, like livekit/egress
-                    error = _s3_error_text(exc)
-                    logger.info("egress %s upload failed: %s", egress_id, error)
-                    break
+            try:
+                file_info.location = self._upload_s3(upload.output.s3, upload.key, payload, upload.extension)
+            except Exception as exc:  # any upload failure ends the egress, like livekit/egress
+                error = _s3_error_text(exc)
+                logger.info("egress %s upload failed: %s", job.egress_id, error)
+                return results, error
             results.append(file_info)
-        with self.lock:
-            if error:
-                self._replace_egress(
-                    egress_id, status=proto_egress.EgressStatus.EGRESS_FAILED, error=error, ended_at=_now_ns()
-                )
-                return
-            updated = self._replace_egress(
-                egress_id, status=proto_egress.EgressStatus.EGRESS_COMPLETE, ended_at=_now_ns()
-            )
-            final = proto_egress.EgressInfo()
-            final.CopyFrom(updated)
-            final.file_results.extend(results)
-            if len(results) == 1 and request.HasField("file"):
-                final.file.CopyFrom(results[0])  # the deprecated single-result field
-            self.egresses[egress_id] = final
-        logger.info("egress %s complete", egress_id)
+        return results, ""
 
     def _upload_s3(self, s3: proto_egress.S3Upload, key: str, payload: bytes, extension: str) -> str:
         # Imported lazily: boto3 costs ~0.5 s to import and only egress needs it.
@@ -1045,3 +1192,102 @@ class LocalLiveKitServer:
         if endpoint:
             return f"{endpoint.rstrip('/')}/{s3.bucket}/{key}"
         return f"https://{s3.bucket}.s3.amazonaws.com/{key}"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _rule_pin(info: proto_sip.SIPDispatchRuleInfo) -> str:
+    # protocol sip/sip.go GetPinAndRoom.
+    kind = info.rule.WhichOneof("rule")
+    if kind is None:
+        raise _TwirpFailure("invalid_argument", "unsupported SIP Dispatch Rule: <nil>")
+    pin: str = getattr(info.rule, kind).pin
+    return pin
+
+
+def _validate_rule(info: proto_sip.SIPDispatchRuleInfo) -> None:
+    # protocol livekit/sip.go SIPDispatchRuleInfo.Validate (media codecs are not modelled).
+    if not info.HasField("rule"):
+        raise _TwirpFailure("invalid_argument", "missing rule")
+
+
+def _validate_list_update(update: proto_models.ListUpdate, code: str) -> None:
+    # protocol livekit/types.go ListUpdate.Validate.
+    change = len(update.set) + len(update.add) + len(update.remove) > 0
+    if not update.clear and not change:
+        raise _TwirpFailure(code, "unsupported list update operation")
+    if update.clear and change:
+        raise _TwirpFailure(code, "cannot clear and change the list at the same time")
+    if len(update.set) and len(update.add) + len(update.remove):
+        raise _TwirpFailure(code, "cannot set and change the list at the same time")
+    if any(not v for v in [*update.set, *update.add, *update.remove]):
+        raise _TwirpFailure(code, "empty element in the list")
+
+
+def _validate_rule_update(update: proto_sip.SIPDispatchRuleUpdate, code: str) -> None:
+    # protocol livekit/sip.go SIPDispatchRuleUpdate.Validate (media codecs are not modelled).
+    if update.HasField("trunk_ids"):
+        _validate_list_update(update.trunk_ids, code)
+
+
+def _apply_rule_update(info: proto_sip.SIPDispatchRuleInfo, update: proto_sip.SIPDispatchRuleUpdate) -> None:
+    """protocol livekit/sip.go SIPDispatchRuleUpdate.Apply (errors as Twirp internal, like the server)."""
+    _validate_rule_update(update, "internal")
+    if update.HasField("trunk_ids"):  # types.go applyListUpdate
+        diff = update.trunk_ids
+        if diff.clear:
+            trunks: list[str] = []
+        elif len(diff.set):
+            trunks = list(diff.set)
+        else:
+            trunks = [t for t in info.trunk_ids]
+            for item in diff.remove:
+                if item in trunks:
+                    trunks.remove(item)
+            trunks += [item for item in diff.add if item not in trunks]
+        del info.trunk_ids[:]
+        info.trunk_ids.extend(trunks)
+    if update.HasField("rule"):
+        info.rule.CopyFrom(update.rule)
+    if update.HasField("name"):
+        info.name = update.name
+    if update.HasField("metadata"):
+        info.metadata = update.metadata
+    for key, value in update.attributes.items():  # types.go applyMapDiff: an empty value deletes
+        if value:
+            info.attributes[key] = value
+        else:
+            info.attributes.pop(key, None)
+    if update.HasField("media"):  # sip.go updateMediaConfig
+        info.media.CopyFrom(update.media)
+    if update.HasField("media_encryption"):
+        info.media_encryption = update.media_encryption
+    _validate_rule(info)
+
+
+def _is_http_url(raw: str) -> bool:
+    # livekit/egress pkg/config/pipeline.go: url.Parse succeeds and isHttp (scheme exactly "http" or "https";
+    # Go keeps the scheme's case only after lowering it, so "HTTP://" passes too).
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.\-]*):(//([^/?#]*))?", raw)
+    if match is None or any(ord(c) < 0x20 or ord(c) == 0x7F for c in raw):
+        return False  # no scheme, or "net/url: invalid control character in URL"
+    if " " in (match.group(3) or ""):
+        return False  # "invalid character \" \" in host name"
+    return match.group(1).lower() in ("http", "https")
+
+
+def _golang_jwt_text(exc: jwt.PyJWTError, alg: object) -> str:
+    """The golang-jwt/jwt v5 error text (errors.go newError, parser.go, validator.go; used by protocol
+    auth/verifier.go) for what PyJWT reported."""
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "token signature is invalid: signature is invalid"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return f"token signature is invalid: signing method {alg} is invalid"
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token has invalid claims: token is expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token has invalid claims: token is not valid yet"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token has invalid claims: token is missing required claim: {exc.claim} claim is required"
+    return f"token is malformed: {exc}"

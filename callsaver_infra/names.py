@@ -40,6 +40,31 @@ class AgentOutputs:
     LOG_GROUP = "AgentLogGroupName"
 
 
+class AgentEnvironment:
+    """Variables the agent's container receives beyond the secrets of the catalog (README, "Agent identity" and
+    "Which calls are recorded"): its LiveKit identity and what it needs to record the calls it places."""
+
+    AGENT_NAME = "LIVEKIT_AGENT_NAME"  # read by livekit-agents itself (ServerOptions.agent_name)
+    WORKER_NAME = "LIVEKIT_WORKER_NAME"  # read by the seed's agent code; same value
+    RECORDING_BUCKET = "SESSION_S3_BUCKET"
+    RECORDING_REGION = "SESSION_S3_REGION"
+    RECORDING_FILEPATH = "SESSION_S3_FILEPATH"
+    RECORDING_ACCESS_KEY_ID = "SESSION_S3_ACCESS_KEY_ID"
+    RECORDING_SECRET_ACCESS_KEY = "SESSION_S3_SECRET_ACCESS_KEY"
+
+
+# JSON keys of the egress credentials secret (written by EgressWriter, read by the hook and injected into the agent).
+EGRESS_SECRET_KEY_ID_FIELD = "accessKeyId"
+EGRESS_SECRET_SECRET_FIELD = "secretAccessKey"
+
+
+class MonitoringOutputs:
+    """Output keys of the Monitoring stack."""
+
+    TOPIC_ARN = "AlertTopicArn"
+    DASHBOARD_NAME = "DashboardName"
+
+
 @dataclass(frozen=True)
 class EnvNames:
     """The names of one environment's stacks and named resources."""
@@ -103,14 +128,64 @@ class EnvNames:
         return f"/callsaver/{self.env}/agent"
 
     @property
+    def monitoring_stack(self) -> str:
+        return f"{PROJECT}-Monitoring-{self.env}"
+
+    @property
+    def alert_topic(self) -> str:
+        return f"callsaver-alerts-{self.env}"
+
+    @property
+    def alert_key_alias(self) -> str:
+        return f"alias/callsaver-alerts-{self.env}"
+
+    @property
+    def dashboard(self) -> str:
+        return f"{PROJECT}-{self.env}"
+
+    @property
+    def deploy_failed_rule(self) -> str:
+        return f"callsaver-{self.env}-agent-deploy-failed"
+
+    @property
+    def alarm_agent_down(self) -> str:
+        return f"callsaver-{self.env}-agent-down"
+
+    @property
+    def alarm_agent_saturated(self) -> str:
+        return f"callsaver-{self.env}-agent-saturated"
+
+    @property
+    def alarm_uploads_failing(self) -> str:
+        return f"callsaver-{self.env}-uploads-failing"
+
+    @property
+    def alarm_no_recording(self) -> str:
+        """Exists only when `monitoring.max_hours_without_recording` is set."""
+        return f"callsaver-{self.env}-no-recording"
+
+    @property
+    def alarms(self) -> tuple[str, ...]:
+        """Every alarm the Monitoring stack may create (for `status`; describe_alarms skips absent names)."""
+        return (self.alarm_agent_down, self.alarm_agent_saturated, self.alarm_uploads_failing, self.alarm_no_recording)
+
+    @property
+    def egress_push_receipt(self) -> str:
+        """SSM parameter where push-egress records which key pair it last wrote into each dispatch rule."""
+        return f"/callsaver/{self.env}/livekit/egress-push-receipt"
+
+    @property
     def stacks(self) -> tuple[str, ...]:
         """Every stack of the environment."""
-        return (self.storage_stack, self.iam_stack, self.secrets_stack, self.agent_stack)
+        return (self.storage_stack, self.iam_stack, self.secrets_stack, self.agent_stack, self.monitoring_stack)
 
     def secret(self, ref: str) -> str:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""
         return f"callsaver/{self.env}/{ref}"
 
+
+# Id of the session bucket's S3 request-metrics configuration: the FilterId dimension of its CloudWatch metrics.
+RECORDING_METRICS_FILTER_ID = "Recordings"
 
 # The account-level stack holding the GitHub OIDC provider and the roles the workflows assume (`-c env=ci`).
 CI_STACK = f"{PROJECT}-CI"
@@ -119,6 +194,20 @@ CI_STACK = f"{PROJECT}-CI"
 def _pascal(env: str) -> str:
     # Output ids must be alphanumeric: "qa-eu" -> "QaEu".
     return "".join(part.capitalize() for part in env.split("-"))
+
+
+# The account-level stack holding the agent image's ECR repository (`-c env=registry`).
+REGISTRY_STACK = f"{PROJECT}-Registry"
+# The role the agent repository's CI pushes images through, when the registry trusts it by GitHub OIDC subject.
+REGISTRY_PUSH_ROLE = "callsaver-agent-image-push"
+
+
+class RegistryOutputs:
+    """Output keys of the registry stack."""
+
+    REPOSITORY_NAME = "AgentRepositoryName"
+    REPOSITORY_URI = "AgentRepositoryUri"
+    PUSH_ROLE_ARN = "AgentImagePushRoleArn"
 
 
 class CiOutputs:

@@ -24,8 +24,11 @@ def marker(env: str) -> str:
     return f"<!-- cdk-diff:{env} -->"
 
 
-def build_comment(env: str, diff: str | None, gate: str | None, *, commit: str, run_url: str) -> str:
-    """Markdown for env's comment: the stateful-resources verdict, then the whole diff, folded."""
+def build_comment(
+    env: str, diff: str | None, gate: str | None, *, commit: str, run_url: str, image: str | None = None
+) -> str:
+    """Markdown for env's comment: the stateful-resources verdict, the agent image (if given), then the whole
+    diff, folded."""
     diff = _ANSI.sub("", diff or "").strip()
     truncated = len(diff) > MAX_DIFF_CHARS
     if truncated:
@@ -41,6 +44,7 @@ def build_comment(env: str, diff: str | None, gate: str | None, *, commit: str, 
         "",
         (gate or "❔ The stateful-resources gate did not run (see the workflow run).").strip(),
         "",
+        *([f"Agent image this would deploy: `{image}`", ""] if image else []),
         f"<details><summary>Full diff against the deployed stacks ({summary})</summary>",
         "",
         f"{fence}text",
@@ -66,6 +70,18 @@ def _read(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8", errors="replace")
 
 
+def _agent_image(env: str, assembly: Path) -> str:
+    """repository:tag of the agent image in env's synthesized agent template (config's tag, or a hotfix's)."""
+    from callsaver_infra.config import load_environments
+    from callsaver_infra.image_check import ImageCheckError, tag_in_assembly
+
+    config = load_environments(Path("config"))[env]
+    try:
+        return f"{config.agent.image_repository}:{tag_in_assembly(config, assembly)}"
+    except ImageCheckError as e:
+        return f"(unknown: {e})"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Write env's comment body from the saved diff output and gate verdict (missing files are reported in it)."""
     parser = argparse.ArgumentParser(prog="python -m callsaver_infra.pr_comment", description=__doc__)
@@ -75,8 +91,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--commit", required=True)
     parser.add_argument("--run-url", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--assembly", type=Path, help="the synthesized cloud assembly: name the agent image it holds")
     args = parser.parse_args(argv)
-    body = build_comment(args.env, _read(args.diff), _read(args.gate), commit=args.commit, run_url=args.run_url)
+    image = _agent_image(args.env, args.assembly) if args.assembly else None
+    body = build_comment(
+        args.env, _read(args.diff), _read(args.gate), commit=args.commit, run_url=args.run_url, image=image
+    )
     args.out.write_text(body, encoding="utf-8")
     return 0
 

@@ -117,11 +117,18 @@ def test_container_drains_and_reports_health(synthesized: Synthesized, env: Envi
 
 def test_container_environment_and_image(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     container = _container(synthesized, env)
+    # The agent name is the environment's own (never shared in one LiveKit project), under both variable names;
+    # the recording settings let the agent record the calls it places.
     assert {e["Name"]: e["Value"] for e in container["Environment"]} == {
         "LIVEKIT_URL": "wss://callsaver-d8dm5v36.livekit.cloud",
-        "LIVEKIT_WORKER_NAME": "callsaver-agent",
+        "LIVEKIT_WORKER_NAME": env.livekit.worker_name,
+        "LIVEKIT_AGENT_NAME": env.livekit.worker_name,
         "LIVEKIT_SIP_ENDPOINT": "sip:callsaver-d8dm5v36.pstn.livekit.cloud",
+        "SESSION_S3_BUCKET": f"callsaver-sessions-{env.name}",
+        "SESSION_S3_REGION": "us-west-1",
+        "SESSION_S3_FILEPATH": "{room_name}/{time}",
     }
+    assert env.livekit.worker_name == ("callsaver-agent" if env.name == "production" else f"callsaver-agent-{env.name}")
     image = container["Image"]["Fn::Join"][1]
     assert image[0] == f"{env.account}.dkr.ecr.{env.region}."
     assert image[-1] == f"/{env.agent.image_repository}:{env.agent.image_tag}"
@@ -131,7 +138,10 @@ def test_container_secrets_come_from_the_right_namespaces(synthesized: Synthesiz
     container = _container(synthesized, env)
     prefix = f"arn:aws:secretsmanager:{env.region}:{env.account}:secret:callsaver/{env.name}/"
     assert {s["Name"]: s["ValueFrom"] for s in container["Secrets"]} == {
-        key: f"{prefix}{namespace}/{key}" for key, namespace in AGENT_SECRETS.items()
+        **{key: f"{prefix}{namespace}/{key}" for key, namespace in AGENT_SECRETS.items()},
+        # Exactly the two JSON keys of the egress credentials secret (ECS's secret-arn:json-key:: form).
+        "SESSION_S3_ACCESS_KEY_ID": f"{prefix}egress/s3-access-key:accessKeyId::",
+        "SESSION_S3_SECRET_ACCESS_KEY": f"{prefix}egress/s3-access-key:secretAccessKey::",
     }
 
 
@@ -142,7 +152,10 @@ def test_execution_role_reads_exactly_the_agent_secrets(synthesized: Synthesized
     (secret_statement,) = secret_statements
     assert sorted(_actions(secret_statement)) == ["secretsmanager:DescribeSecret", "secretsmanager:GetSecretValue"]
     prefix = f"arn:aws:secretsmanager:{env.region}:{env.account}:secret:callsaver/{env.name}/"
-    assert sorted(secret_statement["Resource"]) == sorted(f"{prefix}{ns}/{k}-??????" for k, ns in AGENT_SECRETS.items())
+    expected = [f"{prefix}{ns}/{k}-??????" for k, ns in AGENT_SECRETS.items()] + [
+        f"{prefix}egress/s3-access-key-??????"
+    ]
+    assert sorted(secret_statement["Resource"]) == sorted(expected)
     other = sorted(a for s in statements if s is not secret_statement for a in _actions(s))
     assert other == [
         "ecr:BatchCheckLayerAvailability",

@@ -55,6 +55,7 @@ def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: P
     assert stacks == [
         "Callsaver-Agent-staging",
         "Callsaver-IAM-staging",
+        "Callsaver-Monitoring-staging",
         "Callsaver-Secrets-staging",
         "Callsaver-Storage-staging",
     ]
@@ -78,12 +79,14 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     shutil.copy(CONFIG_DIR / "staging.toml", config_dir / "staging.toml")
-    qa = (CONFIG_DIR / "staging.toml").read_text().replace("callsaver-sessions-staging", "callsaver-sessions-qa")
+    # What the README says: every "-staging" (bucket, agent name) becomes "-qa".
+    qa = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-qa")
     (config_dir / "qa.toml").write_text(qa)
     result = synthesize(list(load_environments(config_dir).values()), tmp_path / "out")
     assert [n for n in result.stack_names() if n.endswith("-qa")] == [
         "Callsaver-Agent-qa",
         "Callsaver-IAM-qa",
+        "Callsaver-Monitoring-qa",
         "Callsaver-Secrets-qa",
         "Callsaver-Storage-qa",
     ]
@@ -92,9 +95,9 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
 
 
 def test_cli_image_tag_context_overrides_config(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=0123abc", "-o", str(tmp_path))
+    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert "/callsaver-agent:0123abc" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
+    assert "/callsaver-agent:v1.0.1" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
 
 
 def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:

@@ -129,7 +129,7 @@ def test_missing_and_broken_files(tmp_path: Path, environments: dict[str, Enviro
 
 def test_an_environment_named_ci_is_rejected(tmp_path: Path) -> None:
     shutil.copy(CONFIG_DIR / "staging.toml", tmp_path / "staging.toml")
-    text = (CONFIG_DIR / "staging.toml").read_text().replace("callsaver-sessions-staging", "callsaver-sessions-ci")
+    text = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-ci")
     (tmp_path / "ci.toml").write_text(text)
     envs = load_environments(tmp_path)  # a valid environment file on its own...
     with pytest.raises(ConfigError) as e:
@@ -152,15 +152,15 @@ def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
     assert _stacks(tmp_path) == ["Callsaver-CI"]
 
 
-def test_cli_without_env_synthesizes_every_environment_and_the_ci_stack(tmp_path: Path) -> None:
+def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_stack(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert _stacks(tmp_path) == sorted(["Callsaver-CI", *_environment_stacks()])
+    assert _stacks(tmp_path) == sorted(["Callsaver-CI", "Callsaver-Registry", *_environment_stacks()])
 
 
 def _environment_stacks() -> list[str]:
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    return [f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Secrets", "Storage")]
+    return [f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")]
 
 
 def test_committed_ci_file_still_holds_the_placeholder(environments: dict[str, EnvironmentConfig]) -> None:
@@ -180,7 +180,7 @@ def test_placeholder_repository_fails_synth_of_the_ci_stack(tmp_path: Path) -> N
 def test_placeholder_repository_leaves_the_ci_stack_out_of_a_full_synth(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert _stacks(tmp_path) == sorted(_environment_stacks())
+    assert _stacks(tmp_path) == sorted(["Callsaver-Registry", *_environment_stacks()])
     assert "warning: the CI stack (ci) is not synthesized" in result.stderr
 
 

@@ -17,7 +17,7 @@ from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
 from callsaver_infra.nag import enable_policy_checks
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
 from callsaver_infra.stacks.ci import add_ci_stack
-from tests.conftest import CI_FIXTURE, Synthesized, new_app
+from tests.conftest import CI_FIXTURE, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
 from tests.test_snapshots import _mask_asset_hashes
 
 SUB = "token.actions.githubusercontent.com:sub"
@@ -144,7 +144,7 @@ def test_the_diff_role_reads_deployed_templates_and_the_bootstrap_version_only(t
     statements = _statements(_role(template, CiNames.DIFF_ROLE))
     stacks = [
         f"arn:aws:cloudformation:{region}:{account}:stack/Callsaver-{kind}-{env}/*"
-        for kind in ("Agent", "IAM", "Secrets", "Storage")
+        for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
         for env in ("staging", "production")
     ]
     read = [s for s in statements if s["Sid"] == "ReadDeployedTemplates"]
@@ -174,17 +174,32 @@ def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any],
     ]
     secrets = f"arn:aws:secretsmanager:{region}:{account}:secret:callsaver/{env_name}"
     assert statements["ReadHookSecrets"]["Action"] == "secretsmanager:GetSecretValue"
-    assert statements["ReadHookSecrets"]["Resource"] == [
-        f"{secrets}/backend/LIVEKIT_API_KEY-??????",
-        f"{secrets}/backend/LIVEKIT_API_SECRET-??????",
-        f"{secrets}/egress/s3-access-key-??????",
-    ]
+    # make deploy's secrets check reads all eleven (a placeholder is told by its value); the hook the key pairs.
+    assert sorted(statements["ReadHookSecrets"]["Resource"]) == sorted(
+        [f"{secrets}/backend/{key}-??????" for key in SEED_BACKEND_KEYS]
+        + [f"{secrets}/agent/{key}-??????" for key in SEED_AGENT_KEYS]
+        + [f"{secrets}/egress/s3-access-key-??????"]
+    )
+    assert statements["PushReceipt"]["Action"] == ["ssm:GetParameter", "ssm:PutParameter"]
+    assert (
+        statements["PushReceipt"]["Resource"]
+        == f"arn:aws:ssm:{region}:{account}:parameter/callsaver/{env_name}/livekit/egress-push-receipt"
+    )
     assert statements["VerifyHealthcheckRecording"]["Action"] == "s3:GetObject"
     assert (
         statements["VerifyHealthcheckRecording"]["Resource"]
         == f"arn:aws:s3:::callsaver-sessions-{env_name}/_healthcheck/*"
     )
-    assert set(statements) == {"AssumeCdkDeployRoles", "ReadHookSecrets", "VerifyHealthcheckRecording"}
+    # The pre-deploy image check: exactly DescribeImages, on exactly the agent's repository in this account.
+    assert statements["DescribeAgentImages"]["Action"] == "ecr:DescribeImages"
+    assert statements["DescribeAgentImages"]["Resource"] == f"arn:aws:ecr:{region}:{account}:repository/callsaver-agent"
+    assert set(statements) == {
+        "AssumeCdkDeployRoles",
+        "DescribeAgentImages",
+        "ReadHookSecrets",
+        "PushReceipt",
+        "VerifyHealthcheckRecording",
+    }
     other = "production" if env_name == "staging" else "staging"
     assert other not in json.dumps(role["Policies"])
 

@@ -69,10 +69,17 @@ def test_committed_environments_hold_the_seed_values() -> None:
         assert (e.account, e.region) == ("836347236108", "us-west-1")
         assert e.livekit.url == "wss://callsaver-d8dm5v36.livekit.cloud"
         assert e.livekit.sip_endpoint == "sip:callsaver-d8dm5v36.pstn.livekit.cloud"
-        assert e.livekit.worker_name == "callsaver-agent"
         assert (e.agent.cpu, e.agent.memory_mib) == (512, 2048)
         assert (e.agent.min_tasks, e.agent.max_tasks, e.agent.cpu_target_percent) == (1, 2, 80)
     assert envs["local"].account != "836347236108", "the local environment must never point at the real account"
+    # One LiveKit project for all three: each environment's agent registers its own name (production keeps the
+    # seed's), or they would form one pool and staging would answer production's callers.
+    names = {name: e.livekit.worker_name for name, e in envs.items()}
+    assert names == {
+        "local": "callsaver-agent-local",
+        "production": "callsaver-agent",
+        "staging": "callsaver-agent-staging",
+    }
 
 
 def test_config_is_frozen() -> None:
@@ -237,30 +244,81 @@ def test_empty_config_directory(tmp_path: Path) -> None:
 
 
 def test_livekit_egress_of_the_committed_environments() -> None:
+    """Recording is on everywhere, and no environment pins rule ids: each finds its rules by its agent name."""
     envs = load_environments(CONFIG_DIR)
-    for name in ("staging", "production"):
-        assert envs[name].livekit_egress.auto_egress is False, "set the real rule id before turning it on"
-    local = envs["local"].livekit_egress
-    assert (local.auto_egress, local.dispatch_rule_ids) == (True, ("SDR_localrehearsal",))
-    assert all(e.livekit_egress.filepath_template == "{room_name}/{time}" for e in envs.values())
+    for env in envs.values():
+        hook = env.livekit_egress
+        assert (hook.auto_egress, hook.dispatch_rule_ids, hook.dispatch_rule_names) == (True, (), ())
+        assert hook.filepath_template == "{room_name}/{time}" and hook.recording_prefix == ""
 
 
 def test_dispatch_rule_ids_list_becomes_a_tuple(tmp_path: Path) -> None:
-    env = load_environment(
-        _staging_with(tmp_path, livekit_egress__auto_egress=True, livekit_egress__dispatch_rule_ids=["SDR_abc123"])
+    env = load_environment(_staging_with(tmp_path, livekit_egress__dispatch_rule_ids=["SDR_abc123"]))
+    assert env.livekit_egress.dispatch_rule_ids == ("SDR_abc123",) and env.livekit_egress.narrowed
+
+
+def test_recording_is_on_by_default(tmp_path: Path) -> None:
+    env = load_environment(_staging_with(tmp_path))
+    assert env.livekit_egress.auto_egress is True and not env.livekit_egress.narrowed
+
+
+@pytest.mark.parametrize(
+    ("names", "expected"),
+    [([" "], "holds an empty name"), (["main", "main"], "lists a dispatch rule name more than once")],
+)
+def test_dispatch_rule_names_rules(tmp_path: Path, names: list[str], expected: str) -> None:
+    msg = _error(_staging_with(tmp_path, livekit_egress__dispatch_rule_names=names))
+    assert "livekit_egress.dispatch_rule_names = " in msg and expected in msg
+
+
+@pytest.mark.parametrize("name", ["", "-agent", "agent name", "a" * 65])
+def test_worker_name_must_be_an_agent_name(tmp_path: Path, name: str) -> None:
+    msg = _error(_staging_with(tmp_path, livekit__worker_name=name))
+    assert f"livekit.worker_name = {name!r}: is not an agent name" in msg
+
+
+def _project(tmp_path: Path, **changes: dict[str, Any]) -> Path:
+    """A config directory of staging and production (one LiveKit project), each with dotted-key changes."""
+    directory = tmp_path / "cfg"
+    directory.mkdir()
+    for stem in ("staging", "production"):
+        data = tomllib.loads((CONFIG_DIR / f"{stem}.toml").read_text())
+        for dotted, value in changes.get(stem, {}).items():
+            section, key = dotted.split("__")
+            data[section][key] = value
+        _write(directory / f"{stem}.toml", data)
+    return directory
+
+
+def test_two_environments_of_one_project_with_one_agent_name_are_refused(tmp_path: Path) -> None:
+    directory = _project(tmp_path, staging={"livekit__worker_name": "callsaver-agent"})
+    with pytest.raises(ConfigError) as e:
+        load_environments(directory)
+    msg = str(e.value)
+    assert f"{directory / 'production.toml'} and {directory / 'staging.toml'}: key 'livekit.worker_name'" in msg
+    assert "would form one pool and take each other's calls" in msg and "callsaver-agent-staging" in msg
+
+
+def test_two_projects_may_use_one_agent_name(tmp_path: Path) -> None:
+    directory = _project(
+        tmp_path,
+        staging={"livekit__worker_name": "callsaver-agent", "livekit__url": "wss://callsaver-staging.livekit.cloud"},
     )
-    assert env.livekit_egress.dispatch_rule_ids == ("SDR_abc123",)
+    assert load_environments(directory)["staging"].livekit.worker_name == "callsaver-agent"
 
 
-def test_auto_egress_needs_a_dispatch_rule(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, livekit_egress__auto_egress=True, livekit_egress__dispatch_rule_ids=[]))
-    assert "livekit_egress: auto_egress = true needs at least one entry in dispatch_rule_ids" in msg
-    assert "lk sip dispatch list" in msg
-
-
-def test_auto_egress_off_needs_no_dispatch_rule(tmp_path: Path) -> None:
-    env = load_environment(_staging_with(tmp_path, livekit_egress__dispatch_rule_ids=None))
-    assert (env.livekit_egress.auto_egress, env.livekit_egress.dispatch_rule_ids) == (False, ())
+@pytest.mark.parametrize(
+    ("key", "value"), [("dispatch_rule_ids", ["SDR_shared1"]), ("dispatch_rule_names", ["main line"])]
+)
+def test_overlapping_rule_selections_in_one_project_are_refused(tmp_path: Path, key: str, value: list[str]) -> None:
+    directory = _project(
+        tmp_path, staging={f"livekit_egress__{key}": value}, production={f"livekit_egress__{key}": value}
+    )
+    with pytest.raises(ConfigError) as e:
+        load_environments(directory)
+    msg = str(e.value)
+    assert f"key 'livekit_egress.{key}' both select {value[0]} in the same LiveKit project" in msg
+    assert "production.toml" in msg and "staging.toml" in msg
 
 
 @pytest.mark.parametrize(
@@ -272,7 +330,7 @@ def test_auto_egress_off_needs_no_dispatch_rule(tmp_path: Path) -> None:
     ],
 )
 def test_dispatch_rule_ids_must_be_rule_ids(tmp_path: Path, ids: list[str], expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, livekit_egress__auto_egress=True, livekit_egress__dispatch_rule_ids=ids))
+    msg = _error(_staging_with(tmp_path, livekit_egress__dispatch_rule_ids=ids))
     assert "livekit_egress.dispatch_rule_ids = " in msg and expected in msg
 
 
@@ -326,3 +384,50 @@ def test_break_glass_role_must_be_in_the_environments_account(tmp_path: Path) ->
     arn = "arn:aws:iam::111122223333:role/break-glass"
     message = _error(_staging_with(tmp_path, security={"break_glass_role_arn": arn}))
     assert "security.break_glass_role_arn is in account 111122223333, this environment in 836347236108" in message
+
+
+def test_monitoring_section_is_optional_with_defaults() -> None:
+    monitoring = load_environment(STAGING).monitoring
+    assert monitoring.email_subscriptions == ()
+    assert monitoring.max_hours_without_recording is None  # no alarm: quiet weekends are normal
+    assert (monitoring.agent_down_minutes, monitoring.saturation_minutes) == (3, 10)
+    assert (monitoring.upload_errors_threshold, monitoring.upload_errors_period_minutes) == (1, 5)
+
+
+def test_monitoring_section_is_read(tmp_path: Path) -> None:
+    path = _staging_with(
+        tmp_path, monitoring={"email_subscriptions": ["oncall@example.com"], "max_hours_without_recording": 12}
+    )
+    monitoring = load_environment(path).monitoring
+    assert (monitoring.email_subscriptions, monitoring.max_hours_without_recording) == (("oncall@example.com",), 12)
+
+
+@pytest.mark.parametrize(
+    ("emails", "problem"),
+    [
+        (["oncall"], "are not e-mail addresses; write each as name@example.com"),
+        (["a@example.com", "a@example.com"], "lists an address more than once"),
+    ],
+)
+def test_bad_email_subscriptions(tmp_path: Path, emails: list[str], problem: str) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"email_subscriptions": emails}))
+    assert str(tmp_path / "staging.toml") in msg
+    assert "monitoring.email_subscriptions" in msg and problem in msg
+
+
+@pytest.mark.parametrize("hours", [0, 169])
+def test_max_hours_without_recording_out_of_range(tmp_path: Path, hours: int) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"max_hours_without_recording": hours}))
+    assert f"monitoring.max_hours_without_recording = {hours}: must be 1-168 hours" in msg
+    assert "remove the key to turn the alarm off" in msg
+
+
+def test_alarm_periods_beyond_what_cloudwatch_evaluates(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"agent_down_minutes": 1441, "upload_errors_threshold": 0}))
+    assert "monitoring.agent_down_minutes = 1441: Input should be less than or equal to 1440" in msg
+    assert "monitoring.upload_errors_threshold = 0" in msg
+
+
+def test_unknown_monitoring_key(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, monitoring={"emails": ["a@example.com"]}))
+    assert "unknown key 'monitoring.emails'; allowed keys here: email_subscriptions, max_hours_without_recording" in msg

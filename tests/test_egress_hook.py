@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import socket
+import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +30,8 @@ from callsaver_infra import egress_hook
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.config import load_environment
 from callsaver_infra.egress_hook import (
+    PROBE_ATTRIBUTE,
+    VERIFY_PAGE_URL,
     EgressCredentials,
     LiveKitCredentials,
     LiveKitSession,
@@ -39,7 +42,7 @@ from callsaver_infra.egress_hook import (
     mask_key,
     render_diff,
 )
-from callsaver_infra.livekit_local import LocalLiveKitServer
+from callsaver_infra.livekit_local import LISTING_MODES, LocalLiveKitServer
 from callsaver_infra.secret_catalog import PLACEHOLDER
 from tests.conftest import CONFIG_DIR
 
@@ -55,6 +58,7 @@ OLD_SECRET_ACCESS_KEY = "FAKEoldSecretAccessKeyNotReal111111111"
 NEVER_SHOWN = (API_SECRET, SECRET_ACCESS_KEY, OLD_SECRET_ACCESS_KEY, ACCESS_KEY_ID, API_KEY)
 STORAGE_STACK, IAM_STACK = f"Callsaver-Storage-{ENV}", f"Callsaver-IAM-{ENV}"
 EGRESS_SECRET = f"callsaver/{ENV}/egress/s3-access-key"
+AGENT = "callsaver-agent-local"  # livekit.worker_name of config/local.toml
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -195,13 +199,18 @@ def run_hook(capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixtur
     return Run(code, captured.out, captured.err)
 
 
-def seeded_rule(**fields: Any) -> api.SIPDispatchRuleInfo:
+def seeded_rule(*, egress: api.RoomEgress | None = None, agent: str = AGENT, **fields: Any) -> api.SIPDispatchRuleInfo:
+    """An inbound rule dispatching `agent` (the local environment's by default), as an operator would create it."""
     defaults: dict[str, Any] = {
         "name": "callsaver-inbound",
         "trunk_ids": ["ST_trunkfake01"],
         "rule": api.SIPDispatchRule(dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix="call")),
+        "room_config": api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name=agent)] if agent else []),
     }
-    return api.SIPDispatchRuleInfo(**{**defaults, **fields})
+    rule = api.SIPDispatchRuleInfo(**{**defaults, **fields})
+    if egress is not None:
+        rule.room_config.egress.CopyFrom(egress)
+    return rule
 
 
 def expected_egress(bucket: str = BUCKET, filepath: str = "{room_name}/{time}") -> api.RoomCompositeEgressRequest:
@@ -231,6 +240,20 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def hang_up(lk: LocalLiveKitServer, room: str, egress_id: str) -> None:
+    """End a call once its recording is running: the room is deleted through the API, which ends the recording
+    (and uploads it). A call shorter than egress's start would leave nothing, as on LiveKit."""
+    deadline = time.monotonic() + 5
+    while lk.egresses[egress_id].status != api.EgressStatus.EGRESS_ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def delete() -> None:
+        async with api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    asyncio.run(delete())
+
+
 def updates(lk: LocalLiveKitServer) -> int:
     return lk.methods_called().count("UpdateSIPDispatchRule")
 
@@ -249,7 +272,7 @@ def test_end_to_end_outputs_file_push_record_then_no_change(
     """
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(seeded_rule())
-    configs = config_dir(tmp_path, dispatch_rule_ids=[rule_id])
+    configs = config_dir(tmp_path)
     url = ["--livekit-url", lk.url, "--outputs-file", str(outputs)]
 
     first = run_hook(capsys, caplog, configs, *url)
@@ -259,11 +282,13 @@ def test_end_to_end_outputs_file_push_record_then_no_change(
     s3 = stored.room_config.egress.room.file_outputs[0].s3
     assert (s3.endpoint, s3.force_path_style) == ("", False), "no endpoint may reach a real environment's rule"
     assert f'dispatch rule {rule_id} "callsaver-inbound": updated' in first.out
-    assert "the backend must not start a second recording" in first.out
-    assert updates(lk) == 1
+    assert f'inbound calls through {rule_id} "callsaver-inbound" are recorded by LiveKit' in first.out
+    assert updates(lk) == 3, "probe attribute set and removed (nothing showed whether listing blanks), one replace"
+    assert PROBE_ATTRIBUTE not in stored.attributes
 
     room, egress_id = lk.simulate_inbound_call(rule_id)
     assert egress_id is not None
+    hang_up(lk, room, egress_id)
     info = lk.wait_for_egress(egress_id)
     assert api.EgressStatus.Name(info.status) == "EGRESS_COMPLETE", info.error
     key = info.file_results[0].filename
@@ -274,7 +299,7 @@ def test_end_to_end_outputs_file_push_record_then_no_change(
     assert second.code == EXIT_OK, second.err
     assert "LiveKit already holds these settings; nothing changed" in second.out
     assert "no change" in second.out
-    assert updates(lk) == 1, "an unchanged rule must not be written again"
+    assert updates(lk) == 3, "an unchanged rule must not be written again"
     assert lk.dispatch_rules[rule_id] is stored
 
 
@@ -286,7 +311,7 @@ def test_end_to_end_outputs_from_cloudformation(
     holds exactly the expected settings, and a second run reports no change."""
     create_stacks(aws, deploy(aws, tmp_path))
     rule_id = lk.add_dispatch_rule(seeded_rule())
-    configs = config_dir(tmp_path, dispatch_rule_ids=[rule_id])
+    configs = config_dir(tmp_path)
 
     first = run_hook(capsys, caplog, configs, "--livekit-url", lk.url)
     assert first.code == EXIT_OK, first.err
@@ -295,7 +320,7 @@ def test_end_to_end_outputs_from_cloudformation(
 
     second = run_hook(capsys, caplog, configs, "--livekit-url", lk.url)
     assert second.code == EXIT_OK and "no change" in second.out
-    assert updates(lk) == 1
+    assert updates(lk) == 3
 
 
 def test_every_other_field_of_the_rule_is_preserved(
@@ -324,7 +349,7 @@ def test_every_other_field_of_the_rule_is_preserved(
     rich.room_config.departure_timeout = 10
     rich.room_config.max_participants = 4
     rich.room_config.metadata = "room-meta"
-    rich.room_config.agents.append(api.RoomAgentDispatch(agent_name="callsaver-agent", metadata="{}"))
+    rich.room_config.agents.append(api.RoomAgentDispatch(agent_name="another-agent", metadata="{}"))
     rich.room_config.egress.CopyFrom(old_egress())
     rule_id = lk.add_dispatch_rule(rich)
     before = api.SIPDispatchRuleInfo()
@@ -334,7 +359,7 @@ def test_every_other_field_of_the_rule_is_preserved(
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -348,7 +373,6 @@ def test_every_other_field_of_the_rule_is_preserved(
         rule.room_config.egress.ClearField("room")
         rule.ClearField("updated_at")  # set by LiveKit on every write
     assert after == before
-    assert after.HasField("created_at")
 
 
 def test_s3_endpoint_url_is_pushed_only_when_given(
@@ -364,7 +388,7 @@ def test_s3_endpoint_url_is_pushed_only_when_given(
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -385,14 +409,14 @@ def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
     Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
     here); AWS is moto on 127.0.0.1.
     """
-    rule_id = lk.add_dispatch_rule(seeded_rule(room_config=api.RoomConfiguration(egress=old_egress())))
+    rule_id = lk.add_dispatch_rule(seeded_rule(egress=old_egress()))
     before = lk.dispatch_rules[rule_id]
     outputs = deploy(aws, tmp_path)
 
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -415,7 +439,7 @@ def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
     assert lk.dispatch_rules[rule_id] is before
 
 
-def test_auto_egress_off_pushes_nothing_and_reports_what_the_backend_needs(
+def test_auto_egress_off_pushes_nothing(
     aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """With auto_egress = false the hook never contacts LiveKit (local server on 127.0.0.1 speaking LiveKit's
@@ -423,16 +447,13 @@ def test_auto_egress_off_pushes_nothing_and_reports_what_the_backend_needs(
     be the placeholder (a first deploy). AWS is moto on 127.0.0.1."""
     rule_id = lk.add_dispatch_rule(seeded_rule())
     outputs = deploy(aws, tmp_path, livekit_key=PLACEHOLDER, livekit_secret=PLACEHOLDER)
-    configs = config_dir(tmp_path, auto_egress=False, dispatch_rule_ids=[])
+    configs = config_dir(tmp_path, auto_egress=False)
 
     result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs))
     assert result.code == EXIT_OK, result.err
-    assert "auto-egress is off" in result.out and "nothing is pushed to LiveKit" in result.out
-    assert f"bucket             {BUCKET}" in result.out
-    assert f"region             {REGION}" in result.out
-    assert f"credentials secret arn:aws:secretsmanager:{REGION}:123456789012:secret:{EGRESS_SECRET}" in result.out
+    assert "recording of inbound calls is off" in result.out and "nothing is pushed to LiveKit" in result.out
     assert lk.methods_called() == []
-    assert not lk.dispatch_rules[rule_id].HasField("room_config")
+    assert not lk.dispatch_rules[rule_id].room_config.HasField("egress")
 
 
 # --------------------------------------------------------------------------- failures: nothing pushed
@@ -458,13 +479,13 @@ def test_stack_or_output_missing(
     127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from here).
     """
     outputs = deploy(aws, tmp_path, drop=drop)
-    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.add_dispatch_rule(seeded_rule())
     args = ["--livekit-url", lk.url]
     if source == "outputs-file":
         args += ["--outputs-file", str(outputs)]
     else:
         create_stacks(aws, outputs)
-    result = run_hook(capsys, caplog, config_dir(tmp_path, dispatch_rule_ids=[rule_id]), *args)
+    result = run_hook(capsys, caplog, config_dir(tmp_path), *args)
     assert result.code == EXIT_NOT_READY
     stack, key = drop
     # From CloudFormation the message adds the stack's status: "stack X (status CREATE_COMPLETE) has no output Y".
@@ -509,11 +530,11 @@ def test_livekit_secret_missing_or_placeholder(
     speaking LiveKit's Twirp protocol; LiveKit Cloud is unreachable from here) is never contacted. AWS is moto on
     127.0.0.1."""
     outputs = deploy(aws, tmp_path, **overrides)
-    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -564,7 +585,7 @@ def test_livekit_timing_out_retries_then_gives_up(
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -575,7 +596,7 @@ def test_livekit_timing_out_retries_then_gives_up(
     assert result.code == EXIT_ERROR
     assert f"LiveKit at {lk.url} did not answer within 0.3 s (ListSIPDispatchRule, 3 attempt(s)" in result.err
     assert lk.methods_called() == ["ListSIPDispatchRule"] * 3
-    assert not lk.dispatch_rules[rule_id].HasField("room_config")
+    assert not lk.dispatch_rules[rule_id].room_config.HasField("egress")
 
 
 def test_transient_failures_are_retried(
@@ -593,7 +614,7 @@ def test_transient_failures_are_retried(
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -602,7 +623,15 @@ def test_transient_failures_are_retried(
         "0.3",
     )
     assert result.code == EXIT_OK, result.err
-    assert lk.methods_called() == ["ListSIPDispatchRule"] * 2 + ["UpdateSIPDispatchRule"] * 2
+    # List (503), List, probe set (held past the timeout), probe set, probe read, probe removed, replace, read back.
+    assert lk.methods_called() == ["ListSIPDispatchRule"] * 2 + [
+        "UpdateSIPDispatchRule",
+        "UpdateSIPDispatchRule",
+        "ListSIPDispatchRule",
+        "UpdateSIPDispatchRule",
+        "UpdateSIPDispatchRule",
+        "ListSIPDispatchRule",
+    ]
     assert lk.dispatch_rules[rule_id].room_config.egress.room == expected_egress()
 
 
@@ -626,7 +655,7 @@ def test_livekit_5xx_gives_up_after_bounded_retries(
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -636,7 +665,7 @@ def test_livekit_5xx_gives_up_after_bounded_retries(
     assert f"LiveKit at {lk.url} answered 500 internal: internal error (injected fault) ({method}" in result.err
     assert "LiveKit is failing on its side" in result.err and "nothing was pushed" in result.err
     assert lk.methods_called().count(method) == 3
-    assert not lk.dispatch_rules[rule_id].HasField("room_config")
+    assert not lk.dispatch_rules[rule_id].room_config.HasField("egress")
 
 
 def test_wrong_livekit_secret_is_401_naming_the_secret(
@@ -648,11 +677,11 @@ def test_wrong_livekit_secret_is_401_naming_the_secret(
     here); AWS is moto on 127.0.0.1.
     """
     outputs = deploy(aws, tmp_path, livekit_secret="test-livekit-secret-WRONG-not-real-000000")
-    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
         capsys,
         caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
+        config_dir(tmp_path),
         "--livekit-url",
         lk.url,
         "--outputs-file",
@@ -660,7 +689,8 @@ def test_wrong_livekit_secret_is_401_naming_the_secret(
     )
     assert "test-livekit-secret-WRONG-not-real-000000" not in result.out + result.err
     assert result.code == EXIT_ERROR
-    assert "refused ListSIPDispatchRule: 401 unauthenticated" in result.err
+    # LiveKit answers a bad signature with a plain-text 401 (pkg/service/auth.go), not a Twirp error.
+    assert "refused ListSIPDispatchRule: 401 (the token was not accepted)" in result.err
     assert "secret callsaver/local/backend/LIVEKIT_API_KEY" in result.err
     assert "callsaver-infra secrets set --env local backend/LIVEKIT_API_KEY" in result.err
     assert lk.methods_called() == ["ListSIPDispatchRule"]
@@ -713,43 +743,69 @@ def test_dispatch_rule_not_found_lists_the_rules_that_exist(
         str(outputs),
     )
     assert result.code == EXIT_ERROR
-    assert "dispatch rule SDR_doesnotexist (livekit_egress.dispatch_rule_ids in config/local.toml)" in result.err
-    assert f'{first} "main-line"' in result.err and f"{second} (no name)" in result.err
+    assert "dispatch rule SDR_doesnotexist (livekit_egress.dispatch_rule_ids in config/local.toml) does not exist" in (
+        result.err
+    )
+    assert f'{first} "main-line": agents {AGENT}; ST_trunkfake01; belongs to local' in result.err
+    assert f"{second} (no name): agents {AGENT}; ST_trunkfake09" in result.err
     assert "nothing was pushed" in result.err
     assert updates(lk) == 0
-    assert not lk.dispatch_rules[first].HasField("room_config")
+    assert not lk.dispatch_rules[first].room_config.HasField("egress")
 
 
 # --------------------------------------------------------------------------- --verify
 
 
-def test_verify_writes_a_healthcheck_object(
+def test_verify_records_a_web_page_into_healthcheck(
     aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """--verify records a `_healthcheck-<time>` room and finds the file under _healthcheck/ with HeadObject.
+    """--verify starts an audio-only web egress (it needs no participant) with the pushed bucket, region and key,
+    stops it once active, and finds the file under _healthcheck/ with HeadObject.
 
-    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); its egress uploads into S3 served by moto on 127.0.0.1.
+    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol and modelling egress's start rules
+    (LiveKit Cloud is unreachable from here); its egress uploads into S3 served by moto on 127.0.0.1.
     """
     outputs = deploy(aws, tmp_path)
-    rule_id = lk.add_dispatch_rule(seeded_rule())
+    lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
-        capsys,
-        caplog,
-        config_dir(tmp_path, dispatch_rule_ids=[rule_id]),
-        "--livekit-url",
-        lk.url,
-        "--outputs-file",
-        str(outputs),
-        "--verify",
+        capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify"
     )
     assert result.code == EXIT_OK, result.err
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
-    assert len(keys) == 1 and keys[0].startswith("_healthcheck/") and keys[0].endswith(".ogg")
+    assert len(keys) == 1 and re.fullmatch(r"_healthcheck/verify-\d{8}T\d{6}Z-[0-9a-f]{6}\.ogg", keys[0]), keys
     assert f"verify: ok: s3://{BUCKET}/{keys[0]} written by egress EG_" in result.out
     (egress,) = lk.egresses.values()
-    assert egress.room_name.startswith("_healthcheck-") and egress.room_composite.audio_only
-    assert not any(name.startswith("_healthcheck-") for name in lk.rooms), "the test room is deleted afterwards"
+    assert egress.web.url == VERIFY_PAGE_URL and egress.web.audio_only
+    s3 = egress.web.file_outputs[0].s3
+    assert (s3.bucket, s3.region) == (BUCKET, REGION)
+    assert s3.access_key != ACCESS_KEY_ID and s3.secret != SECRET_ACCESS_KEY, "EgressInfo must mask credentials"
+
+
+def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: Aws, lk: LocalLiveKitServer) -> None:
+    """The verify this hook used to run (a room composite of an empty room, stopped after a few seconds) ends
+    EGRESS_ABORTED with nothing uploaded, as on LiveKit Cloud: nobody publishes, so egress never starts.
+
+    LiveKit is a local server on 127.0.0.1 modelling livekit/egress's start rules; S3 is moto on 127.0.0.1.
+    """
+    aws.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    settings = egress_hook.EgressSettings(
+        BUCKET, REGION, "{room_name}", EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), s3_endpoint_url=aws.endpoint
+    )
+
+    async def old_verify() -> api.EgressInfo:
+        async with api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
+            await lkapi.room.create_room(api.CreateRoomRequest(name="_healthcheck-old"))
+            request = egress_hook.room_composite_request(
+                settings, filepath="_healthcheck/{time}", room_name="_healthcheck-old"
+            )
+            started = await lkapi.egress.start_room_composite_egress(request)
+            await asyncio.sleep(0.3)
+            await lkapi.egress.stop_egress(api.StopEgressRequest(egress_id=started.egress_id))
+            return await asyncio.to_thread(lk.wait_for_egress, started.egress_id)
+
+    info = asyncio.run(old_verify())
+    assert api.EgressStatus.Name(info.status) == "EGRESS_ABORTED"
+    assert aws.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
 
 
 def test_verify_reports_the_egress_error(
@@ -761,13 +817,53 @@ def test_verify_reports_the_egress_error(
     here); S3 is moto on 127.0.0.1.
     """
     outputs = deploy(aws, tmp_path, bucket=False)
-    configs = config_dir(tmp_path, auto_egress=False, dispatch_rule_ids=[])
+    configs = config_dir(tmp_path, auto_egress=False)
     result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify")
     assert result.code == EXIT_ERROR
     assert "--verify failed: egress EG_" in result.err
-    assert "ended EGRESS_FAILED: NoSuchBucket: The specified bucket does not exist" in result.err
-    assert "(test room _healthcheck-" in result.err
+    assert "ended EGRESS_FAILED: S3 upload failed: " in result.err and "NoSuchBucket" in result.err
     assert "UpdateSIPDispatchRule" not in lk.methods_called()
+
+
+def test_verify_object_missing_names_bucket_and_key() -> None:
+    """An egress that reports COMPLETE while S3 has no object: the failure names the bucket and the key.
+
+    No server: a session double answers the three egress calls with LiveKit's messages."""
+
+    class Session:
+        url = "https://example.invalid"
+
+        def __init__(self) -> None:
+            self.status = api.EgressStatus.EGRESS_STARTING
+
+        async def call(self, what: str, fn: Any, *, retry: bool = True) -> Any:
+            if what == "StartWebEgress":
+                return api.EgressInfo(egress_id="EG_fake", status=self.status)
+            if what == "StopEgress":
+                self.status = api.EgressStatus.EGRESS_COMPLETE
+                return api.EgressInfo(egress_id="EG_fake", status=api.EgressStatus.EGRESS_ENDING)
+            self.status = {api.EgressStatus.EGRESS_STARTING: api.EgressStatus.EGRESS_ACTIVE}.get(
+                self.status, self.status
+            )
+            info = api.EgressInfo(egress_id="EG_fake", status=self.status)
+            if self.status == api.EgressStatus.EGRESS_COMPLETE:
+                info.file_results.append(api.FileInfo(filename="_healthcheck/verify-x.ogg"))
+            return api.ListEgressResponse(items=[info])
+
+    settings = egress_hook.EgressSettings(
+        BUCKET, REGION, "{room_name}", EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
+    )
+    result = asyncio.run(
+        egress_hook.verify_egress(
+            Session(),
+            settings,
+            lambda b, k: False,
+            redact=Redactor(),  # type: ignore[arg-type]
+            record_seconds=0.01,
+        )
+    )
+    assert not result.ok
+    assert f"reported s3://{BUCKET}/_healthcheck/verify-x.ogg written, but S3 has no such object" in result.detail
 
 
 def test_dry_run_and_verify_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
@@ -786,7 +882,8 @@ def test_credentials_and_settings_never_show_secrets_in_repr() -> None:
     egress = EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
     livekit = LiveKitCredentials(API_KEY, API_SECRET)
     settings = egress_hook.EgressSettings(BUCKET, REGION, "{room_name}", egress)
-    plan = RulePlan(seeded_rule(sip_dispatch_rule_id="SDR_abc"), egress_hook.room_composite_request(settings))
+    desired = egress_hook.room_composite_request(settings)
+    plan = RulePlan(seeded_rule(sip_dispatch_rule_id="SDR_abc"), desired, egress_hook.credential_fingerprint(egress))
     for text in (repr(egress), str(egress), repr(livekit), str(livekit), repr(settings), repr(plan)):
         for secret in NEVER_SHOWN:
             assert secret not in text
@@ -797,7 +894,8 @@ def test_render_diff_of_a_rule_without_recording() -> None:
     """A rule with no automatic egress diffs from "(no automatic recording)" to the full settings."""
     creds = EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY)
     settings = egress_hook.EgressSettings(BUCKET, REGION, "{room_name}/{time}", creds)
-    plan = RulePlan(seeded_rule(sip_dispatch_rule_id="SDR_abc"), egress_hook.room_composite_request(settings))
+    desired = egress_hook.room_composite_request(settings)
+    plan = RulePlan(seeded_rule(sip_dispatch_rule_id="SDR_abc"), desired, egress_hook.credential_fingerprint(creds))
     assert plan.changed
     text = render_diff(plan)
     assert text.splitlines()[:3] == [
@@ -821,3 +919,252 @@ def test_small_helpers() -> None:
     redact = Redactor()
     redact.add_egress(EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY))
     assert redact(f"bad {SECRET_ACCESS_KEY} for {ACCESS_KEY_ID}") == "bad <hidden> for ****PLE1"
+
+
+# --------------------------------------------------------------------------- listing modes: what LiveKit may mask
+
+
+def rich_rule(*, foreign_credentials: bool) -> api.SIPDispatchRuleInfo:
+    """A rule with every field an operator may set beside the recording: metadata, attributes, an agent with its
+    metadata, trunks, numbers, a PIN, room settings, optionally a track egress with its own credentials, and a field
+    this client does not know (number 999), which must survive byte for byte."""
+    rule = seeded_rule(
+        name="callsaver-main-line",
+        metadata='{"tenant": "callsaver"}',
+        hide_phone_number=True,
+        krisp_enabled=True,
+    )
+    rule.trunk_ids.append("ST_trunkfake02")
+    rule.inbound_numbers.append("+15550100001")
+    rule.numbers.append("+15550109999")
+    rule.attributes.update({"team": "voice"})
+    rule.rule.dispatch_rule_individual.pin = "1234"
+    rule.room_config.empty_timeout = 30
+    rule.room_config.metadata = "room-meta"
+    rule.room_config.agents[0].metadata = '{"greeting": "hello"}'
+    if foreign_credentials:
+        tracks = api.AutoTrackEgress(
+            filepath="tracks/{room_name}",
+            s3=api.S3Upload(access_key="AKIDFAKEOTHERKEY0001", secret="FAKEotherSecretNotReal000000", bucket="other"),
+        )
+        rule.room_config.egress.tracks.CopyFrom(tracks)
+    rule.MergeFromString(b"\xba\x3e\x07unknown")  # field 999, wire type 2: "unknown"
+    return rule
+
+
+def stored_unowned(lk: LocalLiveKitServer, rule_id: str) -> bytes:
+    return egress_hook.unowned_part(lk.dispatch_rules[rule_id]).SerializeToString(deterministic=True)
+
+
+def rotate(aws: Aws, outputs: Path, key_id: str, secret: str) -> None:
+    """A new access key, as an IAM stack update after egress.access_key_serial was bumped leaves it."""
+    aws.secrets.put_secret_value(
+        SecretId=EGRESS_SECRET, SecretString=json.dumps({"accessKeyId": key_id, "secretAccessKey": secret})
+    )
+    data = json.loads(outputs.read_text())
+    data[IAM_STACK]["EgressAccessKeyId"] = key_id
+    outputs.write_text(json.dumps(data))
+
+
+@pytest.fixture(params=LISTING_MODES)
+def listing(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def masked_lk(aws: Aws, listing: str) -> Iterator[LocalLiveKitServer]:
+    """The local LiveKit server listing rules in one of the three ways LiveKit might (see livekit_local)."""
+    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, listing=listing) as server:
+        yield server
+
+
+def test_each_listing_mode_push_then_nothing_changed_then_rotation(
+    aws: Aws, masked_lk: LocalLiveKitServer, listing: str, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """In every listing mode: a first push, a second that changes nothing (the key id, masked in two modes, is
+    compared with the push receipt), a rotation that rewrites; the rule's other fields never change.
+
+    In the blanking mode the first push is refused until the operator confirms the rule's sensitive fields are
+    empty (--accept-blanked-fields), since a listing that blanks them cannot tell empty from erased.
+    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS (S3, Secrets Manager, SSM) is moto.
+    """
+    lk = masked_lk
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(seeded_rule())
+    before = stored_unowned(lk, rule_id)
+    args = ["--livekit-url", lk.url, "--outputs-file", str(outputs)]
+    configs = config_dir(tmp_path)
+    if listing == "redacted":
+        refused = run_hook(capsys, caplog, configs, *args)
+        assert refused.code == EXIT_ERROR
+        assert "LiveKit's listing blanks the fields it marks sensitive" in refused.out
+        assert f"--accept-blanked-fields {rule_id}" in refused.out
+        assert not lk.dispatch_rules[rule_id].room_config.HasField("egress")
+        args += ["--accept-blanked-fields", rule_id]
+
+    first = run_hook(capsys, caplog, configs, *args)
+    assert first.code == EXIT_OK, first.err
+    assert lk.dispatch_rules[rule_id].room_config.egress.room == expected_egress()
+    assert stored_unowned(lk, rule_id) == before
+    writes = updates(lk)
+
+    second = run_hook(capsys, caplog, configs, *args)
+    assert second.code == EXIT_OK, second.err
+    assert "LiveKit already holds these settings; nothing changed" in second.out
+    assert updates(lk) == writes
+
+    rotate(aws, outputs, "AKIDFAKE0000EXAMPLE2", "FAKEnewSecretAccessKeyNotReal22222222")
+    third = run_hook(capsys, caplog, configs, *args)
+    assert third.code == EXIT_OK, third.err
+    assert f'dispatch rule {rule_id} "callsaver-inbound": updated' in third.out
+    s3 = lk.dispatch_rules[rule_id].room_config.egress.room.file_outputs[0].s3
+    assert (s3.access_key, s3.secret) == ("AKIDFAKE0000EXAMPLE2", "FAKEnewSecretAccessKeyNotReal22222222")
+    assert stored_unowned(lk, rule_id) == before
+
+
+def test_rich_rule_is_kept_byte_for_byte_or_refused(
+    aws: Aws, masked_lk: LocalLiveKitServer, listing: str, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """A rule with metadata, attributes, agents' metadata, another auto-egress output with its own credentials and
+    an unknown field: pushed and unchanged byte for byte where the listing shows them, refused (nothing written,
+    exit non-zero, the masked field named) where it masks or blanks them.
+
+    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS is moto on 127.0.0.1.
+    """
+    lk = masked_lk
+    outputs = deploy(aws, tmp_path)
+    rule_id = lk.add_dispatch_rule(rich_rule(foreign_credentials=True))
+    before = stored_unowned(lk, rule_id)
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert stored_unowned(lk, rule_id) == before
+    assert b"unknown" in before
+    if listing == "unmasked":
+        assert result.code == EXIT_OK, result.err
+        assert lk.dispatch_rules[rule_id].room_config.egress.room == expected_egress()
+        return
+    assert result.code == EXIT_ERROR
+    assert f'dispatch rule {rule_id} "callsaver-main-line": refused, nothing pushed to it' in result.out
+    if listing == "placeholders":
+        assert "room_config.egress.tracks.s3: access_key, secret came back masked ({access_key})" in result.out
+    assert "1 dispatch rule(s) refused" in result.err
+    assert not lk.dispatch_rules[rule_id].room_config.egress.HasField("room")
+
+
+def test_a_refused_rule_leaves_the_others_pushed(
+    aws: Aws, aws_lk_placeholders: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """Two rules of the environment, one with masked foreign credentials: that one is refused and named, the other
+    is pushed and reported, and the exit code is non-zero.
+
+    LiveKit is a local server on 127.0.0.1 listing with egress placeholders; AWS is moto on 127.0.0.1.
+    """
+    lk = aws_lk_placeholders
+    outputs = deploy(aws, tmp_path)
+    masked = lk.add_dispatch_rule(rich_rule(foreign_credentials=True))
+    plain = lk.add_dispatch_rule(seeded_rule(name="second-line", trunk_ids=["ST_trunkfake07"]))
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert f'dispatch rule {plain} "second-line": updated' in result.out
+    assert f'{masked} "callsaver-main-line": refused' in result.out
+    assert f"already updated: {plain}" in result.err
+    assert lk.dispatch_rules[plain].room_config.egress.room == expected_egress()
+
+
+@pytest.fixture
+def aws_lk_placeholders(aws: Aws) -> Iterator[LocalLiveKitServer]:
+    with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, listing="placeholders") as server:
+        yield server
+
+
+def test_a_rule_changed_behind_the_hooks_back_is_an_error_naming_the_field() -> None:
+    """The read-back check: any field outside room_config.egress.room that differs after the write is named."""
+    before = rich_rule(foreign_credentials=False)
+    after = api.SIPDispatchRuleInfo()
+    after.CopyFrom(before)
+    after.metadata = ""
+    after.room_config.egress.room.CopyFrom(expected_egress())
+    after.updated_at.GetCurrentTime()
+    assert egress_hook.changed_fields(before, after) == ["metadata"]
+    assert egress_hook.changed_fields(before, before) == []
+
+
+# --------------------------------------------------------------------------- which rules: the agent decides
+
+
+def test_no_rule_dispatches_the_agent_prints_the_inventory_and_pushes_nothing(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """No rule dispatches callsaver-agent-local: exit non-zero, nothing written, every rule listed with its agents,
+    owner and recording, and what to do.
+
+    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    other = lk.add_dispatch_rule(seeded_rule(name="someone-else", agent="another-agent", egress=old_egress()))
+    bare = lk.add_dispatch_rule(seeded_rule(name="no-agent", agent="", trunk_ids=["ST_trunkfake05"]))
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert f"no SIP dispatch rule of the project at {lk.url} dispatches agent '{AGENT}'" in result.err
+    assert "nothing was pushed" in result.err and f"add '{AGENT}' to the rule's agents" in result.err
+    assert (
+        f'{other} "someone-else": agents another-agent; ST_trunkfake01; belongs to no environment; records to '
+        "s3://callsaver-old-console-bucket/calls/{room_name} (us-west-1, key ****PLE1)" in result.err
+    )
+    assert f'{bare} "no-agent": agents no agent; ST_trunkfake05; belongs to no environment; not recorded' in result.err
+    assert updates(lk) == 0
+
+
+def test_a_rule_dispatching_two_environments_agents_is_refused(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """A rule that dispatches this environment's agent and another environment's (same project): nothing pushed.
+
+    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    configs = config_dir(tmp_path)
+    other = tomllib.loads((configs / f"{ENV}.toml").read_text())
+    text = (configs / f"{ENV}.toml").read_text()
+    (configs / "qa.toml").write_text(
+        text.replace(other["livekit"]["worker_name"], "callsaver-agent-qa").replace(BUCKET, "callsaver-sessions-qa")
+    )
+    rule = seeded_rule()
+    rule.room_config.agents.append(api.RoomAgentDispatch(agent_name="callsaver-agent-qa"))
+    rule_id = lk.add_dispatch_rule(rule)
+    result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert f'dispatch rule {rule_id} "callsaver-inbound" dispatches the agents of local and qa' in result.err
+    assert updates(lk) == 0
+
+
+# --------------------------------------------------------------------------- fail closed
+
+
+def test_local_only_flags_are_refused_for_a_real_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    """--livekit-url / --s3-endpoint-url would send signed requests and the egress key to any host: staging and
+    production refuse them before reading anything."""
+    for flag in ("--livekit-url", "--s3-endpoint-url"):
+        code = main(["--config-dir", str(CONFIG_DIR), "push-egress", "--env", "staging", flag, "http://127.0.0.1:9"])
+        err = capsys.readouterr().err
+        assert code == EXIT_ERROR
+        assert f"{flag} are for the local rehearsal and tests only (account 123456789012)" in err
+        assert "environment staging is account 836347236108" in err
+
+
+def test_an_egress_secret_other_than_the_deployed_key_is_not_pushed(
+    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """The secret holds a key id the IAM stack did not output (stale, or edited by hand): nothing is pushed.
+
+    LiveKit is a local server on 127.0.0.1; AWS is moto on 127.0.0.1.
+    """
+    outputs = deploy(aws, tmp_path)
+    lk.add_dispatch_rule(seeded_rule())
+    data = json.loads(outputs.read_text())
+    data[IAM_STACK]["EgressAccessKeyId"] = "AKIDFAKE0000EXAMPLE9"
+    outputs.write_text(json.dumps(data))
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert "the egress secret holds access key ****PLE1, but the deployed EgressAccessKeyId" in result.err
+    assert "is ****PLE9" in result.err and "Nothing was pushed" in result.err
+    assert lk.methods_called() == []

@@ -70,6 +70,7 @@ def test_bucket_lifecycle_public_access_ownership_and_tls_policy(aws: dict[str, 
                         "RestrictPublicBuckets": True,
                     },
                     "OwnershipControls": {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+                    "MetricsConfigurations": [{"Id": "Recordings", "Prefix": "calls/"}, {"Id": "EntireBucket"}],
                 },
             },
             "P": {
@@ -109,6 +110,15 @@ def test_bucket_lifecycle_public_access_ownership_and_tls_policy(aws: dict[str, 
     ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"]
     assert ownership == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     assert len(json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])["Statement"]) == 2
+    metrics = s3.get_bucket_metrics_configuration(Bucket=bucket, Id="Recordings")["MetricsConfiguration"]
+    assert metrics == {"Id": "Recordings", "Filter": {"Prefix": "calls/"}}
+    assert s3.get_bucket_metrics_configuration(Bucket=bucket, Id="EntireBucket")["MetricsConfiguration"] == {
+        "Id": "EntireBucket"
+    }
+    listed = s3.list_bucket_metrics_configurations(Bucket=bucket)["MetricsConfigurationList"]
+    assert [m["Id"] for m in listed] == ["Recordings", "EntireBucket"]
+    with pytest.raises(ClientError, match="NoSuchConfiguration"):
+        s3.get_bucket_metrics_configuration(Bucket=bucket, Id="Missing")
     # Conditional statements (the TLS-only Deny) are stored, not enforced; unconditional ones still are.
     s3.put_object(Bucket=bucket, Key="calls/a.ogg", Body=b"OggS")
     with pytest.raises(ClientError, match="403|AccessDenied|Forbidden"):
@@ -261,6 +271,262 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
         "AWS::S3::Bucket.WebsiteConfiguration",
         "AWS::SQS::Queue (whole resource)",
     ]
+
+
+def test_ecr_repository_with_lifecycle_policy_scan_encryption_and_immutable_tags(aws: dict[str, Any]) -> None:
+    """The properties Callsaver-Registry sets, in the shapes CloudFormation takes them, read back through ECR's API;
+    an immutable tag then refuses a second push, as ECR does."""
+    lifecycle = {
+        "rules": [
+            {
+                "rulePriority": 1,
+                "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countNumber": 1,
+                              "countUnit": "days"},
+                "action": {"type": "expire"},
+            }
+        ]
+    }  # fmt: skip
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PushFromAgentCi",
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::210987654321:role/callsaver-agent-ci"},
+                "Action": ["ecr:PutImage"],
+            }
+        ],
+    }
+    outputs = _deploy(
+        aws,
+        "ExtRegistry",
+        {
+            "R": {
+                "Type": "AWS::ECR::Repository",
+                "Properties": {
+                    "RepositoryName": "ext-agent",
+                    "ImageTagMutability": "IMMUTABLE",
+                    "ImageScanningConfiguration": {"ScanOnPush": True},
+                    "EncryptionConfiguration": {"EncryptionType": "AES256"},
+                    "LifecyclePolicy": {"LifecyclePolicyText": json.dumps(lifecycle)},
+                    "RepositoryPolicyText": policy,
+                },
+            }
+        },
+        {"Arn": {"Value": {"Fn::GetAtt": ["R", "Arn"]}}, "Name": {"Value": {"Ref": "R"}}},
+    )
+    assert outputs == {"Arn": "arn:aws:ecr:us-west-1:123456789012:repository/ext-agent", "Name": "ext-agent"}
+    ecr = boto3.client("ecr", **aws)
+    (repository,) = ecr.describe_repositories(repositoryNames=["ext-agent"])["repositories"]
+    assert repository["imageTagMutability"] == "IMMUTABLE"
+    assert repository["imageScanningConfiguration"] == {"scanOnPush": True}
+    assert repository["encryptionConfiguration"] == {"encryptionType": "AES256"}
+    assert json.loads(ecr.get_lifecycle_policy(repositoryName="ext-agent")["lifecyclePolicyText"]) == lifecycle
+    assert json.loads(ecr.get_repository_policy(repositoryName="ext-agent")["policyText"]) == policy
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 1,
+                                      "digest": "sha256:" + "1" * 64}, "layers": []})  # fmt: skip
+    ecr.put_image(repositoryName="ext-agent", imageManifest=manifest, imageTag="v1.0.0")
+    with pytest.raises(ClientError, match="ImageAlreadyExists|ImageTagAlreadyExists"):
+        ecr.put_image(repositoryName="ext-agent", imageManifest=manifest.replace('"1', '"2'), imageTag="v1.0.0")
+
+
+def test_alarms_topic_policy_and_alarm_notifications_reach_a_subscribed_queue(aws: dict[str, Any]) -> None:
+    """An alarm created by CreateStack publishes CloudWatch's notification to its topic when SetAlarmState changes
+    its state (and only then); the topic policy is stored; a math alarm keeps its metrics."""
+    topic_name = "ext-alerts"
+    outputs = _deploy(
+        aws,
+        "ExtMonitoring",
+        {
+            "Key": {
+                "Type": "AWS::KMS::Key",
+                "Properties": {
+                    "EnableKeyRotation": True,
+                    "Tags": [{"Key": "project", "Value": "callsaver"}],
+                    "KeyPolicy": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"}
+                        ],
+                    },
+                },
+            },
+            "Alias": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {"AliasName": "alias/ext-alerts", "TargetKeyId": {"Fn::GetAtt": ["Key", "Arn"]}},
+            },
+            "Topic": {
+                "Type": "AWS::SNS::Topic",
+                "Properties": {"TopicName": topic_name, "KmsMasterKeyId": {"Fn::GetAtt": ["Key", "Arn"]}},
+            },
+            "Policy": {
+                "Type": "AWS::SNS::TopicPolicy",
+                "Properties": {
+                    "Topics": [{"Ref": "Topic"}],
+                    "PolicyDocument": {
+                        "Version": "2012-10-17",
+                        "Statement": [
+                            {
+                                "Sid": "Alarms",
+                                "Effect": "Allow",
+                                "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                                "Action": "sns:Publish",
+                                "Resource": {"Ref": "Topic"},
+                            }
+                        ],
+                    },
+                },
+            },
+            "Down": {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "AlarmName": "ext-down",
+                    "AlarmDescription": "check first: the service",
+                    "Namespace": "ECS/ContainerInsights",
+                    "MetricName": "RunningTaskCount",
+                    "Dimensions": [{"Name": "ClusterName", "Value": "c"}, {"Name": "ServiceName", "Value": "s"}],
+                    "Statistic": "Minimum",
+                    "Period": 60,
+                    "EvaluationPeriods": 3,
+                    "DatapointsToAlarm": 3,
+                    "Threshold": 1,
+                    "ComparisonOperator": "LessThanThreshold",
+                    "TreatMissingData": "breaching",
+                    "AlarmActions": [{"Ref": "Topic"}],
+                    "OKActions": [{"Ref": "Topic"}],
+                },
+            },
+            "Saturated": {
+                "Type": "AWS::CloudWatch::Alarm",
+                "Properties": {
+                    "AlarmName": "ext-saturated",
+                    "EvaluationPeriods": 10,
+                    "Threshold": 1,
+                    "ComparisonOperator": "GreaterThanOrEqualToThreshold",
+                    "TreatMissingData": "notBreaching",
+                    "AlarmActions": [{"Ref": "Topic"}],
+                    "Metrics": [
+                        {"Id": "e", "Expression": "IF(t >= 2, 1, 0)", "ReturnData": True},
+                        {
+                            "Id": "t",
+                            "ReturnData": False,
+                            "MetricStat": {
+                                "Metric": {"Namespace": "ECS/ContainerInsights", "MetricName": "RunningTaskCount"},
+                                "Period": 60,
+                                "Stat": "Minimum",
+                            },
+                        },
+                    ],
+                },
+            },
+            "Dashboard": {
+                "Type": "AWS::CloudWatch::Dashboard",
+                "Properties": {"DashboardName": "ext-dashboard", "DashboardBody": '{"widgets":[]}'},
+            },
+        },
+        {"DownArn": {"Value": {"Fn::GetAtt": ["Down", "Arn"]}}, "DownRef": {"Value": {"Ref": "Down"}}},
+    )
+    assert outputs == {"DownArn": f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:ext-down", "DownRef": "ext-down"}
+    sns, sqs, cw = boto3.client("sns", **aws), boto3.client("sqs", **aws), boto3.client("cloudwatch", **aws)
+    topic_arn = f"arn:aws:sns:{REGION}:123456789012:{topic_name}"
+    attributes = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+    assert [s["Sid"] for s in json.loads(attributes["Policy"])["Statement"]] == ["Alarms"]
+    assert attributes["KmsMasterKeyId"].startswith(f"arn:aws:kms:{REGION}:123456789012:key/")
+    kms = boto3.client("kms", **aws)
+    key_id = kms.describe_key(KeyId="alias/ext-alerts")["KeyMetadata"]["KeyId"]
+    assert attributes["KmsMasterKeyId"].endswith(key_id)
+    assert kms.get_key_rotation_status(KeyId=key_id)["KeyRotationEnabled"] is True
+    assert kms.list_resource_tags(KeyId=key_id)["Tags"] == [{"TagKey": "project", "TagValue": "callsaver"}]
+    alarms = {a["AlarmName"]: a for a in cw.describe_alarms()["MetricAlarms"]}
+    down = alarms["ext-down"]
+    assert (down["MetricName"], down["Statistic"], down["Period"], down["EvaluationPeriods"]) == (
+        "RunningTaskCount", "Minimum", 60, 3,
+    )  # fmt: skip
+    assert (down["TreatMissingData"], down["AlarmActions"], down["OKActions"]) == (
+        "breaching",
+        [topic_arn],
+        [topic_arn],
+    )
+    saturated = alarms["ext-saturated"]
+    assert [m["Id"] for m in saturated["Metrics"]] == ["e", "t"]
+    assert saturated["Metrics"][1]["MetricStat"]["Metric"]["MetricName"] == "RunningTaskCount"
+    assert cw.list_dashboards()["DashboardEntries"][0]["DashboardName"] == "ext-dashboard"
+
+    queue_url = sqs.create_queue(QueueName="ext-alerts-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    cw.set_alarm_state(AlarmName="ext-down", StateValue="ALARM", StateReason="rehearsal: 0 tasks")
+    cw.set_alarm_state(AlarmName="ext-down", StateValue="ALARM", StateReason="still down")  # no change: no message
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert len(messages) == 1
+    body = json.loads(messages[0]["Body"])
+    assert {k: body[k] for k in ("AlarmName", "NewStateValue", "OldStateValue", "NewStateReason", "AWSAccountId")} == {
+        "AlarmName": "ext-down",
+        "NewStateValue": "ALARM",
+        "OldStateValue": "OK",
+        "NewStateReason": "rehearsal: 0 tasks",
+        "AWSAccountId": "123456789012",
+    }
+    assert body["Region"] == "US West (N. California)" and body["AlarmDescription"] == "check first: the service"
+    assert body["Trigger"]["MetricName"] == "RunningTaskCount"
+
+
+def test_rule_delivers_matching_events_to_an_sns_topic_through_its_input_transformer(aws: dict[str, Any]) -> None:
+    service_arn = f"arn:aws:ecs:{REGION}:123456789012:service/ext-cluster/ext-svc"
+    _deploy(
+        aws,
+        "ExtRule",
+        {
+            "Topic": {"Type": "AWS::SNS::Topic", "Properties": {"TopicName": "ext-rule-alerts"}},
+            "Rule": {
+                "Type": "AWS::Events::Rule",
+                "Properties": {
+                    "Name": "ext-deploy-failed",
+                    "State": "ENABLED",
+                    "EventPattern": {
+                        "source": ["aws.ecs"],
+                        "detail-type": ["ECS Deployment State Change"],
+                        "resources": [service_arn],
+                        "detail": {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]},
+                    },
+                    "Targets": [
+                        {
+                            "Arn": {"Ref": "Topic"},
+                            "Id": "Target0",
+                            "InputTransformer": {
+                                "InputPathsMap": {"d": "$.detail.deploymentId", "s": "$.resources[0]"},
+                                "InputTemplate": '"deployment <d> of <s> failed"',
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    )
+    sns, sqs, events = boto3.client("sns", **aws), boto3.client("sqs", **aws), boto3.client("events", **aws)
+    queue_url = sqs.create_queue(QueueName="ext-rule-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    topic_arn = f"arn:aws:sns:{REGION}:123456789012:ext-rule-alerts"
+    sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    for name, resource in (
+        ("SERVICE_DEPLOYMENT_FAILED", service_arn),
+        ("SERVICE_DEPLOYMENT_COMPLETED", service_arn),  # other event: no message
+        ("SERVICE_DEPLOYMENT_FAILED", service_arn + "-other"),  # other service: no message
+    ):
+        detail = json.dumps({"eventName": name, "deploymentId": "ecs-svc/42"})
+        events.put_events(
+            Entries=[
+                {
+                    "Source": "aws.ecs",
+                    "DetailType": "ECS Deployment State Change",
+                    "Resources": [resource],
+                    "Detail": detail,
+                }
+            ]
+        )
+    messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
+    assert [m["Body"] for m in messages] == [f"deployment ecs-svc/42 of {service_arn} failed"]
 
 
 def test_bucket_versioning_bucket_key_and_noncurrent_expiry(aws: dict[str, Any]) -> None:

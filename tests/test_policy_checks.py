@@ -163,7 +163,7 @@ def lint_results(synthesized: Synthesized) -> dict[str, list[str]]:
 
 
 def test_cfn_lint_finds_no_errors_or_warnings(lint_results: dict[str, list[str]]) -> None:
-    assert len(lint_results) == 4 * len(ENV_NAMES)
+    assert len(lint_results) == 5 * len(ENV_NAMES)
     problems = {name: [m for m in found if m[0] in "EW"] for name, found in lint_results.items()}
     assert problems == {name: [] for name in lint_results}
 

@@ -19,12 +19,25 @@ from tests.conftest import CONFIG_DIR, ROOT
 STEPS = (
     "start local endpoints",
     "bootstrap",
-    "deploy",
+    "deploy registry",
+    "image check refuses",
+    "push agent image",
+    "image check passes",
+    "deploy base stacks",
     "check storage",
     "check egress identity",
     "check secrets",
+    "first deploy stops",
+    "set operator secrets",
+    "deploy",
     "check agent",
+    "check agent image",
+    "check monitoring",
+    "alarm reaches topic",
+    "rollback reaches topic",
     "post-deploy hook",
+    "inbound call recorded",
+    "status",
     "access probes",
     "teardown",
 )
@@ -54,9 +67,34 @@ def test_rehearsal_passes_every_step(rehearsal_run: subprocess.CompletedProcess[
     out = rehearsal_run.stdout
     assert rehearsal_run.returncode == 0, out + rehearsal_run.stderr
     for step in STEPS:
-        assert re.search(rf"^  ok\s+{re.escape(step)}\s", out, re.MULTILINE), f"step {step!r} not reported ok:\n{out}"
+        assert re.search(rf"^  ok\s+{re.escape(step)}\s+\d+\.\d s  ", out, re.MULTILINE), (
+            f"step {step!r} not reported ok:\n{out}"
+        )
     assert "Stacks: Callsaver-Storage-local, Callsaver-IAM-local, Callsaver-Secrets-local, Callsaver-Agent-local" in out
     assert re.search(r"^Rehearsal passed in \d+\.\d s\.$", out, re.MULTILINE)
+
+
+def test_rehearsal_refuses_the_deploy_without_the_image_then_deploys_it(
+    rehearsal_run: subprocess.CompletedProcess[str],
+) -> None:
+    out = rehearsal_run.stdout
+    sha = "0123456789ab"
+    assert re.search(rf"^  ok\s+image check refuses .*refused before deploy \(exit 1\): {sha}\.\.\. missing; "
+                     r"tags there: v0\.9\.0$", out, re.MULTILINE), out  # fmt: skip
+    assert re.search(rf"^  ok\s+image check passes .*callsaver-agent:{sha}\w+ exists", out, re.MULTILINE), out
+    lines = out.splitlines()
+    steps = ("image check refuses", "push agent image", "image check passes", "deploy base stacks")
+    order = [next(i for i, ln in enumerate(lines) if re.match(rf"  ok\s+{step}\s+\d+\.\d s  ", ln)) for step in steps]
+    assert order == sorted(order)
+
+
+def test_status_runs_as_the_break_glass_role_with_every_line_ok(
+    rehearsal_run: subprocess.CompletedProcess[str],
+) -> None:
+    """status reads secret values, which the secrets' resource policies allow only to the break-glass role among
+    operators (README, "Security")."""
+    assert re.search(r"^  ok\s+status\s+\d+\.\d s  as the break-glass role: all \d+ checks ok$", rehearsal_run.stdout,
+                     re.MULTILINE), rehearsal_run.stdout  # fmt: skip
 
 
 def test_rehearsal_lists_what_it_does_not_emulate(rehearsal_run: subprocess.CompletedProcess[str]) -> None:

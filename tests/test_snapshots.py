@@ -31,7 +31,7 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
 
 
 @pytest.mark.parametrize("env_name", ENV_NAMES)
-@pytest.mark.parametrize("stack", ["storage_stack", "iam_stack", "secrets_stack", "agent_stack"])
+@pytest.mark.parametrize("stack", ["storage_stack", "iam_stack", "secrets_stack", "agent_stack", "monitoring_stack"])
 def test_template_matches_snapshot(
     synthesized: Synthesized, snapshot_json: SnapshotAssertion, env_name: str, stack: str
 ) -> None:

@@ -311,3 +311,13 @@ def test_comment_when_the_diff_never_ran() -> None:
 def test_assembly_stack_role_choice() -> None:
     stack = AssemblyStack("S", "1", "r", Path("t"), lookup_role_arn="L", deploy_role_arn="D")
     assert (stack.role_arn("lookup"), stack.role_arn("deploy")) == ("L", "D")
+
+
+def test_the_comment_names_the_agent_image_from_the_assembly(synthesized: Any, tmp_path: Path) -> None:
+    from callsaver_infra.pr_comment import main
+
+    out = tmp_path / "comment.md"
+    assert main(["--env", "staging", "--commit", "c", "--run-url", "u", "--out", str(out),
+                 "--assembly", str(synthesized.outdir)]) == 0  # fmt: skip
+    assert "Agent image this would deploy: `callsaver-agent:v1.0.0`" in out.read_text()
+    assert "Agent image" not in build_comment("staging", None, None, commit="c", run_url="u")

@@ -316,10 +316,12 @@ def test_deploys_run_make_deploy_on_the_checked_assembly(workflows: dict[str, di
         assert gate < runs.index(deploys[0]) and "--role deploy" in runs[gate]
     for name in ("staging", "production-plan"):
         scripts = " ".join(s.get("run", "") for s in jobs[name]["steps"])
-        assert 'make synth ENV="$ENVIRONMENT" CDK_ARGS="-c agentImageTag=$IMAGE_TAG"' in scripts
+        # Config's tag, unless the hotfix input is set.
+        assert 'make synth ENV="$ENVIRONMENT" CDK_ARGS="${IMAGE_TAG:+-c agentImageTag=$IMAGE_TAG}"' in scripts
+        assert jobs[name]["env"]["IMAGE_TAG"] == "${{ needs.prepare.outputs.image_tag }}"
     tag = jobs["prepare"]["steps"][1]
-    assert tag["env"] == {"INPUT_TAG": "${{ inputs.image_tag }}", "COMMIT": "${{ github.sha }}"}
-    assert 'tag="${INPUT_TAG:-$COMMIT}"' in tag["run"]
+    assert tag["env"] == {"INPUT_TAG": "${{ inputs.image_tag }}"}
+    assert 'echo "image_tag=$INPUT_TAG" >> "$GITHUB_OUTPUT"' in tag["run"]
     # Production deploys the artifact its plan showed, checked by digest.
     production = jobs["production"]
     assert production["env"]["PLANNED_DIGEST"] == "${{ needs.production-plan.outputs.digest }}"
@@ -347,3 +349,79 @@ def test_makefile_passes_cdk_args_to_synth_diff_and_deploy() -> None:
         result = _run(["make", "-n", target, "ENV=staging", "CDK_ARGS=--x"], ROOT)
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout, result.stdout
+
+
+# Expressions naming a commit of this repository: never the agent image's tag (nothing here builds the image).
+_COMMIT_EXPRESSION = re.compile(r"github\.sha|pull_request\.head\.sha|github\.event\.after|head_commit\.id")
+
+
+def tags_from_commits(workflow: dict[str, Any]) -> list[str]:
+    """Where a workflow feeds a commit SHA into the agent image tag: a tag-named variable or input bound to a
+    commit expression, or a commit-bound variable used by a script that sets agentImageTag or an image tag."""
+    found = []
+    for job_name, job in workflow.get("jobs", {}).items():
+        scopes = [("job env", job.get("env") or {}, " ".join(s.get("run", "") for s in job.get("steps", [])))]
+        for step in job.get("steps", []):
+            scopes.append((step.get("name", "?"), {**(step.get("env") or {}), **(step.get("with") or {})},
+                           step.get("run", "")))  # fmt: skip
+        outputs = job.get("outputs") or {}
+        scopes.append(("job outputs", outputs, ""))
+        for where, bindings, script in scopes:
+            commit_vars = [k for k, v in bindings.items() if _COMMIT_EXPRESSION.search(str(v))]
+            for var in commit_vars:
+                tag_named = "tag" in var.lower()
+                used_for_tag = re.search(rf"\$\{{?{re.escape(var)}\b", script) and re.search(
+                    r"agentImageTag|image_tag|IMAGE_TAG", script
+                )
+                if tag_named or used_for_tag:
+                    found.append(f"{job_name} / {where}: {var}")
+    return found
+
+
+def test_no_workflow_derives_the_image_tag_from_a_commit(workflows: dict[str, dict[str, Any]]) -> None:
+    assert {name: tags_from_commits(wf) for name, wf in workflows.items()} == {name: [] for name in workflows}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        # The deploy workflow before the registry: the input, or the merged commit's SHA.
+        {"jobs": {"prepare": {"steps": [{"name": "Image tag", "env": {"INPUT_TAG": "${{ inputs.image_tag }}",
+         "COMMIT": "${{ github.sha }}"}, "run": 'tag="${INPUT_TAG:-$COMMIT}"\necho "image_tag=$tag" >> x'}]}}},
+        # The pull-request diff before the registry: the head commit as the tag.
+        {"jobs": {"diff": {"steps": [{"name": "diff", "env": {"IMAGE_TAG": "${{ github.event.pull_request.head.sha }}"},
+         "run": 'make diff CDK_ARGS="-c agentImageTag=$IMAGE_TAG"'}]}}},
+        {"jobs": {"d": {"env": {"SHA": "${{ github.sha }}"},
+         "steps": [{"run": "make synth CDK_ARGS=\"-c agentImageTag=${SHA}\""}]}}},
+    ],
+)  # fmt: skip
+def test_the_commit_tag_check_bites(bad: dict[str, Any]) -> None:
+    assert tags_from_commits(bad) != []
+
+
+def test_deploys_check_the_image_before_anything_deploys(workflows: dict[str, dict[str, Any]]) -> None:
+    jobs = workflows["deploy.yml"]["jobs"]
+    check = '.venv/bin/callsaver-infra check-image --env "$ENVIRONMENT" --cdk-args="--app cdk.out"'
+    for name in ("staging", "production"):
+        runs = [s.get("run", "") for s in jobs[name]["steps"]]
+        assert runs.count(check) == 1, name
+        gate = next(i for i, r in enumerate(runs) if "callsaver_infra.stateful_changes" in r)
+        deploy = next(i for i, r in enumerate(runs) if "make deploy" in r)
+        assert runs.index(check) < gate < deploy
+        uses = [s.get("uses", "") for s in jobs[name]["steps"]]
+        credentials = next(i for i, u in enumerate(uses) if u.startswith("aws-actions/configure-aws-credentials"))
+        assert credentials < runs.index(check)
+    # make deploy itself checks first too (for operators), with the same arguments cdk deploy gets.
+    result = _run(["make", "-n", "deploy", "ENV=staging", "CDK_ARGS=--app cdk.out"], ROOT)
+    lines = result.stdout.splitlines()
+    check_line = next(i for i, ln in enumerate(lines) if "check-image" in ln)
+    assert lines[check_line] == '.venv/bin/callsaver-infra check-image --env staging --cdk-args="--app cdk.out"'
+    assert check_line < next(i for i, ln in enumerate(lines) if ln.startswith("cdk deploy"))
+
+
+def test_diffs_and_plans_show_the_image_that_would_deploy(workflows: dict[str, dict[str, Any]]) -> None:
+    diff = " ".join(s.get("run", "") for s in workflows["pull-request.yml"]["jobs"]["diff"]["steps"])
+    assert "agentImageTag" not in diff  # config's tag, exactly what a merge deploys
+    assert "--assembly cdk.out --out comment.md" in diff
+    plan = " ".join(s.get("run", "") for s in workflows["deploy.yml"]["jobs"]["production-plan"]["steps"])
+    assert "--assembly cdk.out --out plan.md" in plan

@@ -10,7 +10,6 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
-from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from callsaver_infra.config import AgentConfig
@@ -42,7 +41,7 @@ class AgentService(Construct):
         log_group_name: str,
         execution_role_name: str,
         environment: Mapping[str, str],
-        secrets: Mapping[str, secretsmanager.ISecret],
+        secrets: Mapping[str, ecs.Secret],
         vpc: ec2.IVpc,
         subnets: ec2.SubnetSelection,
         security_group: ec2.ISecurityGroup,
@@ -94,7 +93,7 @@ class AgentService(Construct):
             image=ecs.ContainerImage.from_ecr_repository(repository, agent.image_tag),
             essential=True,
             environment=dict(environment),
-            secrets={name: ecs.Secret.from_secrets_manager(secret) for name, secret in secrets.items()},
+            secrets=dict(secrets),
             logging=ecs.LogDrivers.aws_logs(stream_prefix="agent", log_group=self.log_group),
             stop_timeout=Duration.seconds(STOP_TIMEOUT_SECONDS),
             health_check=ecs.HealthCheck(
@@ -108,8 +107,9 @@ class AgentService(Construct):
         acknowledge(
             self.task_definition,
             "ECS2",
-            "The plain environment variables are non-secret settings (LIVEKIT_URL, LIVEKIT_WORKER_NAME, "
-            "LIVEKIT_SIP_ENDPOINT); every credential is injected by ECS from Secrets Manager.",
+            "The plain environment variables are non-secret settings (the LiveKit URL, agent name and SIP "
+            "endpoint, the recording bucket, region and file path); every credential is injected by ECS from "
+            "Secrets Manager.",
         )
         # ECS task scale-in protection: the agent PUTs $ECS_AGENT_URI/task-protection/v1/state while calls are
         # active, which ECS authorizes against the task role.

@@ -11,6 +11,7 @@ from constructs import Construct
 
 from callsaver_infra.constructs.secret_namespace import restrict_reads
 from callsaver_infra.nag import NIST, acknowledge
+from callsaver_infra.names import EGRESS_SECRET_KEY_ID_FIELD, EGRESS_SECRET_SECRET_FIELD
 
 # What LiveKit egress's S3 uploader calls: PutObject (single and multipart parts, create and complete) and
 # AbortMultipartUpload. It sets no ACL and never lists, so s3:PutObjectAcl and s3:ListBucket are not granted:
@@ -113,8 +114,8 @@ class EgressWriter(Construct):
             description=f"Access key of IAM user {user_name}, for LiveKit egress uploads (written by CDK).",
             secret_object_value={
                 # The key id is not secret; the secret access key is a GetAtt and never appears in a template.
-                "accessKeyId": SecretValue.unsafe_plain_text(self.access_key.access_key_id),
-                "secretAccessKey": self.access_key.secret_access_key,
+                EGRESS_SECRET_KEY_ID_FIELD: SecretValue.unsafe_plain_text(self.access_key.access_key_id),
+                EGRESS_SECRET_SECRET_FIELD: self.access_key.secret_access_key,
             },
         )
         restrict_reads(self.credentials_secret, credentials_readers)

@@ -38,6 +38,8 @@ class DeployTarget:
     healthcheck_prefix: str
     hook_secret_names: tuple[str, ...]
     stack_names: tuple[str, ...]
+    receipt_parameter: str  # the SSM parameter push-egress records its pushes in
+    image_repository: str
 
 
 def bootstrap_role_arn(template: str, *, account: str, region: str) -> str:
@@ -212,14 +214,37 @@ class GitHubOidcRoles(Construct):
                         )
                     ]
                 ),
+                # The pre-deploy check (callsaver-infra check-image) looks the agent image up by tag.
+                "PreDeployImageCheck": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="DescribeAgentImages",
+                            actions=["ecr:DescribeImages"],
+                            resources=[
+                                f"arn:{arn_partition}:ecr:{target.region}:{target.account}:repository/"
+                                f"{target.image_repository}"
+                            ],
+                        )
+                    ]
+                ),
                 "PostDeployHook": iam.PolicyDocument(
                     statements=[
-                        # push-egress reads the LiveKit API key pair and the egress access key it pushes to LiveKit.
-                        # Secret ARNs end in "-" and 6 random characters: "-??????" matches exactly those names.
+                        # make deploy checks that every secret is set (the value tells a placeholder), push-egress
+                        # reads the LiveKit key pair and the egress key. Secret ARNs end in "-" and 6 random
+                        # characters: "-??????" matches exactly those names.
                         iam.PolicyStatement(
                             sid="ReadHookSecrets",
                             actions=["secretsmanager:GetSecretValue"],
                             resources=[f"{secrets_prefix}{name}-??????" for name in target.hook_secret_names],
+                        ),
+                        # push-egress records which key it wrote into each rule (LiveKit may mask the key id).
+                        iam.PolicyStatement(
+                            sid="PushReceipt",
+                            actions=["ssm:GetParameter", "ssm:PutParameter"],
+                            resources=[
+                                f"arn:{arn_partition}:ssm:{target.region}:{target.account}:parameter"
+                                f"{target.receipt_parameter}"
+                            ],
                         ),
                         # push-egress --verify checks its test recording with HeadObject, which needs s3:GetObject.
                         iam.PolicyStatement(

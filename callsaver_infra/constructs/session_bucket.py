@@ -11,6 +11,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from callsaver_infra.nag import NIST, acknowledge
+from callsaver_infra.names import RECORDING_METRICS_FILTER_ID
 
 # LiveKit egress uploads in parts; a part left by a crashed egress is invisible and billed until aborted.
 ABORT_INCOMPLETE_UPLOAD_DAYS = 1
@@ -36,6 +37,7 @@ class SessionBucket(Construct):
         *,
         bucket_name: str,
         expiration_days: int,
+        recording_prefix: str,
         key_alias: str,
         reader_name: str,
         healthcheck_reader_arn: str,
@@ -79,6 +81,10 @@ class SessionBucket(Construct):
             # Recordings are evidence of calls: a stack deletion or replacement must never take them along.
             removal_policy=RemovalPolicy.RETAIN,
             auto_delete_objects=False,
+            # S3 request metrics (PUTs, 4xx errors) of the recordings, for the Monitoring stack's upload alarms.
+            # A filter can only include (prefix, tags, access point), never exclude: with no static prefix in the
+            # egress filepath template it covers the whole bucket, push-egress --verify's _healthcheck/ too.
+            metrics=[s3.BucketMetrics(id=RECORDING_METRICS_FILTER_ID, prefix=recording_prefix or None)],
         )
         objects = self.bucket.arn_for_objects("*")
         self.reader_policy = iam.ManagedPolicy(

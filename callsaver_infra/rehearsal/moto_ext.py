@@ -16,17 +16,26 @@ import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import parsing
 from moto.cloudformation.responses import CloudFormationResponse
+from moto.cloudwatch.models import Alarm as MotoAlarm
+from moto.cloudwatch.models import CloudWatchBackend, MetricDataQuery, MetricStat, cloudwatch_backends
+from moto.cloudwatch.models import Dimension as MotoDimension
 from moto.core.common_models import CloudFormationModel
+from moto.ecr.models import Repository as MotoRepository
+from moto.ecr.models import ecr_backends
 from moto.ecs.models import Service as MotoService
 from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
+from moto.events.models import Rule as MotoRule
+from moto.events.utils import EventTemplateParser
 from moto.iam.access_control import IAMPolicyStatement
 from moto.iam.models import Role as MotoRole
 from moto.iam.models import iam_backends
-from moto.kms.models import Key as MotoKmsKey
+from moto.kms.models import Key as MotoKey
 from moto.kms.models import kms_backends
 from moto.s3.models import FakeBucket, s3_backends
+from moto.s3.responses import S3Response
 from moto.secretsmanager.models import secretsmanager_backends
+from moto.sns.models import sns_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.utilities.utils import get_partition
 
@@ -47,6 +56,7 @@ EMULATED: dict[str, frozenset[str]] = {
             "PublicAccessBlockConfiguration",
             "OwnershipControls",
             "VersioningConfiguration",
+            "MetricsConfigurations",
         }
     ),
     "AWS::S3::BucketPolicy": frozenset({"Bucket", "PolicyDocument"}),
@@ -96,6 +106,17 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::ApplicationAutoScaling::ScalingPolicy": frozenset(
         {"PolicyName", "PolicyType", "ScalingTargetId", "TargetTrackingScalingPolicyConfiguration"}
     ),
+    "AWS::ECR::Repository": frozenset(
+        {
+            "RepositoryName",
+            "ImageTagMutability",
+            "ImageScanningConfiguration",
+            "EncryptionConfiguration",
+            "LifecyclePolicy",
+            "RepositoryPolicyText",
+            "Tags",
+        }
+    ),
     "AWS::EC2::VPC": frozenset({"CidrBlock", "EnableDnsHostnames", "EnableDnsSupport", "InstanceTenancy", "Tags"}),
     "AWS::EC2::Subnet": frozenset({"VpcId", "CidrBlock", "AvailabilityZone", "MapPublicIpOnLaunch", "Tags"}),
     "AWS::EC2::RouteTable": frozenset({"VpcId", "Tags"}),
@@ -104,6 +125,32 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::EC2::InternetGateway": frozenset({"Tags"}),
     "AWS::EC2::VPCGatewayAttachment": frozenset({"VpcId", "InternetGatewayId"}),
     "AWS::EC2::SecurityGroup": frozenset({"GroupDescription", "VpcId", "SecurityGroupEgress", "Tags"}),
+    # Monitoring: stock moto creates aliases, topics, dashboards and rules; alarms and topic policies are ours.
+    "AWS::SNS::Topic": frozenset({"TopicName", "DisplayName", "KmsMasterKeyId"}),
+    "AWS::SNS::TopicPolicy": frozenset({"PolicyDocument", "Topics"}),
+    "AWS::CloudWatch::Alarm": frozenset(
+        {
+            "AlarmName",
+            "AlarmDescription",
+            "AlarmActions",
+            "OKActions",
+            "ActionsEnabled",
+            "ComparisonOperator",
+            "DatapointsToAlarm",
+            "Dimensions",
+            "EvaluationPeriods",
+            "MetricName",
+            "Metrics",
+            "Namespace",
+            "Period",
+            "Statistic",
+            "Threshold",
+            "TreatMissingData",
+            "Tags",
+        }
+    ),
+    "AWS::CloudWatch::Dashboard": frozenset({"DashboardName", "DashboardBody"}),
+    "AWS::Events::Rule": frozenset({"Name", "Description", "EventPattern", "State", "Targets", "Tags"}),
 }
 
 
@@ -200,6 +247,9 @@ class RehearsalBucket(_Typed, CloudFormationModel):
         if rules and "BucketKeyEnabled" in rules[0]:
             # moto's CloudFormation bucket drops the flag; its PutObject reads it from the stored rule.
             backend.get_bucket(name).encryption["Rule"]["BucketKeyEnabled"] = rules[0]["BucketKeyEnabled"]
+        # moto's S3 has no metrics configurations: kept on the bucket, served by `_metrics_configuration_get`.
+        bucket = backend.get_bucket(name)
+        bucket.metrics_configurations = {m["Id"]: m for m in props.get("MetricsConfigurations", [])}
 
 
 class RehearsalBucketPolicy(_Typed, CloudFormationModel):
@@ -323,28 +373,47 @@ class RehearsalSecretResourcePolicy(_Typed, CloudFormationModel):
         return cls(secret_id)
 
 
-class RehearsalKmsKey(_Typed, CloudFormationModel):
-    """AWS::KMS::Key: stock moto hands CloudFormation's Key/Value tags to KMS, which wants TagKey/TagValue, and
-    keeps the policy as a dict where GetKeyPolicy returns a string."""
+class RehearsalRepository(_Typed, CloudFormationModel):
+    """AWS::ECR::Repository with its lifecycle policy and repository policy, which stock moto drops, and its scan and
+    encryption settings in the API's shape (stock moto stores CloudFormation's PascalCase keys as given).
 
-    CFN_TYPE = "AWS::KMS::Key"
+    Property shapes: the AWS::ECR::Repository resource reference (LifecyclePolicy.LifecyclePolicyText is the JSON
+    text PutLifecyclePolicy takes; RepositoryPolicyText is a policy document, SetRepositoryPolicy's policyText)."""
+
+    CFN_TYPE = "AWS::ECR::Repository"
+    NAME_TYPE = "RepositoryName"
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return MotoRepository.has_cfn_attr(attr)
 
     @classmethod
     def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
-    ) -> MotoKmsKey:
-        p = cloudformation_json["Properties"]
-        policy = p.get("KeyPolicy")
-        key = kms_backends[account_id][region_name].create_key(
-            policy=policy if policy is None or isinstance(policy, str) else json.dumps(policy),
-            key_usage="ENCRYPT_DECRYPT",
-            key_spec="SYMMETRIC_DEFAULT",
-            description=p.get("Description", ""),
-            tags=[{"TagKey": t["Key"], "TagValue": t["Value"]} for t in p.get("Tags", [])],
+    ) -> MotoRepository:
+        p = cloudformation_json.get("Properties", {})
+        backend = ecr_backends[account_id][region_name]
+        encryption = p.get("EncryptionConfiguration")
+        scanning = p.get("ImageScanningConfiguration")
+        repository = backend.create_repository(
+            repository_name=resource_name,
+            registry_id=None,
+            encryption_config=_camel(encryption) if encryption else None,  # type: ignore[arg-type]
+            image_scan_config=_camel(scanning) if scanning else None,
+            # ECR's default, as CreateRepository applies it when the property is left out.
+            image_tag_mutability=p.get("ImageTagMutability", "MUTABLE"),
+            tags=p.get("Tags", []),
         )
-        key.key_rotation_status = p.get("EnableKeyRotation", False)
-        key.enabled = p.get("Enabled", True)
-        return key
+        if "LifecyclePolicy" in p and "LifecyclePolicyText" in p["LifecyclePolicy"]:
+            backend.put_lifecycle_policy(
+                repository.registry_id, repository.name, p["LifecyclePolicy"]["LifecyclePolicyText"]
+            )
+        if "RepositoryPolicyText" in p:
+            policy = p["RepositoryPolicyText"]
+            backend.set_repository_policy(
+                repository.registry_id, repository.name, policy if isinstance(policy, str) else json.dumps(policy)
+            )
+        return repository
 
 
 class RehearsalTaskDefinition(_Typed, CloudFormationModel):
@@ -460,6 +529,191 @@ class RehearsalScalingPolicy(_Typed, CloudFormationModel):
         return cls(policy.policy_arn)
 
 
+class RehearsalKey(_Typed, CloudFormationModel):
+    """AWS::KMS::Key as stock moto creates it, but with CloudFormation's Tags (Key/Value), which moto's model hands
+    to KMS's tagging unchanged although KMS's API names them TagKey/TagValue."""
+
+    CFN_TYPE = "AWS::KMS::Key"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoKey:
+        p = cloudformation_json["Properties"]
+        key = kms_backends[account_id][region_name].create_key(
+            policy=json.dumps(p["KeyPolicy"]) if isinstance(p.get("KeyPolicy"), dict) else p.get("KeyPolicy"),
+            key_usage=p.get("KeyUsage", "ENCRYPT_DECRYPT"),
+            key_spec=p.get("KeySpec", "SYMMETRIC_DEFAULT"),
+            description=p.get("Description"),
+            tags=[{"TagKey": t["Key"], "TagValue": t["Value"]} for t in p.get("Tags", [])],
+        )
+        key.key_rotation_status = bool(p.get("EnableKeyRotation", False))
+        key.enabled = p.get("Enabled", True)
+        return key
+
+
+class RehearsalTopicPolicy(_Typed, CloudFormationModel):
+    """AWS::SNS::TopicPolicy, set as each topic's Policy attribute (returned by GetTopicAttributes, not enforced:
+    moto's SNS checks no topic policy on Publish)."""
+
+    CFN_TYPE = "AWS::SNS::TopicPolicy"
+
+    def __init__(self, topic_arns: list[str]) -> None:
+        self.topic_arns = topic_arns
+
+    @property
+    def physical_resource_id(self) -> str:
+        return ",".join(self.topic_arns)
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalTopicPolicy:
+        props = cloudformation_json["Properties"]
+        arns = [getattr(t, "arn", t) for t in props["Topics"]]
+        for arn in arns:
+            sns_backends[account_id][region_name].set_topic_attribute(
+                arn, "policy", json.dumps(props["PolicyDocument"])
+            )
+        return cls(arns)
+
+
+class RehearsalAlarm(_Typed, CloudFormationModel):
+    """AWS::CloudWatch::Alarm through moto's PutMetricAlarm, metric-math alarms (Metrics) included; Ref is the
+    alarm's name (CloudFormation's AWS::CloudWatch::Alarm return values)."""
+
+    CFN_TYPE = "AWS::CloudWatch::Alarm"
+    NAME_TYPE = "AlarmName"
+
+    def __init__(self, alarm: MotoAlarm) -> None:
+        self.name, self.arn = alarm.name, alarm.alarm_arn
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.name
+
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return attr == "Arn"
+
+    def get_cfn_attribute(self, attribute_name: str) -> str:
+        return self.arn
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalAlarm:
+        p = cloudformation_json["Properties"]
+        queries = [
+            MetricDataQuery(
+                query_id=m["Id"],
+                label=m.get("Label"),
+                period=m.get("Period"),
+                return_data=m.get("ReturnData"),
+                expression=m.get("Expression"),
+                metric_stat=MetricStat(
+                    metric=_metric(m["MetricStat"]["Metric"]),
+                    period=m["MetricStat"]["Period"],
+                    stat=m["MetricStat"]["Stat"],
+                    unit=m["MetricStat"].get("Unit"),
+                )
+                if "MetricStat" in m
+                else None,
+            )
+            for m in p.get("Metrics", [])
+        ]
+        alarm = cloudwatch_backends[account_id][region_name].put_metric_alarm(
+            name=resource_name,
+            namespace=p.get("Namespace"),
+            metric_name=p.get("MetricName"),
+            metric_data_queries=queries or None,
+            comparison_operator=p["ComparisonOperator"],
+            evaluation_periods=int(p["EvaluationPeriods"]),
+            datapoints_to_alarm=int(p["DatapointsToAlarm"]) if "DatapointsToAlarm" in p else None,
+            period=int(p["Period"]) if "Period" in p else None,  # type: ignore[arg-type]  # math alarms: per metric
+            threshold=float(p["Threshold"]),
+            statistic=p.get("Statistic"),
+            description=p.get("AlarmDescription"),
+            dimensions=p.get("Dimensions", []),
+            alarm_actions=[str(a) for a in p.get("AlarmActions", [])],
+            ok_actions=[str(a) for a in p.get("OKActions", [])],
+            actions_enabled=p.get("ActionsEnabled", True),
+            treat_missing_data=p.get("TreatMissingData"),
+            tags=p.get("Tags"),
+        )
+        return cls(alarm)
+
+
+def _metric(metric: dict[str, Any]) -> Any:
+    # moto's MetricStat holds the Metric shape as the query API parses it (snake_case keys).
+    return {
+        "namespace": metric["Namespace"],
+        "metric_name": metric["MetricName"],
+        "dimensions": [{"Name": d["Name"], "Value": d["Value"]} for d in metric.get("Dimensions", [])],
+    }
+
+
+def _region_description(region: str) -> str:
+    """ "US West (N. California)" for us-west-1: the region as CloudWatch names it in notifications."""
+    import botocore.session
+
+    for partition in botocore.session.get_session().get_data("endpoints")["partitions"]:
+        if region in partition["regions"]:
+            return str(partition["regions"][region]["description"])
+    return region
+
+
+def _publish_alarm_state_changes(original: Any) -> Any:
+    """SetAlarmState and evaluation change an alarm's state; CloudWatch then runs the actions of the new state,
+    publishing to each SNS topic among them (moto stores the state only). The message is CloudWatch's JSON
+    notification (CloudWatch user guide, "Notifying users on alarm changes": AlarmName, AlarmDescription,
+    AWSAccountId, NewStateValue, NewStateReason, StateChangeTime, Region, AlarmArn, OldStateValue, Trigger)."""
+
+    def set_alarm_state(
+        self: CloudWatchBackend, alarm_name: str, reason: str, reason_data: str, state_value: str
+    ) -> None:
+        old = self.alarms[alarm_name].state_value if alarm_name in self.alarms else None
+        original(self, alarm_name, reason, reason_data, state_value)
+        alarm = self.alarms[alarm_name]
+        if old == state_value or not alarm.actions_enabled:
+            return  # CloudWatch runs actions on a change of state only
+        actions = {"ALARM": alarm.alarm_actions, "OK": alarm.ok_actions}.get(
+            state_value, alarm.insufficient_data_actions
+        )
+        region = _region_description(self.region_name)
+        message = {
+            "AlarmName": alarm.name,
+            "AlarmDescription": alarm.description,
+            "AWSAccountId": self.account_id,
+            "NewStateValue": state_value,
+            "NewStateReason": reason,
+            "StateChangeTime": alarm.state_updated_timestamp.strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+            "Region": region,
+            "AlarmArn": alarm.alarm_arn,
+            "OldStateValue": old,
+            "Trigger": {
+                "MetricName": alarm.metric_name,
+                "Namespace": alarm.namespace,
+                "Statistic": alarm.statistic,
+                "Period": alarm.period,
+                "EvaluationPeriods": alarm.evaluation_periods,
+                "ComparisonOperator": alarm.comparison_operator,
+                "Threshold": alarm.threshold,
+                "TreatMissingData": alarm.treat_missing_data,
+                "Dimensions": [
+                    {"name": d.name, "value": d.value} for d in alarm.dimensions if isinstance(d, MotoDimension)
+                ],
+            },
+        }
+        subject = f'{state_value}: "{alarm.name}" in {region}'[:100]  # SNS subjects hold at most 100 characters
+        for arn in actions:
+            parts = arn.split(":")
+            if len(parts) == 6 and parts[2] == "sns":
+                sns_backends[parts[4]][parts[3]].publish(json.dumps(message), arn=arn, subject=subject)
+
+    return set_alarm_state
+
+
 def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
     """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
     Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
@@ -516,6 +770,96 @@ def _parameter_resource(self: Any) -> str:
     return f"arn:{get_partition(self.region)}:ssm:{self.region}:{self.current_account}:parameter{path}"
 
 
+def _deliver_to_sns_topics(original: Any) -> Any:
+    """EventBridge delivers a matching event to each SNS topic among the rule's targets (stock moto only to logs,
+    SQS and buses): the input transformer's output, where a JSON string's content is the message text, or else the
+    event itself (EventBridge user guide, "Amazon EventBridge input transformation")."""
+
+    def is_topic(target: dict[str, Any]) -> bool:
+        parts = str(target["Arn"]).split(":")
+        return len(parts) == 6 and parts[2] == "sns"
+
+    def send_to_targets(self: MotoRule, original_event: Any, transform_input: bool = True) -> None:
+        # moto raises NotImplementedError on a target type it does not know: hand it only the others.
+        targets = self.targets
+        self.targets = [t for t in targets if not is_topic(t)]
+        try:
+            original(self, original_event, transform_input)
+        finally:
+            self.targets = targets
+        if not self.event_pattern.matches_event(original_event):
+            return
+        for target in filter(is_topic, targets):
+            parts = str(target["Arn"]).split(":")
+            transformer = target.get("InputTransformer", {})
+            payload: Any = original_event
+            if transform_input and transformer:
+                payload = EventTemplateParser.parse(
+                    input_template=transformer.get("InputTemplate"),
+                    input_paths_map=transformer.get("InputPathsMap", {}),
+                    event=original_event,
+                )
+            message = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+            sns_backends[parts[4]][parts[3]].publish(message, arn=target["Arn"])
+
+    return send_to_targets
+
+
+_S3_XMLNS = "http://s3.amazonaws.com/doc/2006-03-01/"
+
+
+def _metrics_configuration_xml(config: dict[str, Any]) -> str:
+    """One MetricsConfiguration as S3 answers it (S3 API reference, GetBucketMetricsConfiguration): a Filter with a
+    Prefix, one Tag, an AccessPointArn, or an And of several; none when it covers the whole bucket."""
+    from xml.sax.saxutils import escape
+
+    terms = []
+    if "Prefix" in config:
+        terms.append(f"<Prefix>{escape(config['Prefix'])}</Prefix>")
+    terms += [
+        f"<Tag><Key>{escape(t['Key'])}</Key><Value>{escape(t['Value'])}</Value></Tag>"
+        for t in config.get("TagFilters", [])
+    ]
+    if "AccessPointArn" in config:
+        terms.append(f"<AccessPointArn>{escape(config['AccessPointArn'])}</AccessPointArn>")
+    body = "".join(terms) if len(terms) <= 1 else f"<And>{''.join(terms)}</And>"
+    filter_xml = f"<Filter>{body}</Filter>" if terms else ""
+    return f"<Id>{escape(config['Id'])}</Id>{filter_xml}"
+
+
+def _metrics_configuration_get(original: Any) -> Any:
+    """GET /?metrics&id=ID (GetBucketMetricsConfiguration) and GET /?metrics (ListBucketMetricsConfigurations);
+    a missing id answers 404 NoSuchConfiguration, as S3 does. Stock moto would list the bucket's objects instead."""
+
+    def bucket_response_get(self: S3Response, bucket_name: str, querystring: dict[str, Any]) -> Any:
+        if "metrics" not in querystring:
+            return original(self, bucket_name, querystring)
+        configs = getattr(self.backend.get_bucket(bucket_name), "metrics_configurations", {})
+        if "id" in querystring:
+            config = configs.get(querystring["id"][0])
+            if config is None:
+                error = (
+                    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>NoSuchConfiguration</Code>'
+                    "<Message>The specified configuration does not exist.</Message></Error>"
+                )
+                return 404, {"Content-Type": "application/xml"}, error
+            xml = (
+                f'<MetricsConfiguration xmlns="{_S3_XMLNS}">{_metrics_configuration_xml(config)}</MetricsConfiguration>'
+            )
+        else:
+            items = "".join(
+                f"<MetricsConfiguration>{_metrics_configuration_xml(c)}</MetricsConfiguration>"
+                for c in configs.values()
+            )
+            xml = (
+                f'<ListMetricsConfigurationsResult xmlns="{_S3_XMLNS}"><IsTruncated>false</IsTruncated>'
+                f"{items}</ListMetricsConfigurationsResult>"
+            )
+        return 200, {"Content-Type": "application/xml"}, '<?xml version="1.0" encoding="UTF-8"?>' + xml
+
+    return bucket_response_get
+
+
 def _get_azs(original: Any) -> Any:
     """Fn::GetAZs "" means the stack's region; stock moto answers with us-east-1's zones."""
 
@@ -532,6 +876,9 @@ FakeBucket.get_permission = _policy_without_conditional_statements  # type: igno
 CloudFormationResponse._determine_resource = _stack_resource  # type: ignore[attr-defined]
 SimpleSystemManagerResponse._determine_resource = _parameter_resource  # type: ignore[attr-defined]
 IAMPolicyStatement._check_principal = _account_principal(IAMPolicyStatement._check_principal)  # type: ignore[method-assign]
+MotoRule.send_to_targets = _deliver_to_sns_topics(MotoRule.send_to_targets)  # type: ignore[method-assign]
+S3Response._bucket_response_get = _metrics_configuration_get(S3Response._bucket_response_get)  # type: ignore[method-assign]
+CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
 # The type map is cached on first use; make sure it is built after our subclasses exist.
 parsing.get_model_list.cache_clear()

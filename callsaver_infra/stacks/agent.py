@@ -5,13 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from aws_cdk import CfnOutput, Fn, Stack
+from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.constructs.agent_network import AZ_COUNT, AgentNetwork
 from callsaver_infra.constructs.agent_service import AgentService
-from callsaver_infra.names import AgentOutputs, EnvNames
+from callsaver_infra.names import (
+    EGRESS_SECRET_KEY_ID_FIELD,
+    EGRESS_SECRET_SECRET_FIELD,
+    AgentEnvironment,
+    AgentOutputs,
+    EnvNames,
+)
 from callsaver_infra.secret_catalog import SECRETS
 
 
@@ -25,10 +32,23 @@ class AgentStack(Stack):
         # Referenced by name, not imported from the Secrets stack: no export locks the two stacks together, and
         # the execution role's grant names each secret (with Secrets Manager's random 6-character suffix).
         secrets = {
-            spec.key: secretsmanager.Secret.from_secret_name_v2(self, f"Secret{spec.key}", names.secret(spec.ref))
+            spec.key: ecs.Secret.from_secrets_manager(
+                secretsmanager.Secret.from_secret_name_v2(self, f"Secret{spec.key}", names.secret(spec.ref))
+            )
             for spec in SECRETS
             if spec.for_agent
         }
+        # The agent records the calls it places itself (outbound calls carry no dispatch rule, so no room config):
+        # it gets the egress key pair from the IAM stack's secret, the two JSON keys of exactly that one secret.
+        egress_secret = secretsmanager.Secret.from_secret_name_v2(
+            self, "EgressCredentials", names.egress_credentials_secret
+        )
+        secrets[AgentEnvironment.RECORDING_ACCESS_KEY_ID] = ecs.Secret.from_secrets_manager(
+            egress_secret, field=EGRESS_SECRET_KEY_ID_FIELD
+        )
+        secrets[AgentEnvironment.RECORDING_SECRET_ACCESS_KEY] = ecs.Secret.from_secrets_manager(
+            egress_secret, field=EGRESS_SECRET_SECRET_FIELD
+        )
         self.agent_service = AgentService(
             self,
             "AgentService",
@@ -39,8 +59,12 @@ class AgentStack(Stack):
             execution_role_name=names.agent_execution_role,
             environment={
                 "LIVEKIT_URL": config.livekit.url,
-                "LIVEKIT_WORKER_NAME": config.livekit.worker_name,
+                AgentEnvironment.WORKER_NAME: config.livekit.worker_name,
+                AgentEnvironment.AGENT_NAME: config.livekit.worker_name,
                 "LIVEKIT_SIP_ENDPOINT": config.livekit.sip_endpoint,
+                AgentEnvironment.RECORDING_BUCKET: config.storage.bucket_name,
+                AgentEnvironment.RECORDING_REGION: config.region,
+                AgentEnvironment.RECORDING_FILEPATH: config.livekit_egress.filepath_template,
             },
             secrets=secrets,
             vpc=self.network.vpc,

@@ -13,13 +13,12 @@ from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, require_real_rep
 from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
 from callsaver_infra.constructs.github_oidc import DeployTarget, GitHubOidcRoles
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
-
-# What push-egress reads from Secrets Manager (README, "Post-deploy hook"): the LiveKit API key pair.
-HOOK_SECRET_REFS = ("backend/LIVEKIT_API_KEY", "backend/LIVEKIT_API_SECRET")
+from callsaver_infra.secret_catalog import SECRETS
 
 
 def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
-    """What env's deploy role may do: assume its CDK bootstrap roles and run the post-deploy hook, nothing more."""
+    """What env's deploy role may do: assume its CDK bootstrap roles, check the agent image and run the post-deploy
+    hook, nothing more."""
     names = EnvNames(config.name)
     return DeployTarget(
         env=config.name,
@@ -29,7 +28,11 @@ def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
         trusted_subject=ci.deploy_subject(config.name),
         bucket_name=config.storage.bucket_name,
         healthcheck_prefix=HEALTHCHECK_PREFIX,
-        hook_secret_names=(*(names.secret(ref) for ref in HOOK_SECRET_REFS), names.egress_credentials_secret),
+        # `make deploy` reads every secret (`secrets status`) to stop before the agent while one is a placeholder;
+        # push-egress reads the LiveKit key pair and the egress key.
+        hook_secret_names=(*(names.secret(spec.ref) for spec in SECRETS), names.egress_credentials_secret),
+        receipt_parameter=names.egress_push_receipt,
+        image_repository=config.agent.image_repository,
         stack_names=names.stacks,
     )
 

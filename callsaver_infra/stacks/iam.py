@@ -36,8 +36,8 @@ class IamStack(Stack):
             key_alias=names.session_key_alias,
             access_key_serial=config.egress.access_key_serial,
             credentials_secret_name=names.egress_credentials_secret,
-            # The hook pushes the key pair to LiveKit, and on main the agent's tasks receive it too (outbound-call
-            # recordings are started by the agent with this key): its execution role must read it.
+            # The hook pushes the key pair to LiveKit, and the agent's tasks receive its two JSON keys too
+            # (the agent starts outbound-call recordings with them): the agent's execution role must read it.
             credentials_readers=secret_readers(config),
         )
         writer = self.egress_writer

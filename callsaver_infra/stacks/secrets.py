@@ -14,7 +14,8 @@ from callsaver_infra.names import CiNames, EnvNames, iam_arn
 
 def secret_readers(config: EnvironmentConfig) -> list[str]:
     """Role ARNs that may read env's secrets: the agent's execution role (ECS injects the secrets at task start),
-    the CI deploy role (the post-deploy hook reads the LiveKit key pair and the egress key) and the break-glass role.
+    the CI deploy role (`make deploy` checks every secret for placeholders before the agent, the post-deploy hook
+    reads the LiveKit key pair and the egress key) and the break-glass role.
     Names, not references: the roles live in other stacks and no export may lock the stacks together."""
 
     def role(name: str) -> str:
