@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cfnlint.api
 import pytest
@@ -12,7 +13,9 @@ from aws_cdk import aws_s3 as s3
 
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.nag import NIST, acknowledge, enable_policy_checks
-from tests.conftest import ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
+from callsaver_infra.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
+from callsaver_infra.stacks.registry import add_registry_stack
+from tests.conftest import CONFIG_DIR, ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
 
 # Every acknowledged finding, per environment: (rule, construct path below the stack). A new entry here is a
 # security decision and must be reviewed with its reason in the code.
@@ -88,6 +91,17 @@ EXPECTED_ACKNOWLEDGEMENTS = {
 }
 
 
+# Callsaver-Registry (one per account). With a GitHub subject it creates the push role; with the agent CI's own
+# role ARN (pushes granted by the repository policy) it has nothing to acknowledge.
+EXPECTED_REGISTRY_ACKNOWLEDGEMENTS = {
+    "github_subject": {
+        ("AwsSolutions-IAM5[Resource::*]", "Callsaver-Registry/AgentImages/PushRole/Resource"),
+        ("NIST.800.53.R5-IAMNoInlinePolicy", "Callsaver-Registry/AgentImages/PushRole/Resource"),
+    },
+    "role_arn": set(),
+}
+
+
 def _report(synthesized: Synthesized) -> dict[str, object]:
     report: dict[str, object] = json.loads((synthesized.outdir / "validation-report.json").read_text())
     return report
@@ -149,6 +163,47 @@ def test_every_acknowledgement_is_expected_and_reasoned(
         for rule, path in EXPECTED_ACKNOWLEDGEMENTS
     }
     assert found == expected
+
+
+def _acknowledgements(reports: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    found = set()
+    for suppressed in (s for report in reports for s in report["suppressedViolations"]):
+        assert len(suppressed["reason"]) >= 80, f"{suppressed['ruleName']}: reason too thin for a reviewer"
+        for construct in suppressed["violatingConstructs"]:
+            found.add((suppressed["ruleName"], construct["constructPath"]))
+    return found
+
+
+def test_monitoring_stacks_need_no_acknowledgement(synthesized: Synthesized) -> None:
+    """Both packs pass on Callsaver-Monitoring-{env} as built (KMS-encrypted topic with a rotating key, every alarm
+    with an action): nothing of it may appear among the acknowledgements."""
+    reports = _report(synthesized)["pluginReports"]
+    assert isinstance(reports, list)
+    assert [f for f in _acknowledgements(reports) if "Callsaver-Monitoring-" in f[1]] == []
+    assert {n for n in synthesized.stack_names() if n.startswith("Callsaver-Monitoring-")} == {
+        f"Callsaver-Monitoring-{env}" for env in ENV_NAMES
+    }
+
+
+@pytest.mark.parametrize("variant", sorted(EXPECTED_REGISTRY_ACKNOWLEDGEMENTS))
+def test_registry_stack_passes_both_packs_with_reasoned_acknowledgements(
+    environments: dict[str, EnvironmentConfig], tmp_path: Path, variant: str
+) -> None:
+    registry = load_registry_config(CONFIG_DIR / REGISTRY_CONFIG_FILE, environments)
+    if variant == "role_arn":
+        registry = registry.model_copy(
+            update={"push_github_subject": None, "push_role_arn": "arn:aws:iam::210987654321:role/callsaver-agent-ci"}
+        )
+    app = new_app(tmp_path)
+    add_registry_stack(app, registry)
+    enable_policy_checks(app)
+    app.synth()
+    # synth() raises on any unacknowledged finding; the report lists the packs only when something was acknowledged.
+    reports = json.loads((tmp_path / "validation-report.json").read_text())["pluginReports"]
+    assert all((r["conclusion"], r["violations"]) == ("success", []) for r in reports)
+    if EXPECTED_REGISTRY_ACKNOWLEDGEMENTS[variant]:
+        assert [r["pluginName"] for r in reports] == ["AwsSolutions", "NIST.800.53.R5"]
+    assert _acknowledgements(reports) == EXPECTED_REGISTRY_ACKNOWLEDGEMENTS[variant]
 
 
 @pytest.fixture(scope="module")
