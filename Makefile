@@ -16,7 +16,7 @@ ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 # Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="--app cdk.out --require-approval never" (CI).
 CDK_ARGS ?=
 
-.PHONY: help setup rehearse synth test snapshot-update lint bench bench-hook diff deploy status constraints clean
+.PHONY: help setup rehearse rehearse-lifecycle synth test snapshot-update lint bench bench-hook diff deploy status constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -35,13 +35,17 @@ node_modules/.installed: package.json package-lock.json
 rehearse: setup ## Deploy every stack into a local AWS endpoint, check it, run the hook, tear down (no AWS needed)
 	$(VENV)/bin/callsaver-infra rehearse
 
+rehearse-lifecycle: setup ## Rehearse deploy, operator secrets, recorded calls, update with key rotation, destroy (local)
+	$(PY) -m callsaver_infra.rehearsal.lifecycle
+
 synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
 	rm -rf cdk.out
 	cdk synth --quiet $(ENV_CONTEXT) $(CDK_ARGS)
-	cfn-lint cdk.out/*.template.json
+	# With ENV the templates are at the top of cdk.out; without, each environment's are in its Stage's assembly-<env>/.
+	cfn-lint 'cdk.out/**/*.template.json'
 	@echo "cdk-nag: $$($(PY) -c 'import json; rs = json.load(open("cdk.out/validation-report.json"))["pluginReports"]; print("; ".join("%s %s - %d findings, %d acknowledged" % (r["pluginName"], r["conclusion"], len(r["violations"]), len(r["suppressedViolations"])) for r in rs))')"
 	@echo "cfn-lint: no errors or warnings"
-	@ls cdk.out/*.template.json
+	@find cdk.out -name '*.template.json' | sort
 
 test: setup ## Run the test suite
 	$(PY) -m pytest
@@ -62,7 +66,7 @@ bench-hook: setup ## Print push-egress timings against the local LiveKit server 
 
 diff: setup ## cdk diff against the real account (needs AWS credentials): make diff ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }
-	cdk diff --all $(ENV_CONTEXT) $(CDK_ARGS)
+	cdk diff $(ENV_CONTEXT) 'Callsaver-*-$(ENV)' $(CDK_ARGS)
 
 deploy: setup ## Deploy one environment: base stacks, secrets check, agent, then the post-deploy hook: make deploy ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make deploy ENV=<environment>"; exit 2; }

@@ -2,6 +2,11 @@
 """CDK entry point: `cdk synth -c env=staging` builds one environment, no `env` builds them all, the CI stack and the
 registry stack.
 
+With `-c env=X` the stacks are top-level, so `cdk deploy --all -c env=X` (make deploy) deploys exactly X. Without
+it, each environment (and the CI and registry stacks) sits in a Stage named after it: the CLI's `--all` selects only
+top-level stacks, so a bare `cdk deploy --all` selects nothing, never production; `cdk synth` and `cdk list` still
+show all.
+
 Context: `env` (one environment, `ci` for the CI stack alone, `registry` for the registry stack alone),
 `agentImageTag` (a hotfix: the agent image tag to deploy instead of config's), `registryFor` (with `env=registry`:
 place the registry in that environment's account and region), `ciConfig` (another CI file than
@@ -15,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from aws_cdk import App
+from aws_cdk import App, Stage
 
 from callsaver_infra.assembly import add_environment
 from callsaver_infra.ci_config import (
@@ -74,12 +79,14 @@ def main() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    # One environment asked for: top-level stacks. All of them: one Stage each, out of `--all`'s reach.
+    staged = wanted is None
     for config in envs:
-        add_environment(app, config)
+        add_environment(Stage(app, config.name) if staged else app, config)
     if ci is not None:
-        add_ci_stack(app, ci, all_envs)
+        add_ci_stack(Stage(app, CI_ENV_NAME) if staged else app, ci, all_envs)
     if registry is not None:
-        add_registry_stack(app, registry)
+        add_registry_stack(Stage(app, REGISTRY_ENV_NAME) if staged else app, registry)
     enable_policy_checks(app)
     app.synth()
 

@@ -132,8 +132,9 @@ def main_bench() -> None:
 
             run()  # warm-up (imports, first connections), and leaves the rule up to date
             cases = {
-                "no-change run (List only)": (nothing, "UpdateSIPDispatchRule"),
-                "change run (List + Update)": (reset_rule, None),
+                "no-change run (List, SSM receipt)": (nothing, "UpdateSIPDispatchRule"),
+                # A rule with no recording yet: the listing shows no credentials, so the masking probe runs too.
+                "first push (probe, replace, read back)": (reset_rule, None),
             }
             where = "fresh process per run" if args.subprocess else "in-process"
             print(f"push-egress wall time, median of {args.runs} runs ({where}; local LiveKit server + moto)")
@@ -144,7 +145,7 @@ def main_bench() -> None:
                     assert forbidden not in lk.methods_called()[calls:], f"{label}: unexpected {forbidden}"
                 median = statistics.median(samples)
                 print(
-                    f"  {label:<28} median {median * 1000:7.1f} ms  "
+                    f"  {label:<40} median {median * 1000:7.1f} ms  "
                     f"(min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f})"
                 )
     finally:

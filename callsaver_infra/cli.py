@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--env", required=True, help="environment name (a file under config/)")
     push.add_argument(
         "--outputs-file",
-        type=Path,
+        type=_outputs_file,
         metavar="PATH",
         help="stack outputs as written by `cdk deploy --outputs-file` (default: ask CloudFormation)",
     )
@@ -116,6 +117,32 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
         f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
     )
+    rotate = commands.add_parser(
+        "rotate-egress-key",
+        help="after bumping egress.access_key_serial and deploying: check and push the new egress key, then delete "
+        "the old one once nothing uses it; re-run it any time, it says where the rotation stands",
+        description="Walks the rotation of the egress access key from the live state: 1 deployed (the IAM stack holds "
+        "config's serial; the old key is kept), 2 checked (the new key is the deployed one, active, and uploads), "
+        "3 pushed (push-egress --verify to every dispatch rule of config), 4 retired (the old key is deleted, "
+        "refused while any dispatch rule or the agent's injected credentials still use it). Exit 0 when complete, "
+        "1 when waiting for a deploy, 2 when a step is refused.",
+    )
+    rotate.add_argument("--env", required=True, help="environment name (a file under config/)")
+    rotate.add_argument("--dry-run", action="store_true", help="say where the rotation stands and what would be done")
+    rotate.add_argument("--livekit-url", type=_livekit_url, metavar="URL", help="for local rehearsal and tests only")
+    rotate.add_argument("--s3-endpoint-url", metavar="URL", help="for local rehearsal and tests only")
+    adopt = commands.add_parser(
+        "adopt-retained",
+        help="after a cdk destroy: create each missing stack by importing its retained resources (bucket, bucket "
+        "policy, secrets, log group), so make deploy can bring the environment back without losing anything",
+        description="For each stack of the environment that is not deployed while its retained resources still "
+        "exist, run a CloudFormation IMPORT change set holding exactly those resources, identified by the names "
+        "in config (what `cdk import` does). Nothing is created, changed or deleted in them. Then run make deploy. "
+        "Needs the synthesized templates: make synth ENV=<env> (or cdk synth -c env=<env>) first.",
+    )
+    adopt.add_argument("--env", required=True, help="environment name (a file under config/)")
+    adopt.add_argument("--assembly", type=Path, default=Path("cdk.out"), help="synthesized assembly (default: cdk.out)")
+    adopt.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")
     image_check.add_parser(commands)
 
     check = commands.add_parser(
@@ -131,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     check.add_argument(
         "--outputs-file",
-        type=Path,
+        type=_outputs_file,
         metavar="PATH",
         help="stack outputs as written by `cdk deploy --outputs-file` (default: ask CloudFormation)",
     )
@@ -164,6 +191,18 @@ def _livekit_url(value: str) -> str:
     return value
 
 
+def _outputs_file(value: str) -> Path:
+    path = Path(value)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is a directory; give the JSON file `cdk deploy --outputs-file` wrote, "
+            "e.g. cdk.outputs.<env>.json"
+        )
+    if path.exists() and not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{value!r} is not readable")
+    return path
+
+
 def _seconds(value: str) -> float:
     try:
         seconds = float(value)
@@ -190,6 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return image_check.run(config, args, lambda service: aws_client(service, config))
         if args.command == "rehearse":
             return _rehearse(config)
+        if args.command == "rotate-egress-key":
+            return _rotate_egress_key(config, args)
+        if args.command == "adopt-retained":
+            return _adopt_retained(config, args)
         if args.command == "status":
             return _status(config, args, tuple(envs.values()))
     except egress_hook.NotReadyError as e:
@@ -248,6 +291,24 @@ def _push_egress(config: EnvironmentConfig, args: argparse.Namespace, envs: tupl
         accept_blanked=tuple(args.accept_blanked_fields),
     )
     egress_hook.run_hook(config, options, lambda service: aws_client(service, config))
+    return EXIT_OK
+
+
+def _rotate_egress_key(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+    from callsaver_infra.egress_rotation import Rotation, RotationOptions
+
+    options = RotationOptions(dry_run=args.dry_run, livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
+    return Rotation(config, options, lambda service: aws_client(service, config)).run()
+
+
+def _adopt_retained(config: EnvironmentConfig, args: argparse.Namespace) -> int:
+    from callsaver_infra.adopt import AdoptError, adopt
+
+    try:
+        adopt(config, args.assembly, lambda service: aws_client(service, config), dry_run=args.dry_run)
+    except AdoptError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 

@@ -138,7 +138,9 @@ class EgressConfig(_Section):
     """The IAM identity LiveKit egress uses to upload recordings."""
 
     access_key_serial: int = Field(
-        ge=1, description="Bump by one and deploy to issue a new access key (the old one is deleted)"
+        ge=1,
+        description="Bump by one and deploy to issue a new access key; the old one stays active until "
+        "`callsaver-infra rotate-egress-key` retires it",
     )
 
 

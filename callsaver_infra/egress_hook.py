@@ -43,6 +43,7 @@ from callsaver_infra.dispatch_rules import (
     rule_label,
     select_rules,
 )
+from callsaver_infra.egress_key_check import EgressKeyCheckFailed, check_egress_key
 from callsaver_infra.names import (
     EGRESS_SECRET_KEY_ID_FIELD,
     EGRESS_SECRET_SECRET_FIELD,
@@ -226,7 +227,10 @@ def _pick_outputs(
         outputs = stacks.get(stack)
         if outputs is None:
             raise NotReadyError(
-                f"stack {stack} is not deployed ({source} has no such stack): run make deploy ENV={config.name}"
+                f"stack {stack} is not deployed ({source} has no such stack): run make deploy ENV={config.name}; "
+                f"if the environment was destroyed (its bucket and secrets are retained, so a plain deploy fails), "
+                f'first run callsaver-infra adopt-retained --env {config.name} (README, "Redeploying after a '
+                'destroy")'
             )
         value = outputs.get(key)
         if not isinstance(value, str) or not value:
@@ -966,17 +970,29 @@ def run_hook(
     secretsmanager = aws("secretsmanager")
     egress_creds = read_egress_credentials(secretsmanager, config, outputs.credentials_secret_arn)
     redact.add_egress(egress_creds)
-    if egress_creds.access_key_id != outputs.access_key_id:
-        raise HookError(
-            f"the egress secret holds access key {mask_key(egress_creds.access_key_id)}, but the deployed "
-            f"{IamOutputs.ACCESS_KEY_ID} ({outputs.source}) is {mask_key(outputs.access_key_id)}: the secret is stale "
-            f"or was edited by hand; redeploy {EnvNames(config.name).iam_stack}. Nothing was pushed"
+    pushing = config.livekit_egress.auto_egress and not options.dry_run
+    try:
+        # The key must be the deployed one and able to upload before LiveKit gets it (a dry run writes nothing).
+        checked = check_egress_key(
+            access_key_id=egress_creds.access_key_id,
+            secret_access_key=egress_creds.secret_access_key,
+            deployed_access_key_id=outputs.access_key_id,
+            user_name=EnvNames(config.name).egress_user,
+            bucket=outputs.bucket_name,
+            region=outputs.bucket_region,
+            iam=None,
+            s3_endpoint_url=options.s3_endpoint_url,
+            upload=pushing,
         )
+    except EgressKeyCheckFailed as e:
+        raise HookError(redact(str(e))) from None
     settings = build_settings(config, outputs, egress_creds, s3_endpoint_url=options.s3_endpoint_url)
     out(
         f"{config.name}: recordings go to s3://{settings.bucket}/{settings.filepath_template}.ogg "
         f"({settings.region}), access key {mask_key(egress_creds.access_key_id)} (outputs from {outputs.source})"
     )
+    if checked.object_key:
+        out(f"egress key checked: it is the deployed key and uploaded s3://{settings.bucket}/{checked.object_key}")
     if not config.livekit_egress.auto_egress:
         out(
             f"recording of inbound calls is off (livekit_egress.auto_egress = false in config/{config.name}.toml): "

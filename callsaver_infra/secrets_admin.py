@@ -91,6 +91,14 @@ def validate_value(ref: str, value: str) -> str:
         raise SecretsError(f"no value given for {ref}: nothing was changed")
     if value == PLACEHOLDER:
         raise SecretsError(f"refusing to store the placeholder as {ref}")
+    lines = value.splitlines()
+    if len(lines) > 1:
+        # Every secret in the catalog is one line (an API key, a URL, a trunk id); a second line is a paste of
+        # two values or of a file, and the agent would read it whole.
+        raise SecretsError(
+            f"the value for {ref} has {len(lines)} lines; every secret here is a single line: nothing was changed "
+            "(paste only the value)"
+        )
     return value
 
 

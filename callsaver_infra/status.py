@@ -210,7 +210,9 @@ def stack_checks(ctx: StatusContext) -> list[Check]:
     for name in (n.storage_stack, n.iam_stack, n.secrets_stack, n.agent_stack, n.monitoring_stack):
         described = ctx.stack(name)
         if described is None:
-            checks.append(Check("stacks", name, False, "not deployed", deploy))
+            # After a destroy the retained bucket and secrets block a plain deploy: adopt them first.
+            adopt = f"callsaver-infra adopt-retained --env {ctx.config.name} (only after a destroy), then {deploy}"
+            checks.append(Check("stacks", name, False, "not deployed", adopt))
             continue
         state = described["StackStatus"]
         events = f"aws cloudformation describe-stack-events --stack-name {name} --region {ctx.config.region}"

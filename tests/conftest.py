@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,3 +116,61 @@ def env(request: pytest.FixtureRequest, environments: dict[str, EnvironmentConfi
     """Each committed environment in turn."""
     config: EnvironmentConfig = environments[request.param]
     return config
+
+
+@dataclass
+class OperatorAws:
+    """boto3 clients on moto's server, as the operator (the CLI under test finds the same server through
+    AWS_ENDPOINT_URL)."""
+
+    endpoint: str
+    s3: Any
+    secrets: Any
+    cloudformation: Any
+    ecs: Any
+    region: str = "us-west-1"
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint)
+
+
+@pytest.fixture
+def operator_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> OperatorAws:
+    """A fresh moto account (reset), reached by the CLI through AWS_ENDPOINT_URL with fake operator credentials;
+    LiveKit retries back off in milliseconds. Services report their desired tasks as running (moto/ecs/models.py)."""
+    from callsaver_infra import egress_hook
+
+    region = "us-west-1"
+    for key, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": "operator-fake-key-id",
+        "AWS_SECRET_ACCESS_KEY": "operator-fake-secret",
+        "AWS_DEFAULT_REGION": region,
+        "MOTO_ECS_SERVICE_RUNNING": "1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setattr(egress_hook, "DEFAULT_RETRY", egress_hook.RetryPolicy(attempts=3, backoff_seconds=0.01))
+    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
+    clients = OperatorAws(moto_endpoint, None, None, None, None, region)
+    clients.s3, clients.secrets = clients.client("s3"), clients.client("secretsmanager")
+    clients.cloudformation, clients.ecs = clients.client("cloudformation"), clients.client("ecs")
+    return clients
+
+
+def hang_up(livekit: Any, room: str, egress_id: str, api_key: str, api_secret: str) -> None:
+    """End a call on the local LiveKit stand-in once its recording runs: deleting the room through the API ends the
+    recording, which then uploads. (A call shorter than egress's start leaves nothing, as on LiveKit.)"""
+    from livekit import api
+
+    deadline = time.monotonic() + 5
+    while livekit.egresses[egress_id].status != api.EgressStatus.EGRESS_ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def delete() -> None:
+        async with api.LiveKitAPI(livekit.url, api_key, api_secret) as lkapi:
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    asyncio.run(delete())

@@ -104,3 +104,39 @@ def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=-bad tag", "-o", str(tmp_path))
     assert result.returncode != 0
     assert "error: context agentImageTag='-bad tag': is not a container image tag" in result.stderr
+
+
+def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) -> None:
+    """`cdk list` of the app with no `-c env`: every stack sits in its environment's Stage (`production/...`), and the
+    CLI's `--all` selects only top-level stacks, so a bare `cdk deploy --all` finds nothing to deploy. Offline: no
+    credentials and every HTTP(S) request to a closed port, so nothing could reach an account anyway."""
+    listed = _cdk("list", "-o", str(tmp_path / "all"))
+    assert listed.returncode == 0, listed.stderr
+    lines = listed.stdout.split("\n")
+    stacks = [line for line in lines if line]
+    production = [line for line in stacks if "production" in line]
+    assert production == [
+        f"production/{name} ({name})"
+        for name in (
+            "Callsaver-Storage-production",
+            "Callsaver-IAM-production",
+            "Callsaver-Secrets-production",
+            "Callsaver-Agent-production",
+            "Callsaver-Monitoring-production",
+        )
+    ]
+    top_level = [line for line in stacks if "/" not in line.split(" ")[0]]
+    assert top_level == []
+    assert len(stacks) == 5 * len(ENV_NAMES) + 2  # and the CI and registry stacks, each in its own Stage
+    deploy = _cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
+    assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
+    # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all.
+    one = _cdk("list", "-c", "env=staging", "-o", str(tmp_path / "staging"))
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.split() == [
+        "Callsaver-Storage-staging",
+        "Callsaver-IAM-staging",
+        "Callsaver-Secrets-staging",
+        "Callsaver-Agent-staging",
+        "Callsaver-Monitoring-staging",
+    ]

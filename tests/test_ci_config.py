@@ -155,12 +155,37 @@ def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
 def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_stack(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert _stacks(tmp_path) == sorted(["Callsaver-CI", "Callsaver-Registry", *_environment_stacks()])
+    # Each environment, the CI stack and the registry stack in its own Stage (a nested assembly): none is
+    # top-level, so a bare `cdk deploy --all` selects none of them.
+    assert _stacks(tmp_path) == []
+    assert _staged(tmp_path) == sorted(
+        [("ci", "Callsaver-CI"), ("registry", "Callsaver-Registry"), *_environment_stacks()]
+    )
 
 
-def _environment_stacks() -> list[str]:
+def _environment_stacks() -> list[tuple[str, str]]:
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    return [f"Callsaver-{kind}-{env}" for env in envs for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")]
+    return [
+        (env, f"Callsaver-{kind}-{env}")
+        for env in envs
+        for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
+    ]
+
+
+def _staged(outdir: Path) -> list[tuple[str, str]]:
+    """(Stage, stack name) of every stack in the nested assemblies of a full synth."""
+    manifest = json.loads((outdir / "manifest.json").read_text())
+    staged = []
+    for artifact in manifest["artifacts"].values():
+        if artifact["type"] == "cdk:cloud-assembly":
+            nested = json.loads((outdir / artifact["properties"]["directoryName"] / "manifest.json").read_text())
+            stage = artifact["properties"]["displayName"]
+            staged += [
+                (stage, v["properties"]["stackName"])
+                for v in nested["artifacts"].values()
+                if v["type"] == "aws:cloudformation:stack"
+            ]
+    return sorted(staged)
 
 
 def test_committed_ci_file_still_holds_the_placeholder(environments: dict[str, EnvironmentConfig]) -> None:
@@ -180,7 +205,8 @@ def test_placeholder_repository_fails_synth_of_the_ci_stack(tmp_path: Path) -> N
 def test_placeholder_repository_leaves_the_ci_stack_out_of_a_full_synth(tmp_path: Path) -> None:
     result = _cdk("synth", "-q", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
-    assert _stacks(tmp_path) == sorted(["Callsaver-Registry", *_environment_stacks()])
+    assert _stacks(tmp_path) == []
+    assert _staged(tmp_path) == sorted([("registry", "Callsaver-Registry"), *_environment_stacks()])
     assert "warning: the CI stack (ci) is not synthesized" in result.stderr
 
 

@@ -13,15 +13,12 @@ import json
 import logging
 import re
 import socket
-import time
 import tomllib
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from livekit import api
 from livekit.api.twirp_client import ServerError
@@ -44,7 +41,8 @@ from callsaver_infra.egress_hook import (
 )
 from callsaver_infra.livekit_local import LISTING_MODES, LocalLiveKitServer
 from callsaver_infra.secret_catalog import PLACEHOLDER
-from tests.conftest import CONFIG_DIR
+from tests.conftest import CONFIG_DIR, OperatorAws
+from tests.conftest import hang_up as shared_hang_up
 
 ENV = "local"
 REGION = "us-west-1"
@@ -64,45 +62,20 @@ AGENT = "callsaver-agent-local"  # livekit.worker_name of config/local.toml
 # --------------------------------------------------------------------------- fixtures and helpers
 
 
-@dataclass
-class Aws:
-    """Clients on moto, as the operator."""
-
-    endpoint: str
-    s3: Any
-    secrets: Any
-    cloudformation: Any
+@pytest.fixture
+def aws(operator_aws: OperatorAws) -> OperatorAws:
+    return operator_aws
 
 
 @pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    """A fresh moto account; the CLI finds it through AWS_ENDPOINT_URL. Retries back off in milliseconds."""
-    for key, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "operator-fake-key-id",
-        "AWS_SECRET_ACCESS_KEY": "operator-fake-secret",
-        "AWS_DEFAULT_REGION": REGION,
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setattr(egress_hook, "DEFAULT_RETRY", RetryPolicy(attempts=3, backoff_seconds=0.01))
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
-
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=moto_endpoint)
-
-    return Aws(moto_endpoint, client("s3"), client("secretsmanager"), client("cloudformation"))
-
-
-@pytest.fixture
-def lk(aws: Aws) -> Iterator[LocalLiveKitServer]:
+def lk(aws: OperatorAws) -> Iterator[LocalLiveKitServer]:
     """The local LiveKit server; its egress uploads go to moto (the requests carry no endpoint, as in real envs)."""
     with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, fault_delay=2.0) as server:
         yield server
 
 
 def deploy(
-    aws: Aws,
+    aws: OperatorAws,
     tmp_path: Path,
     *,
     bucket: bool = True,
@@ -145,7 +118,7 @@ def deploy(
     return path
 
 
-def create_stacks(aws: Aws, outputs_file: Path) -> None:
+def create_stacks(aws: OperatorAws, outputs_file: Path) -> None:
     """Create the stacks in moto's CloudFormation with the same outputs (tiny templates of literal outputs)."""
     for stack, outputs in json.loads(outputs_file.read_text()).items():
         template = {
@@ -241,17 +214,7 @@ def closed_port_url() -> str:
 
 
 def hang_up(lk: LocalLiveKitServer, room: str, egress_id: str) -> None:
-    """End a call once its recording is running: the room is deleted through the API, which ends the recording
-    (and uploads it). A call shorter than egress's start would leave nothing, as on LiveKit."""
-    deadline = time.monotonic() + 5
-    while lk.egresses[egress_id].status != api.EgressStatus.EGRESS_ACTIVE and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-    async def delete() -> None:
-        async with api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
-            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
-
-    asyncio.run(delete())
+    shared_hang_up(lk, room, egress_id, API_KEY, API_SECRET)
 
 
 def updates(lk: LocalLiveKitServer) -> int:
@@ -262,7 +225,7 @@ def updates(lk: LocalLiveKitServer) -> int:
 
 
 def test_end_to_end_outputs_file_push_record_then_no_change(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Deployed outputs (the cdk outputs file) -> hook -> the rule holds exactly the expected settings, a call
     through it is recorded into the bucket, and a second run changes nothing.
@@ -304,7 +267,7 @@ def test_end_to_end_outputs_file_push_record_then_no_change(
 
 
 def test_end_to_end_outputs_from_cloudformation(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Without --outputs-file the outputs come from CloudFormation DescribeStacks (moto on 127.0.0.1); the rule on
     the local LiveKit server (127.0.0.1, LiveKit's Twirp protocol; LiveKit Cloud is unreachable from here) then
@@ -324,7 +287,7 @@ def test_end_to_end_outputs_from_cloudformation(
 
 
 def test_every_other_field_of_the_rule_is_preserved(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """The rule is read, changed only in room_config.egress.room, and written back whole.
 
@@ -376,7 +339,7 @@ def test_every_other_field_of_the_rule_is_preserved(
 
 
 def test_s3_endpoint_url_is_pushed_only_when_given(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """--s3-endpoint-url (local rehearsal) adds S3Upload.endpoint and path-style addressing.
 
@@ -402,7 +365,7 @@ def test_s3_endpoint_url_is_pushed_only_when_given(
 
 
 def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """--dry-run prints the change as a diff: the access key as its last 4 characters, secrets never.
 
@@ -440,7 +403,7 @@ def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
 
 
 def test_auto_egress_off_pushes_nothing(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """With auto_egress = false the hook never contacts LiveKit (local server on 127.0.0.1 speaking LiveKit's
     Twirp protocol; LiveKit Cloud is unreachable from here), not even to read the rule, and the LiveKit key may still
@@ -465,7 +428,7 @@ def test_auto_egress_off_pushes_nothing(
 )
 @pytest.mark.parametrize("source", ["outputs-file", "cloudformation"])
 def test_stack_or_output_missing(
-    aws: Aws,
+    aws: OperatorAws,
     lk: LocalLiveKitServer,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -518,7 +481,7 @@ def test_stack_or_output_missing(
     ],
 )
 def test_livekit_secret_missing_or_placeholder(
-    aws: Aws,
+    aws: OperatorAws,
     lk: LocalLiveKitServer,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -546,7 +509,7 @@ def test_livekit_secret_missing_or_placeholder(
 
 
 def test_egress_secret_not_json_is_reported_without_its_value(
-    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """A malformed egress credentials secret (moto on 127.0.0.1) is named, never quoted."""
     outputs = deploy(aws, tmp_path, egress_secret=f"accessKeyId={ACCESS_KEY_ID} secret={SECRET_ACCESS_KEY}")
@@ -557,7 +520,7 @@ def test_egress_secret_not_json_is_reported_without_its_value(
 
 
 def test_livekit_unreachable_retries_then_names_the_url(
-    aws: Aws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Nothing listens on the URL (a closed port on 127.0.0.1 standing in for LiveKit, which speaks the Twirp
     protocol when it is there; LiveKit Cloud is unreachable from here): bounded retries, then the URL. AWS is moto
@@ -572,7 +535,7 @@ def test_livekit_unreachable_retries_then_names_the_url(
 
 
 def test_livekit_timing_out_retries_then_gives_up(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Every answer held past --timeout: three bounded attempts, then an error naming the URL; nothing pushed.
 
@@ -600,7 +563,7 @@ def test_livekit_timing_out_retries_then_gives_up(
 
 
 def test_transient_failures_are_retried(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """A 503 and a timeout, then an answer: the hook retries and succeeds.
 
@@ -637,7 +600,7 @@ def test_transient_failures_are_retried(
 
 @pytest.mark.parametrize("method", ["ListSIPDispatchRule", "UpdateSIPDispatchRule"])
 def test_livekit_5xx_gives_up_after_bounded_retries(
-    aws: Aws,
+    aws: OperatorAws,
     lk: LocalLiveKitServer,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -669,7 +632,7 @@ def test_livekit_5xx_gives_up_after_bounded_retries(
 
 
 def test_wrong_livekit_secret_is_401_naming_the_secret(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """A key pair LiveKit refuses (401) is not retried, and the message names the secret holding the key.
 
@@ -723,7 +686,7 @@ def test_permission_denied_names_the_secret(status: int) -> None:
 
 
 def test_dispatch_rule_not_found_lists_the_rules_that_exist(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """A configured rule id LiveKit does not have: the message lists every rule (id and name); nothing pushed.
 
@@ -757,7 +720,7 @@ def test_dispatch_rule_not_found_lists_the_rules_that_exist(
 
 
 def test_verify_records_a_web_page_into_healthcheck(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """--verify starts an audio-only web egress (it needs no participant) with the pushed bucket, region and key,
     stops it once active, and finds the file under _healthcheck/ with HeadObject.
@@ -771,8 +734,11 @@ def test_verify_records_a_web_page_into_healthcheck(
         capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify"
     )
     assert result.code == EXIT_OK, result.err
-    keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="_healthcheck/verify-").get("Contents", [])]
     assert len(keys) == 1 and re.fullmatch(r"_healthcheck/verify-\d{8}T\d{6}Z-[0-9a-f]{6}\.ogg", keys[0]), keys
+    # Before pushing, the key itself wrote one tiny object (push-egress's key check).
+    checks = aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="_healthcheck/key-check-").get("KeyCount", 0)
+    assert checks == 1 and "egress key checked: it is the deployed key and uploaded" in result.out
     assert f"verify: ok: s3://{BUCKET}/{keys[0]} written by egress EG_" in result.out
     (egress,) = lk.egresses.values()
     assert egress.web.url == VERIFY_PAGE_URL and egress.web.audio_only
@@ -781,7 +747,7 @@ def test_verify_records_a_web_page_into_healthcheck(
     assert s3.access_key != ACCESS_KEY_ID and s3.secret != SECRET_ACCESS_KEY, "EgressInfo must mask credentials"
 
 
-def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: Aws, lk: LocalLiveKitServer) -> None:
+def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: OperatorAws, lk: LocalLiveKitServer) -> None:
     """The verify this hook used to run (a room composite of an empty room, stopped after a few seconds) ends
     EGRESS_ABORTED with nothing uploaded, as on LiveKit Cloud: nobody publishes, so egress never starts.
 
@@ -809,7 +775,7 @@ def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: Aws, l
 
 
 def test_verify_reports_the_egress_error(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """With the bucket gone, --verify fails with LiveKit's own egress error string.
 
@@ -956,7 +922,7 @@ def stored_unowned(lk: LocalLiveKitServer, rule_id: str) -> bytes:
     return egress_hook.unowned_part(lk.dispatch_rules[rule_id]).SerializeToString(deterministic=True)
 
 
-def rotate(aws: Aws, outputs: Path, key_id: str, secret: str) -> None:
+def rotate(aws: OperatorAws, outputs: Path, key_id: str, secret: str) -> None:
     """A new access key, as an IAM stack update after egress.access_key_serial was bumped leaves it."""
     aws.secrets.put_secret_value(
         SecretId=EGRESS_SECRET, SecretString=json.dumps({"accessKeyId": key_id, "secretAccessKey": secret})
@@ -972,14 +938,14 @@ def listing(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def masked_lk(aws: Aws, listing: str) -> Iterator[LocalLiveKitServer]:
+def masked_lk(aws: OperatorAws, listing: str) -> Iterator[LocalLiveKitServer]:
     """The local LiveKit server listing rules in one of the three ways LiveKit might (see livekit_local)."""
     with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, listing=listing) as server:
         yield server
 
 
 def test_each_listing_mode_push_then_nothing_changed_then_rotation(
-    aws: Aws, masked_lk: LocalLiveKitServer, listing: str, tmp_path: Path, capsys: Any, caplog: Any
+    aws: OperatorAws, masked_lk: LocalLiveKitServer, listing: str, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """In every listing mode: a first push, a second that changes nothing (the key id, masked in two modes, is
     compared with the push receipt), a rotation that rewrites; the rule's other fields never change.
@@ -1023,7 +989,7 @@ def test_each_listing_mode_push_then_nothing_changed_then_rotation(
 
 
 def test_rich_rule_is_kept_byte_for_byte_or_refused(
-    aws: Aws, masked_lk: LocalLiveKitServer, listing: str, tmp_path: Path, capsys: Any, caplog: Any
+    aws: OperatorAws, masked_lk: LocalLiveKitServer, listing: str, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """A rule with metadata, attributes, agents' metadata, another auto-egress output with its own credentials and
     an unknown field: pushed and unchanged byte for byte where the listing shows them, refused (nothing written,
@@ -1051,7 +1017,7 @@ def test_rich_rule_is_kept_byte_for_byte_or_refused(
 
 
 def test_a_refused_rule_leaves_the_others_pushed(
-    aws: Aws, aws_lk_placeholders: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+    aws: OperatorAws, aws_lk_placeholders: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """Two rules of the environment, one with masked foreign credentials: that one is refused and named, the other
     is pushed and reported, and the exit code is non-zero.
@@ -1071,7 +1037,7 @@ def test_a_refused_rule_leaves_the_others_pushed(
 
 
 @pytest.fixture
-def aws_lk_placeholders(aws: Aws) -> Iterator[LocalLiveKitServer]:
+def aws_lk_placeholders(aws: OperatorAws) -> Iterator[LocalLiveKitServer]:
     with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, listing="placeholders") as server:
         yield server
 
@@ -1092,7 +1058,7 @@ def test_a_rule_changed_behind_the_hooks_back_is_an_error_naming_the_field() -> 
 
 
 def test_no_rule_dispatches_the_agent_prints_the_inventory_and_pushes_nothing(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """No rule dispatches callsaver-agent-local: exit non-zero, nothing written, every rule listed with its agents,
     owner and recording, and what to do.
@@ -1115,7 +1081,7 @@ def test_no_rule_dispatches_the_agent_prints_the_inventory_and_pushes_nothing(
 
 
 def test_a_rule_dispatching_two_environments_agents_is_refused(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """A rule that dispatches this environment's agent and another environment's (same project): nothing pushed.
 
@@ -1152,7 +1118,7 @@ def test_local_only_flags_are_refused_for_a_real_environment(capsys: pytest.Capt
 
 
 def test_an_egress_secret_other_than_the_deployed_key_is_not_pushed(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """The secret holds a key id the IAM stack did not output (stale, or edited by hand): nothing is pushed.
 
@@ -1165,6 +1131,23 @@ def test_an_egress_secret_other_than_the_deployed_key_is_not_pushed(
     outputs.write_text(json.dumps(data))
     result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
     assert result.code == EXIT_ERROR
-    assert "the egress secret holds access key ****PLE1, but the deployed EgressAccessKeyId" in result.err
-    assert "is ****PLE9" in result.err and "Nothing was pushed" in result.err
+    assert "egress key check 'matches the deployed key' failed: the egress secret holds key ****PLE1" in result.err
+    assert "the deployed output EgressAccessKeyId is ****PLE9" in result.err
+    assert "nothing may be pushed to LiveKit" in result.err
+    assert lk.methods_called() == []
+
+
+def test_a_key_that_cannot_upload_is_not_pushed(
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
+) -> None:
+    """The key is the deployed one, but a PutObject signed with it fails (here: the bucket is gone): nothing is
+    pushed and the message names the failed check. AWS is moto on 127.0.0.1; LiveKit the local stand-in."""
+    outputs = deploy(aws, tmp_path, bucket=False)
+    lk.add_dispatch_rule(seeded_rule())
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))
+    assert result.code == EXIT_ERROR
+    assert "egress key check 'uploads' failed: PutObject to s3://callsaver-sessions-local/_healthcheck/key-check-" in (
+        result.err
+    )
+    assert "NoSuchBucket" in result.err
     assert lk.methods_called() == []

@@ -136,3 +136,9 @@ def test_iam_stack_imports_nothing_from_the_storage_stack(synthesized: Synthesiz
             }
         },
     )
+
+
+def test_a_replaced_access_key_is_kept_for_the_rotation(synthesized: Synthesized, env: EnvironmentConfig) -> None:
+    # Bumping the serial must not delete the key LiveKit still holds; rotate-egress-key deletes it later.
+    keys = synthesized.template(EnvNames(env.name).iam_stack).find_resources("AWS::IAM::AccessKey")
+    assert [(k.get("UpdateReplacePolicy"), k.get("DeletionPolicy")) for k in keys.values()] == [("Retain", "Delete")]

@@ -262,15 +262,228 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
             "Resources": {
                 "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "x", "WebsiteConfiguration": {}}},
                 "Q": {"Type": "AWS::SQS::Queue", "Properties": {}},
-                "K": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": "u", "Serial": 2}},
+                "K": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": "u", "Serial": 2, "Pgp": "x"}},
             }
         }
     ]
     assert not_emulated(templates) == [
-        "AWS::IAM::AccessKey.Serial",
+        "AWS::IAM::AccessKey.Pgp",
         "AWS::S3::Bucket.WebsiteConfiguration",
         "AWS::SQS::Queue (whole resource)",
     ]
+
+
+# -- updates, deletes, rollbacks -------------------------------------------------------------------------------
+
+
+def _cfn(aws: dict[str, Any]) -> Any:
+    return boto3.client("cloudformation", **aws)
+
+
+def _create(aws: dict[str, Any], name: str, template: dict[str, Any]) -> dict[str, Any]:
+    _cfn(aws).create_stack(StackName=name, TemplateBody=json.dumps(template))
+    stack: dict[str, Any] = _cfn(aws).describe_stacks(StackName=name)["Stacks"][0]
+    return stack
+
+
+def _update(aws: dict[str, Any], name: str, template: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    _cfn(aws).update_stack(StackName=name, TemplateBody=json.dumps(template), **kwargs)
+    stack: dict[str, Any] = _cfn(aws).describe_stacks(StackName=name)["Stacks"][0]
+    assert stack["StackStatus"] == "UPDATE_COMPLETE", stack
+    return stack
+
+
+def test_update_with_use_previous_value_of_a_defaulted_parameter(aws: dict[str, Any]) -> None:
+    """The CDK CLI updates every stack with BootstrapVersion=UsePreviousValue; the create took its Default."""
+    template: dict[str, Any] = {
+        "Parameters": {"BootstrapVersion": {"Type": "String", "Default": "30"}},
+        "Resources": {
+            "S": {"Type": "AWS::SecretsManager::Secret", "Properties": {"Name": "ext/params", "SecretString": "a"}}
+        },
+    }
+    assert _create(aws, "ExtParams", template)["StackStatus"] == "CREATE_COMPLETE"
+    template["Resources"]["S"]["Properties"]["SecretString"] = "b"
+    _update(aws, "ExtParams", template, Parameters=[{"ParameterKey": "BootstrapVersion", "UsePreviousValue": True}])
+    sm = boto3.client("secretsmanager", **aws)
+    assert sm.get_secret_value(SecretId="ext/params")["SecretString"] == "b"
+
+
+def test_secret_update_keeps_an_operator_value_unless_the_template_value_changes(aws: dict[str, Any]) -> None:
+    sm = boto3.client("secretsmanager", **aws)
+    secret = {"Type": "AWS::SecretsManager::Secret", "Properties": {"Name": "ext/op", "SecretString": "placeholder"}}
+    kept = {**secret, "Properties": {"Name": "ext/kept", "SecretString": "x"}, "DeletionPolicy": "Retain"}
+    template: dict[str, Any] = {"Resources": {"S": secret, "K": kept}}
+    _create(aws, "ExtSecretUpdate", template)
+    sm.put_secret_value(SecretId="ext/op", SecretString="operator-fake-value")
+    secret["Properties"]["Description"] = "now described"
+    _update(aws, "ExtSecretUpdate", template)
+    assert sm.get_secret_value(SecretId="ext/op")["SecretString"] == "operator-fake-value"
+    assert sm.describe_secret(SecretId="ext/op")["Description"] == "now described"
+    secret["Properties"]["SecretString"] = "new template value"
+    _update(aws, "ExtSecretUpdate", template)
+    assert sm.get_secret_value(SecretId="ext/op")["SecretString"] == "new template value"
+    _cfn(aws).delete_stack(StackName="ExtSecretUpdate")
+    names = {s["Name"] for s in sm.list_secrets()["SecretList"]}
+    assert "ext/op" not in names and "ext/kept" in names  # deleted, except the one with DeletionPolicy Retain
+
+
+def test_task_definition_and_service_update_and_delete(aws: dict[str, Any]) -> None:
+    container = {"Name": "agent", "Image": "repo:one", "Essential": True}
+    template: dict[str, Any] = {
+        "Resources": {
+            "Cluster": {"Type": "AWS::ECS::Cluster", "Properties": {"ClusterName": "ext-upd"}},
+            "Task": {
+                "Type": "AWS::ECS::TaskDefinition",
+                "Properties": {
+                    "Family": "ext-upd-task",
+                    "ContainerDefinitions": [container],
+                    "Cpu": "512",
+                    "Memory": "2048",
+                },
+            },
+            "Service": {
+                "Type": "AWS::ECS::Service",
+                "Properties": {
+                    "ServiceName": "ext-upd-svc",
+                    "Cluster": {"Ref": "Cluster"},
+                    "TaskDefinition": {"Ref": "Task"},
+                    "DesiredCount": 1,
+                },
+            },
+        }
+    }
+    _create(aws, "ExtEcsUpdate", template)
+    ecs = boto3.client("ecs", **aws)
+    container["Image"] = "repo:two"
+    template["Resources"]["Service"]["Properties"]["DesiredCount"] = 2
+    _update(aws, "ExtEcsUpdate", template)
+    service = ecs.describe_services(cluster="ext-upd", services=["ext-upd-svc"])["services"][0]
+    task = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    assert (task["revision"], task["containerDefinitions"][0]["image"], service["desiredCount"]) == (2, "repo:two", 2)
+    old = ecs.describe_task_definition(taskDefinition="ext-upd-task:1")["taskDefinition"]
+    assert old["status"] == "INACTIVE"  # the replaced revision is deregistered
+    _cfn(aws).delete_stack(StackName="ExtEcsUpdate")
+    gone = ecs.describe_services(cluster="ext-upd", services=["ext-upd-svc"])
+    assert [s["status"] for s in gone["services"]] in ([], ["INACTIVE"])
+    assert ecs.describe_task_definition(taskDefinition="ext-upd-task:2")["taskDefinition"]["status"] == "INACTIVE"
+
+
+def test_bucket_policy_update_and_delete_with_retain(aws: dict[str, Any]) -> None:
+    s3 = boto3.client("s3", **aws)
+    statement = {"Effect": "Deny", "Principal": "*", "Action": "s3:DeleteBucket", "Resource": "arn:aws:s3:::ext-pol"}
+    policy = {
+        "Type": "AWS::S3::BucketPolicy",
+        "Properties": {"Bucket": {"Ref": "B"}, "PolicyDocument": {"Version": "2012-10-17", "Statement": [statement]}},
+        "DeletionPolicy": "Retain",
+    }
+    bucket = {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "ext-pol"}, "DeletionPolicy": "Retain"}
+    template = {"Resources": {"B": bucket, "P": policy}}
+    _create(aws, "ExtPolicy", template)
+    statement["Sid"] = "Updated"
+    _update(aws, "ExtPolicy", template)
+    assert json.loads(s3.get_bucket_policy(Bucket="ext-pol")["Policy"])["Statement"][0]["Sid"] == "Updated"
+    _cfn(aws).delete_stack(StackName="ExtPolicy")
+    # Retained: the bucket and its policy outlive the stack.
+    assert json.loads(s3.get_bucket_policy(Bucket="ext-pol")["Policy"])["Statement"][0]["Sid"] == "Updated"
+    # Without Retain, the stack deletion removes the policy (the retained bucket stays).
+    del policy["DeletionPolicy"]
+    s3.delete_bucket_policy(Bucket="ext-pol")
+    _create(
+        aws, "ExtPolicy2", {"Resources": {"P": {**policy, "Properties": {**policy["Properties"], "Bucket": "ext-pol"}}}}
+    )
+    _cfn(aws).delete_stack(StackName="ExtPolicy2")
+    with pytest.raises(ClientError, match="NoSuchBucketPolicy"):
+        s3.get_bucket_policy(Bucket="ext-pol")
+
+
+def test_access_key_serial_replaces_the_key_and_update_replace_policy_retain_keeps_the_old_one(
+    aws: dict[str, Any],
+) -> None:
+    iam = boto3.client("iam", **aws)
+    key: dict[str, Any] = {
+        "Type": "AWS::IAM::AccessKey",
+        "Properties": {"UserName": {"Ref": "U"}, "Serial": 1},
+        "UpdateReplacePolicy": "Retain",
+    }
+    template = {
+        "Resources": {"U": {"Type": "AWS::IAM::User", "Properties": {"UserName": "ext-key-user"}}, "K": key},
+        "Outputs": {"Id": {"Value": {"Ref": "K"}}},
+    }
+    first = _create(aws, "ExtKey", template)["Outputs"][0]["OutputValue"]
+    key["Properties"]["Status"] = "Active"  # a change that is not a replacement keeps the key
+    same = _update(aws, "ExtKey", template)["Outputs"][0]["OutputValue"]
+    assert same == first
+    key["Properties"]["Serial"] = 2
+    second = _update(aws, "ExtKey", template)["Outputs"][0]["OutputValue"]
+    listed = iam.list_access_keys(UserName="ext-key-user")["AccessKeyMetadata"]
+    assert second != first and sorted(k["AccessKeyId"] for k in listed) == sorted([first, second])
+    iam.delete_access_key(UserName="ext-key-user", AccessKeyId=first)
+    del key["UpdateReplacePolicy"]  # without Retain the replaced key is deleted in the same update
+    key["Properties"]["Serial"] = 3
+    third = _update(aws, "ExtKey", template)["Outputs"][0]["OutputValue"]
+    listed = iam.list_access_keys(UserName="ext-key-user")["AccessKeyMetadata"]
+    assert [k["AccessKeyId"] for k in listed] == [third]
+
+
+def test_failed_create_rolls_back_and_describe_stacks_still_answers(aws: dict[str, Any]) -> None:
+    s3 = boto3.client("s3", **aws)
+    s3.create_bucket(Bucket="ext-taken", CreateBucketConfiguration={"LocationConstraint": REGION})
+    template = {
+        "Resources": {
+            "G": {"Type": "AWS::Logs::LogGroup", "Properties": {"LogGroupName": "ext-rollback"}},
+            "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "ext-taken"}, "DependsOn": "G"},
+        },
+        "Outputs": {"Name": {"Value": {"Ref": "B"}}},
+    }
+    stack = _create(aws, "ExtRollback", template)
+    assert stack["StackStatus"] == "ROLLBACK_COMPLETE"
+    assert "Outputs" not in stack
+    events = _cfn(aws).describe_stack_events(StackName="ExtRollback")["StackEvents"]
+    reasons = [e.get("ResourceStatusReason", "") for e in events if e["ResourceStatus"] == "ROLLBACK_IN_PROGRESS"]
+    assert len(reasons) == 1 and "Bucket" in reasons[0], events
+    # What the failed create made is gone again, and the stack can be deleted and created anew.
+    assert boto3.client("logs", **aws).describe_log_groups(logGroupNamePrefix="ext-rollback")["logGroups"] == []
+    _cfn(aws).delete_stack(StackName="ExtRollback")
+
+
+def test_a_resource_taking_a_replaced_resources_ref_is_updated_too(aws: dict[str, Any]) -> None:
+    """The egress secret holds Ref(AccessKey): when the key is replaced, CloudFormation rewrites the secret."""
+    key: dict[str, Any] = {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": {"Ref": "U"}, "Serial": 1}}
+    secret = {
+        "Type": "AWS::SecretsManager::Secret",
+        "Properties": {"Name": "ext/key-holder", "SecretString": {"Fn::Join": ["", ['{"id":"', {"Ref": "K"}, '"}']]}},
+    }
+    template = {
+        "Resources": {
+            "U": {"Type": "AWS::IAM::User", "Properties": {"UserName": "ext-ref-user"}},
+            "K": key,
+            "S": secret,
+        }
+    }
+    _create(aws, "ExtRef", template)
+    key["Properties"]["Serial"] = 2
+    _update(aws, "ExtRef", template)
+    [current] = boto3.client("iam", **aws).list_access_keys(UserName="ext-ref-user")["AccessKeyMetadata"]
+    stored = boto3.client("secretsmanager", **aws).get_secret_value(SecretId="ext/key-holder")["SecretString"]
+    assert json.loads(stored) == {"id": current["AccessKeyId"]}
+
+
+def test_vpc_with_route_tables_can_be_deleted(aws: dict[str, Any]) -> None:
+    template = {
+        "Resources": {
+            "V": {"Type": "AWS::EC2::VPC", "Properties": {"CidrBlock": "10.9.0.0/16"}},
+            "S": {"Type": "AWS::EC2::Subnet", "Properties": {"VpcId": {"Ref": "V"}, "CidrBlock": "10.9.0.0/24"}},
+            "R": {"Type": "AWS::EC2::RouteTable", "Properties": {"VpcId": {"Ref": "V"}}},
+            "A": {
+                "Type": "AWS::EC2::SubnetRouteTableAssociation",
+                "Properties": {"RouteTableId": {"Ref": "R"}, "SubnetId": {"Ref": "S"}},
+            },
+        },
+        "Outputs": {"Vpc": {"Value": {"Ref": "V"}}},
+    }
+    vpc = _create(aws, "ExtVpc", template)["Outputs"][0]["OutputValue"]
+    _cfn(aws).delete_stack(StackName="ExtVpc")
+    assert boto3.client("ec2", **aws).describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Vpcs"] == []
 
 
 def test_ecr_repository_with_lifecycle_policy_scan_encryption_and_immutable_tags(aws: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ import boto3
 import pytest
 
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
+from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS, find
 from tests.conftest import CONFIG_DIR, ENV_NAMES
 
 FAKE_VALUE = "sk-fake-not-a-real-key-0123456789"
@@ -135,6 +135,11 @@ def test_set_before_the_stack_is_deployed(
         ),
         ("agent/OPENAI_API_KEY", "  \n", "no value given for agent/OPENAI_API_KEY: nothing was changed"),
         ("agent/OPENAI_API_KEY", PLACEHOLDER, "refusing to store the placeholder as agent/OPENAI_API_KEY"),
+        (
+            "agent/OPENAI_API_KEY",
+            f"{FAKE_VALUE}\r\nsk-fake-second-line\n",
+            "the value for agent/OPENAI_API_KEY has 2 lines; every secret here is a single line: nothing was changed",
+        ),
     ],
 )
 def test_set_refuses_bad_requests(
@@ -146,6 +151,8 @@ def test_set_refuses_bad_requests(
     captured = capsys.readouterr()
     assert message in captured.err
     assert FAKE_VALUE not in captured.out + captured.err
+    if find(ref) is not None and not find(ref).owned_by_stack:  # type: ignore[union-attr]
+        assert aws.get_secret_value(SecretId=f"callsaver/{ENV}/{ref}")["SecretString"] == PLACEHOLDER
 
 
 def test_unknown_environment(capsys: pytest.CaptureFixture[str]) -> None:

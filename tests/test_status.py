@@ -8,12 +8,9 @@ secret reaches stdout, stderr or the log.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import socket
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,14 +20,14 @@ import boto3
 import pytest
 from livekit import api
 
-from callsaver_infra import egress_hook
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.config import EnvironmentConfig, load_environments
-from callsaver_infra.egress_hook import EgressCredentials, Redactor, RetryPolicy, credential_fingerprint
+from callsaver_infra.egress_hook import EgressCredentials, Redactor, credential_fingerprint
 from callsaver_infra.livekit_local import LocalLiveKitServer
 from callsaver_infra.secret_catalog import PLACEHOLDER
 from callsaver_infra.status import Check, DeployedKey, egress_checks, rule_checks, trunk_checks
-from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS
+from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, OperatorAws
+from tests.conftest import hang_up as shared_hang_up
 
 ENV = "local"
 REGION = "us-west-1"
@@ -67,47 +64,19 @@ NEVER_SHOWN = (
 )
 
 
-@dataclass
-class Aws:
-    """Clients on moto, as the operator."""
-
-    endpoint: str
-    s3: Any
-    secrets: Any
-    cloudformation: Any
-    ecs: Any
+@pytest.fixture
+def aws(operator_aws: OperatorAws) -> OperatorAws:
+    return operator_aws
 
 
 @pytest.fixture
-def aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Aws:
-    """A fresh moto account, found by the CLI through AWS_ENDPOINT_URL; LiveKit retries back off in milliseconds."""
-    for key, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": "operator-fake-key-id",
-        "AWS_SECRET_ACCESS_KEY": "operator-fake-secret",
-        "AWS_DEFAULT_REGION": REGION,
-        # moto reports this many running tasks for services created from now on (moto/ecs/models.py).
-        "MOTO_ECS_SERVICE_RUNNING": "1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.setattr(egress_hook, "DEFAULT_RETRY", RetryPolicy(attempts=3, backoff_seconds=0.01))
-    urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
-
-    def client(service: str) -> Any:
-        return boto3.client(service, region_name=REGION, endpoint_url=moto_endpoint)
-
-    return Aws(moto_endpoint, client("s3"), client("secretsmanager"), client("cloudformation"), client("ecs"))
-
-
-@pytest.fixture
-def lk(aws: Aws) -> Iterator[LocalLiveKitServer]:
+def lk(aws: OperatorAws) -> Iterator[LocalLiveKitServer]:
     """The local LiveKit stand-in on 127.0.0.1; its egress uploads go to moto."""
     with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=aws.endpoint, fault_delay=2.0) as server:
         yield server
 
 
-def deploy(aws: Aws, *, placeholder: str | None = None) -> None:
+def deploy(aws: OperatorAws, *, placeholder: str | None = None) -> None:
     """What a complete `make deploy ENV=local` leaves behind: the four stacks with their outputs, every secret set
     (placeholder= leaves one at the placeholder), the bucket, and the agent service running 1 of 1 tasks."""
     aws.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -193,16 +162,7 @@ def seed_livekit(lk: LocalLiveKitServer, *, egress: api.RoomEgress | None = None
 
 
 def hang_up(lk: LocalLiveKitServer, room: str, egress_id: str) -> None:
-    """End a call once its recording runs: deleting the room through the API ends the recording, which uploads."""
-    deadline = time.monotonic() + 5
-    while lk.egresses[egress_id].status != api.EgressStatus.EGRESS_ACTIVE and time.monotonic() < deadline:
-        time.sleep(0.02)
-
-    async def delete() -> None:
-        async with api.LiveKitAPI(lk.url, API_KEY, API_SECRET) as lkapi:
-            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
-
-    asyncio.run(delete())
+    shared_hang_up(lk, room, egress_id, API_KEY, API_SECRET)
 
 
 def rule_named(lk: LocalLiveKitServer, name: str) -> str:
@@ -256,7 +216,7 @@ def assert_aws_lines_ok(run: Run) -> None:
 # --------------------------------------------------------------------------- tests
 
 
-def test_all_ok(aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any) -> None:
+def test_all_ok(aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any) -> None:
     """A complete deploy, a recording rule and one recorded call: every line ok, exit 0.
 
     LiveKit is the local stand-in on 127.0.0.1 (Twirp, real livekit-api client); AWS is moto on 127.0.0.1.
@@ -290,7 +250,7 @@ def test_all_ok(aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[
 
 
 def test_an_alarm_in_alarm_fails_with_its_reason_and_what_to_check(
-    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """An alarm in ALARM fails its line with CloudWatch's reason and the alarm's description (what to check first);
     a missing alarm says to deploy. AWS (CloudWatch) is moto on 127.0.0.1; LiveKit the local stand-in."""
@@ -309,7 +269,7 @@ def test_an_alarm_in_alarm_fails_with_its_reason_and_what_to_check(
 
 
 def test_placeholder_secret_fails_its_line_with_the_command(
-    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """A secret still holding the placeholder: its line fails and names the exact command; exit 1.
 
@@ -329,7 +289,7 @@ def test_placeholder_secret_fails_its_line_with_the_command(
 
 
 def test_rule_with_a_stale_key_id_fails_naming_the_rule(
-    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """local's rule still holds the key id before a rotation: status exits 1 and the failing line names the rule.
 
@@ -349,7 +309,7 @@ def test_rule_with_a_stale_key_id_fails_naming_the_rule(
 
 
 def test_masked_key_id_is_unknown_not_stale(
-    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """A key id LiveKit masks in the listing ({access_key}, livekit/protocol egress/redact.go) or blanks
     (utils/proto.go) cannot be compared, even when the rule holds an old key: the line says so and does not fail.
@@ -369,7 +329,7 @@ def test_masked_key_id_is_unknown_not_stale(
 
 
 def test_push_receipt_dates_a_masked_key(
-    aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Where the listing masks the key id, push-egress's receipt (SSM, rule id -> fingerprint of the pair last
     pushed) decides: the deployed pair's fingerprint is ok, another pair's is a stale key naming the rule.
@@ -403,7 +363,7 @@ def test_push_receipt_dates_a_masked_key(
 
 
 def test_livekit_unreachable_fails_its_lines_with_the_url_and_aws_lines_still_print(
-    aws: Aws, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Nothing listens at the LiveKit URL: the LiveKit lines fail naming the URL tried, every AWS line still prints.
 
@@ -423,7 +383,7 @@ def test_livekit_unreachable_fails_its_lines_with_the_url_and_aws_lines_still_pr
     assert {line.split()[1] for line in run.failing()} == {"list"}, run.out
 
 
-def test_json_shape(aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any) -> None:
+def test_json_shape(aws: OperatorAws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixture[str], caplog: Any) -> None:
     """--json prints one document: environment, account, region, LiveKit URL, overall ok, and every check.
 
     LiveKit is the local stand-in on 127.0.0.1; AWS is moto on 127.0.0.1.
@@ -456,14 +416,18 @@ def test_json_shape(aws: Aws, lk: LocalLiveKitServer, capsys: pytest.CaptureFixt
     assert [c["name"] for c in doc["checks"] if c["group"] == "stacks"] == list(STACKS)
 
 
-def test_nothing_deployed_says_deploy(capsys: pytest.CaptureFixture[str], caplog: Any, aws: Aws) -> None:
-    """An empty account: each stack line fails with `make deploy ENV=local`; LiveKit is not contacted without its
+def test_nothing_deployed_says_deploy(capsys: pytest.CaptureFixture[str], caplog: Any, aws: OperatorAws) -> None:
+    """An empty account: each stack line fails with `make deploy ENV=local` (after adopt-retained if it was
+    destroyed); LiveKit is not contacted without its
     key (the LiveKit URL is a closed port on 127.0.0.1; AWS is moto on 127.0.0.1)."""
     run = run_status(capsys, caplog, "--livekit-url", closed_port_url())
 
     assert run.code == EXIT_NOT_READY
     for stack in STACKS:
-        assert run.line(stack).endswith("not deployed -> run: make deploy ENV=local")
+        assert run.line(stack).endswith(
+            "not deployed -> run: callsaver-infra adopt-retained --env local (only after a destroy), then "
+            "make deploy ENV=local"
+        )
     assert "secrets set --env local backend/LIVEKIT_API_KEY" in run.line("API key")
     assert run.line("agent/OPENAI_API_KEY").endswith("does not exist -> run: make deploy ENV=local")
     egress_secret = run.line("egress/s3-access-key")
@@ -486,7 +450,11 @@ def test_local_overrides_are_refused_for_a_real_account(capsys: pytest.CaptureFi
 
 
 def test_agent_not_running_and_a_failed_egress_fail_their_lines(
-    aws: Aws, lk: LocalLiveKitServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws,
+    lk: LocalLiveKitServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: Any,
 ) -> None:
     """0 of 1 tasks running (deployment IN_PROGRESS), and the newest egress FAILED with an error that quotes
     credentials: those lines fail with what to run, and the error is shown with every secret hidden.
@@ -535,7 +503,7 @@ def test_agent_not_running_and_a_failed_egress_fail_their_lines(
 
 
 def test_outputs_file_is_used_for_outputs(
-    aws: Aws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
+    aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """--outputs-file supplies the outputs (as for push-egress): a rule holding the key id the file names is not
     stale, even when CloudFormation's output says otherwise; a missing file fails the outputs line.

@@ -271,6 +271,16 @@ def test_bucket_survives_stack_deletion_and_replacement(synthesized: Synthesized
     template.has_resource("AWS::S3::Bucket", {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"})
 
 
+def test_bucket_policy_is_retained_with_the_bucket(synthesized: Synthesized, env: EnvironmentConfig) -> None:
+    # A destroyed stack keeps the recordings; it must keep the TLS-only and lookup-role denies guarding them too.
+    template = synthesized.template(EnvNames(env.name).storage_stack)
+    policies = template.find_resources("AWS::S3::BucketPolicy")
+    assert len(policies) == 1
+    assert [(p.get("DeletionPolicy"), p.get("UpdateReplacePolicy")) for p in policies.values()] == [
+        ("Retain", "Retain")
+    ]
+
+
 def test_termination_protection_follows_config(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     names = EnvNames(env.name)
     for stack in (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack):

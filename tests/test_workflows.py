@@ -226,7 +226,7 @@ def test_pull_request_jobs_run_the_make_targets(workflows: dict[str, dict[str, A
     assert "make lint" in runs["lint"]
     assert "make test" in runs["test"]
     assert "make synth" in runs["synth"]
-    assert "cfn-lint cdk.out/*.template.json" in runs["cfn-lint"]
+    assert "cfn-lint 'cdk.out/**/*.template.json'" in runs["cfn-lint"]
     assert 'make diff ENV="$ENVIRONMENT" CDK_ARGS="--method=template' in runs["diff"]
     assert "callsaver_infra.stateful_changes --assembly cdk.out --role base" in runs["diff"]
     assert workflows["pull-request.yml"]["on"]["pull_request"]["types"] == [
@@ -343,12 +343,79 @@ def test_caches_for_pip_and_npm_but_not_in_deploys(workflows: dict[str, dict[str
 def test_makefile_passes_cdk_args_to_synth_diff_and_deploy() -> None:
     for target, expected in (
         ("synth", "cdk synth --quiet -c env=staging --x"),
-        ("diff", "cdk diff --all -c env=staging --x"),
+        ("diff", "cdk diff -c env=staging 'Callsaver-*-staging' --x"),
         ("deploy", "cdk deploy --all -c env=staging --outputs-file cdk.outputs.staging.json --x"),
     ):
         result = _run(["make", "-n", target, "ENV=staging", "CDK_ARGS=--x"], ROOT)
         assert result.returncode == 0, result.stderr
         assert expected in result.stdout, result.stdout
+
+
+# A pipe (`a | b`, `a |& b`), not `||`. Quoted pipes count too: erring towards a finding is the safe side.
+_PIPE = re.compile(r"(?<!\|)\|(?!\|)")
+_SET_PIPEFAIL = re.compile(r"^\s*set\b[^\n#]*-\w*o\s*pipefail", re.MULTILINE)
+# GitHub runs `shell: bash` as `bash --noprofile --norc -eo pipefail {0}`, but no `shell:` at all as `bash -e {0}`.
+_POSIX_SHELLS = (None, "bash", "sh")
+
+
+def _shell_has_pipefail(shell: str | None) -> bool:
+    return shell == "bash" or (shell is not None and shell.split()[0] == "bash" and "pipefail" in shell)
+
+
+def pipe_hazards(name: str, workflow: dict[str, Any]) -> list[str]:
+    """Every `run:` step of a workflow whose pipe could hide a failure: a POSIX shell without pipefail."""
+    default = workflow.get("defaults", {}).get("run", {}).get("shell")
+    hazards = []
+    for job_id, job in workflow.get("jobs", {}).items():
+        job_shell = job.get("defaults", {}).get("run", {}).get("shell", default)
+        for index, step in enumerate(job.get("steps", [])):
+            script = step.get("run")
+            shell = step.get("shell", job_shell)
+            if script is None or _shell_has_pipefail(shell) or _SET_PIPEFAIL.search(script):
+                continue
+            if (shell is None or shell.split()[0] in _POSIX_SHELLS) and _PIPE.search(script):
+                hazards.append(f"{name}: job {job_id}, step {step.get('name', index)!r} pipes without pipefail")
+    return hazards
+
+
+def test_every_workflow_runs_its_steps_in_bash_with_pipefail(workflows: dict[str, dict[str, Any]]) -> None:
+    for name, workflow in workflows.items():
+        assert workflow.get("defaults", {}).get("run", {}).get("shell") == "bash", name
+    assert [h for name, wf in workflows.items() for h in pipe_hazards(name, wf)] == []
+    # The composite setup action has no defaults: each of its steps names its shell.
+    assert [s.get("shell") for s in _load(SETUP_ACTION)["runs"]["steps"] if "run" in s] == ["bash"]
+
+
+PIPED_STEP_WORKFLOW = """\
+name: piped
+on: pull_request
+permissions: {}
+jobs:
+  diff:
+    runs-on: ubuntu-24.04
+    steps:
+      - name: diff
+        run: make diff ENV=staging 2>&1 | tee diff.txt
+      - name: no pipe
+        run: make test || echo failed
+"""
+
+
+def test_pipe_checker_catches_a_piped_step_without_pipefail() -> None:
+    bad = yaml.safe_load(PIPED_STEP_WORKFLOW)
+    assert pipe_hazards("bad.yml", bad) == ["bad.yml: job diff, step 'diff' pipes without pipefail"]
+    # The workflow-level default fixes it; a job- or step-level sh (dash has no pipefail) or `bash -e {0}` breaks it.
+    fixed = {**bad, "defaults": {"run": {"shell": "bash"}}}
+    assert pipe_hazards("fixed.yml", fixed) == []
+    for override in ("sh", "bash -e {0}"):
+        broken = yaml.safe_load(PIPED_STEP_WORKFLOW)
+        broken["defaults"] = {"run": {"shell": "bash"}}
+        broken["jobs"]["diff"]["steps"][0]["shell"] = override
+        assert len(pipe_hazards("broken.yml", broken)) == 1, override
+    # A script that sets pipefail itself is fine under any bash.
+    own = yaml.safe_load(PIPED_STEP_WORKFLOW)
+    own["jobs"]["diff"]["steps"][0]["run"] = "set -euo pipefail\nmake diff 2>&1 | tee diff.txt"
+    assert pipe_hazards("own.yml", own) == []
 
 
 # Expressions naming a commit of this repository: never the agent image's tag (nothing here builds the image).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aws_cdk import SecretValue, Stack
+from aws_cdk import CfnDeletionPolicy, SecretValue, Stack
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
@@ -105,8 +105,14 @@ class EgressWriter(Construct):
                 "elsewhere by mistake.",
                 pack=NIST,
             )
-        # Changing the serial replaces the key: CloudFormation creates the new key before deleting the old one.
+        # Changing the serial replaces the key. The replaced key is retained, not deleted: LiveKit still signs with
+        # it until the new one is pushed and verified; `callsaver-infra rotate-egress-key` deletes it afterwards,
+        # once no dispatch rule and no agent task uses it. (A stack deletion still deletes the current key.)
         self.access_key = iam.AccessKey(self, "AccessKey", user=self.user, serial=access_key_serial)
+        cfn_key = self.access_key.node.default_child
+        assert isinstance(cfn_key, iam.CfnAccessKey)
+        cfn_key.cfn_options.update_replace_policy = CfnDeletionPolicy.RETAIN
+        cfn_key.cfn_options.deletion_policy = CfnDeletionPolicy.DELETE  # said explicitly: destroy deletes the key
         self.credentials_secret = secretsmanager.Secret(
             self,
             "CredentialsSecret",

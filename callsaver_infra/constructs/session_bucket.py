@@ -166,6 +166,10 @@ class SessionBucket(Construct):
             ),
         ):
             self.bucket.add_to_resource_policy(statement)
+        # The policy must outlive a stack deletion with the bucket it guards: retained recordings without the TLS-only
+        # and reader denies would be readable by any principal ReadOnlyAccess reaches.
+        assert self.bucket.policy is not None  # enforce_ssl created it
+        self.bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
         acknowledge(
             self.bucket,
             "S1",

@@ -9,17 +9,22 @@ what a deploy creates is what the ordinary describe calls return. Importing this
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, ClassVar
 
 import moto
 from moto.applicationautoscaling.models import applicationautoscaling_backends
+from moto.cloudformation import models as cfn_models
 from moto.cloudformation import parsing
+from moto.cloudformation import responses as cfn_responses
 from moto.cloudformation.responses import CloudFormationResponse
 from moto.cloudwatch.models import Alarm as MotoAlarm
 from moto.cloudwatch.models import CloudWatchBackend, MetricDataQuery, MetricStat, cloudwatch_backends
 from moto.cloudwatch.models import Dimension as MotoDimension
 from moto.core.common_models import CloudFormationModel
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.route_tables import RouteTable as MotoRouteTable
 from moto.ecr.models import Repository as MotoRepository
 from moto.ecr.models import ecr_backends
 from moto.ecs.models import Service as MotoService
@@ -32,6 +37,8 @@ from moto.iam.models import Role as MotoRole
 from moto.iam.models import iam_backends
 from moto.kms.models import Key as MotoKey
 from moto.kms.models import kms_backends
+from moto.logs.models import LogGroup as MotoLogGroup
+from moto.logs.models import logs_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.s3.responses import S3Response
 from moto.secretsmanager.models import secretsmanager_backends
@@ -66,7 +73,7 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::SecretsManager::ResourcePolicy": frozenset({"SecretId", "ResourcePolicy"}),
     "AWS::IAM::User": frozenset({"UserName", "Tags"}),
     "AWS::IAM::Policy": frozenset({"PolicyName", "PolicyDocument", "Users", "Roles"}),
-    "AWS::IAM::AccessKey": frozenset({"UserName"}),
+    "AWS::IAM::AccessKey": frozenset({"UserName", "Serial", "Status"}),
     "AWS::IAM::Role": frozenset(
         {"AssumeRolePolicyDocument", "Tags", "RoleName", "Description", "MaxSessionDuration", "ManagedPolicyArns"}
     ),
@@ -167,6 +174,17 @@ def _s3(account_id: str, region_name: str) -> Any:
     return s3_backends[account_id][get_partition(region_name)]
 
 
+# Identifiers (bucket name, secret ARN, log group name) of the resources an IMPORT change set being executed adopts:
+# a model creating one of them binds the existing resource instead and applies nothing, as CloudFormation's import.
+_ADOPTING: set[tuple[str, str]] = set()
+# ResourcesToImport of each IMPORT change set, by stack name, kept from CreateChangeSet until it is executed.
+_IMPORTS: dict[str, list[dict[str, Any]]] = {}
+
+
+def _adopting(resource_type: str, identifier: str) -> bool:
+    return (resource_type, identifier) in _ADOPTING
+
+
 class _Typed:
     """The resource type and name property of a model, as class attributes (moto asks the class for both).
 
@@ -195,6 +213,9 @@ class RehearsalBucket(_Typed, CloudFormationModel):
     def create_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> FakeBucket:
+        if _adopting(cls.CFN_TYPE, resource_name):
+            adopted: FakeBucket = _s3(account_id, region_name).get_bucket(resource_name)
+            return adopted
         bucket = FakeBucket.create_from_cloudformation_json(
             resource_name, cloudformation_json, account_id, region_name, **kwargs
         )
@@ -271,8 +292,24 @@ class RehearsalBucketPolicy(_Typed, CloudFormationModel):
         props = cloudformation_json["Properties"]
         bucket = props["Bucket"]
         bucket_name = bucket.name if isinstance(bucket, FakeBucket) else str(bucket)
+        if _adopting(cls.CFN_TYPE, bucket_name):
+            return cls(bucket_name)
         _s3(account_id, region_name).put_bucket_policy(bucket_name, json.dumps(props["PolicyDocument"]).encode())
         return cls(bucket_name)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> RehearsalBucketPolicy:
+        # Bucket is create-only for AWS::S3::BucketPolicy, PolicyDocument is updated in place (PutBucketPolicy).
+        return cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # Reached only without DeletionPolicy Retain: moto's stack deletion skips retained resources.
+        _s3(account_id, region_name).delete_bucket_policy(resource_name)
 
 
 class RehearsalSecret(_Typed, CloudFormationModel):
@@ -284,6 +321,7 @@ class RehearsalSecret(_Typed, CloudFormationModel):
     def __init__(self, arn: str, name: str) -> None:
         self.arn = arn
         self.name = name
+        self.template_value: str | None = None  # the SecretString of the last template applied
 
     @property
     def physical_resource_id(self) -> str:
@@ -302,6 +340,12 @@ class RehearsalSecret(_Typed, CloudFormationModel):
     ) -> RehearsalSecret:
         props = cloudformation_json["Properties"]
         name = props.get("Name", resource_name)
+        backend = secretsmanager_backends[account_id][region_name]
+        if backend._is_valid_identifier(name) and _adopting(cls.CFN_TYPE, backend.secrets[name].arn):
+            # Imported: the stored value stays; the template's value counts as applied (no rewrite on next deploy).
+            adopted = cls(backend.secrets[name].arn, name)
+            adopted.template_value = props.get("SecretString")
+            return adopted
         created = secretsmanager_backends[account_id][region_name].create_secret(
             name=name,
             secret_string=props.get("SecretString"),
@@ -313,7 +357,35 @@ class RehearsalSecret(_Typed, CloudFormationModel):
             replica_regions=[],
             force_overwrite=False,
         )
-        return cls(json.loads(created)["ARN"], name)
+        secret = cls(json.loads(created)["ARN"], name)
+        secret.template_value = props.get("SecretString")
+        return secret
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> RehearsalSecret:
+        props = cloudformation_json["Properties"]
+        if props.get("Name", new_resource_name) != original_resource.name:  # Name is create-only: replacement
+            new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+            _replace_old(cls, original_resource.arn, cloudformation_json, account_id, region_name)
+            return new
+        backend = secretsmanager_backends[account_id][region_name]
+        # CloudFormation writes SecretString only when the template's value changed: an operator's value set with
+        # PutSecretValue survives every other update (a changed description, tags, ...).
+        if props.get("SecretString") != getattr(original_resource, "template_value", None):
+            backend.put_secret_value(original_resource.arn, props.get("SecretString"), None, None, ["AWSCURRENT"])  # type: ignore[arg-type]
+        if "Description" in props:
+            # Set on the stored secret: moto's UpdateSecret without a value would add an empty version.
+            setattr(backend.secrets[original_resource.arn], "description", props["Description"])  # noqa: B010
+        original_resource.template_value = props.get("SecretString")
+        return original_resource  # type: ignore[no-any-return]
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        secretsmanager_backends[account_id][region_name].delete_secret(resource_name, None, True)
 
 
 class RehearsalRole(_Typed, CloudFormationModel):
@@ -344,6 +416,13 @@ class RehearsalRole(_Typed, CloudFormationModel):
     def delete_from_cloudformation_json(
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
     ) -> None:
+        # CloudFormation detaches the role's ManagedPolicyArns before deleting it; moto's IAM refuses (DeleteConflict)
+        # to delete a role with attached policies.
+        backend = iam_backends[account_id][get_partition(region_name)]
+        role = next((r for r in backend.roles.values() if r.name == resource_name), None)
+        if role is not None:
+            for arn in list(role.managed_policies):
+                backend.detach_role_policy(arn, role.name)
         MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
 
 
@@ -439,6 +518,22 @@ class RehearsalTaskDefinition(_Typed, CloudFormationModel):
             runtime_platform=_camel(p.get("RuntimePlatform")),
         )
 
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> MotoTaskDefinition:
+        # Every property of AWS::ECS::TaskDefinition is create-only: a change registers a new revision, and the old
+        # one is deregistered afterwards (unless UpdateReplacePolicy is Retain).
+        new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+        _replace_old(cls, original_resource.arn, cloudformation_json, account_id, region_name)
+        return new
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        ecs_backends[account_id][region_name].deregister_task_definition(resource_name)
+
 
 class RehearsalService(_Typed, CloudFormationModel):
     """AWS::ECS::Service with launch type, network and deployment configuration, which stock moto drops."""
@@ -469,6 +564,38 @@ class RehearsalService(_Typed, CloudFormationModel):
             # moto's Service has no such field; its response serializer reads the attribute when present.
             setattr(service, "deployment_configuration", _camel(p["DeploymentConfiguration"]))  # noqa: B010
         return service
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> MotoService:
+        p = cloudformation_json["Properties"]
+        task_definition = p["TaskDefinition"]
+        if isinstance(task_definition, MotoTaskDefinition):
+            task_definition = task_definition.arn
+        backend = ecs_backends[account_id][region_name]
+        service = backend.update_service(
+            {
+                "cluster": original_resource.cluster_name,
+                "service": original_resource.name,
+                # A new task definition starts a new deployment (new tasks, started now), as ECS does.
+                "force_new_deployment": task_definition != original_resource.task_definition,
+                "task_definition": task_definition,
+                "desired_count": p.get("DesiredCount"),
+                "network_configuration": _camel(p.get("NetworkConfiguration")),
+            }
+        )
+        if "DeploymentConfiguration" in p:
+            setattr(service, "deployment_configuration", _camel(p["DeploymentConfiguration"]))  # noqa: B010
+        return service
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # The physical id is the service ARN: arn:aws:ecs:<region>:<account>:service/<cluster>/<name>.
+        cluster, name = resource_name.split(":service/", 1)[1].split("/")[-2:]
+        ecs_backends[account_id][region_name].delete_service(cluster, name, force=True)
 
 
 class RehearsalScalableTarget(_Typed, CloudFormationModel):
@@ -714,6 +841,211 @@ def _publish_alarm_state_changes(original: Any) -> Any:
     return set_alarm_state
 
 
+class RehearsalAccessKey(_Typed, CloudFormationModel):
+    """AWS::IAM::AccessKey whose Serial replaces the key only when it changes, honouring UpdateReplacePolicy
+    (stock moto replaces on every update and always deletes the old key)."""
+
+    CFN_TYPE = "AWS::IAM::AccessKey"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        p = cloudformation_json.get("Properties", {})
+        key = iam_backends[account_id][get_partition(region_name)].create_access_key(
+            p["UserName"], status=p.get("Status", "Active")
+        )
+        setattr(key, "rehearsal_serial", (p["UserName"], p.get("Serial")))  # noqa: B010  # moto's AccessKey has no such field
+        return key
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls, original_resource: Any, new_resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> Any:
+        p = cloudformation_json.get("Properties", {})
+        if (p["UserName"], p.get("Serial")) != getattr(original_resource, "rehearsal_serial", None):
+            new = cls.create_from_cloudformation_json(new_resource_name, cloudformation_json, account_id, region_name)
+            _replace_old(cls, original_resource.physical_resource_id, cloudformation_json, account_id, region_name)
+            return new
+        backend = iam_backends[account_id][get_partition(region_name)]
+        backend.update_access_key(p["UserName"], original_resource.access_key_id, p.get("Status", "Active"))
+        return original_resource
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        iam_backends[account_id][get_partition(region_name)].delete_access_key_by_name(resource_name)
+
+
+class RehearsalLogGroup(_Typed, CloudFormationModel):
+    """AWS::Logs::LogGroup: moto's, plus adoption by an IMPORT change set."""
+
+    CFN_TYPE = "AWS::Logs::LogGroup"
+    NAME_TYPE = "LogGroupName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoLogGroup:
+        name = cloudformation_json.get("Properties", {}).get("LogGroupName", resource_name)
+        if _adopting(cls.CFN_TYPE, name):
+            return logs_backends[account_id][region_name].groups[name]
+        return MotoLogGroup.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+
+class RehearsalRouteTable(_Typed, CloudFormationModel):
+    """AWS::EC2::RouteTable that can be deleted: stock moto's has no delete, so its VPC could never be deleted
+    (DependencyViolation) and `cdk destroy` of the Agent stack failed. Deleting it drops its subnet associations
+    (their own resources have no delete either) and its routes."""
+
+    CFN_TYPE = "AWS::EC2::RouteTable"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoRouteTable:
+        return MotoRouteTable.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        backend = ec2_backends[account_id][region_name]
+        table = backend.get_route_table(resource_name)
+        for association_id in list(table._associations):
+            backend.disassociate_route_table(association_id)
+        backend.delete_route_table(resource_name)
+
+
+def _replace_old(cls: Any, physical_id: str, resource_json: Any, account_id: str, region_name: str) -> None:
+    """The clean-up of a replacement: CloudFormation deletes the old resource unless UpdateReplacePolicy is Retain."""
+    if resource_json.get("UpdateReplacePolicy") != "Retain":
+        cls.delete_from_cloudformation_json(physical_id, resource_json, account_id, region_name)
+
+
+def _resolve_update_parameters(original: Any) -> Any:
+    """UsePreviousValue for a parameter the stack took its Default for (the CDK CLI sends it for BootstrapVersion on
+    every update): the previous value is that Default. Stock moto looks it up among the given ones: KeyError."""
+
+    def resolve(self: Any, instance: Any, incoming_params: list[dict[str, Any]]) -> Any:
+        # The deployed template: a stack made by a change set keeps the parsed template of its creation ({}).
+        try:
+            deployed = json.loads(instance.template) if isinstance(instance.template, str) else instance.template
+        except ValueError:
+            deployed = getattr(instance, "template_dict", {})
+        defaults = (deployed or {}).get("Parameters", {})
+        patched = []
+        for param in incoming_params:
+            key = param.get("ParameterKey")
+            if param.get("UsePreviousValue") and key not in instance.parameters and "Default" in defaults.get(key, {}):
+                param = {"ParameterKey": key, "ParameterValue": defaults[key]["Default"]}
+            patched.append(param)
+        return original(self, instance, patched)
+
+    return resolve
+
+
+class _NoOutputs(dict):  # type: ignore[type-arg]
+    """The output map of a rolled-back stack: no outputs, no exports."""
+
+    exports: ClassVar[list[Any]] = []
+
+
+def _create_or_roll_back(original: Any) -> Any:
+    """A resource that fails to create makes the stack roll back, as CloudFormation does: what was created is
+    deleted and the stack ends ROLLBACK_COMPLETE with the reason in its status and events, answering DescribeStacks
+    normally (stock moto leaves it CREATE_IN_PROGRESS and fails every describe)."""
+
+    def create_resources(self: Any) -> None:
+        try:
+            original(self)
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            self._add_stack_event("ROLLBACK_IN_PROGRESS", resource_status_reason=reason)
+            # What cannot be rolled back stays, as with CloudFormation's DELETE_FAILED resources.
+            with contextlib.suppress(Exception):
+                self.resource_map.delete()
+            self.output_map = _NoOutputs()
+            self.status = "ROLLBACK_COMPLETE"
+            self.status_reason = reason
+            self._add_stack_event("ROLLBACK_COMPLETE")
+
+    return create_resources
+
+
+def _references(value: Any) -> set[str]:
+    """The logical ids a resource's JSON takes values from (Ref, Fn::GetAtt)."""
+    if isinstance(value, dict):
+        found: set[str] = set()
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else str(inner).split(".")[0])
+            else:
+                found |= _references(inner)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_references(v) for v in value)) if value else set()
+    return set()
+
+
+def _diff_with_dependents(original: Any) -> Any:
+    """A resource whose Ref/GetAtt input is modified is modified too, after it: CloudFormation re-resolves the
+    template, so the egress secret is rewritten when its access key is replaced. Stock moto compares template text
+    only, and the secret would keep the deleted key."""
+
+    def build_resource_diff(self: Any, other_template: dict[str, Any], parameters: Any = None) -> dict[str, Any]:
+        diff: dict[str, Any] = original(self, other_template, parameters)
+        new = other_template["Resources"]
+        modified = list(diff["Modify"])
+        changed = True
+        while changed:
+            changed = False
+            for name, resource in new.items():
+                if name in self._resource_json_map and name not in modified and _references(resource) & set(modified):
+                    modified.append(name)
+                    changed = True
+        diff["Modify"] = modified
+        return diff
+
+    return build_resource_diff
+
+
+def _keep_resources_to_import(original: Any) -> Any:
+    """CreateChangeSet: keep an IMPORT change set's ResourcesToImport (stock moto drops them)."""
+
+    def create_change_set(self: Any) -> Any:
+        if self._get_param("ChangeSetType") == "IMPORT":
+            _IMPORTS[self._get_param("StackName")] = self._get_param("ResourcesToImport", [])
+        return original(self)
+
+    return create_change_set
+
+
+def _execute_import(original: Any) -> Any:
+    """ExecuteChangeSet of an IMPORT change set: the listed resources are bound, not created (stock moto would
+    create them and fail on their taken names); the stack ends IMPORT_COMPLETE."""
+
+    def execute_change_set(self: Any, change_set_name: str, stack_name: str | None = None) -> None:
+        change_set = self.describe_change_set(change_set_name)
+        if change_set is None or change_set.change_set_type != "IMPORT":
+            return original(self, change_set_name, stack_name)  # type: ignore[no-any-return]
+        resources = _IMPORTS.pop(change_set.stack_name, [])
+        _ADOPTING.update((r["ResourceType"], next(iter(r["ResourceIdentifier"].values()))) for r in resources)
+        try:
+            return original(self, change_set_name, stack_name)  # type: ignore[no-any-return]
+        finally:
+            _ADOPTING.clear()
+
+    return execute_change_set
+
+
 def _policy_without_conditional_statements(self: FakeBucket, action: str, resource: str) -> Any:
     """Bucket-policy enforcement of the unconditional statements only. moto evaluates a statement as if its
     Condition were always true, so the TLS-only Deny (aws:SecureTransport=false) and the Deny for the CDK lookup
@@ -880,6 +1212,19 @@ MotoRule.send_to_targets = _deliver_to_sns_topics(MotoRule.send_to_targets)  # t
 S3Response._bucket_response_get = _metrics_configuration_get(S3Response._bucket_response_get)  # type: ignore[method-assign]
 CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
+cfn_models.CloudFormationBackend._resolve_update_parameters = _resolve_update_parameters(  # type: ignore[method-assign]
+    cfn_models.CloudFormationBackend._resolve_update_parameters
+)
+parsing.ResourceMap.build_resource_diff = _diff_with_dependents(  # type: ignore[method-assign]
+    parsing.ResourceMap.build_resource_diff
+)
+cfn_models.CloudFormationBackend.execute_change_set = _execute_import(  # type: ignore[method-assign]
+    cfn_models.CloudFormationBackend.execute_change_set
+)
+cfn_responses.CloudFormationResponse.create_change_set = _keep_resources_to_import(  # type: ignore[method-assign]
+    cfn_responses.CloudFormationResponse.create_change_set
+)
+cfn_models.Stack.create_resources = _create_or_roll_back(cfn_models.Stack.create_resources)  # type: ignore[method-assign]
 # The type map is cached on first use; make sure it is built after our subclasses exist.
 parsing.get_model_list.cache_clear()
 parsing.get_model_map.cache_clear()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import App, CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, require_real_repository
@@ -77,12 +77,13 @@ class CiStack(Stack):
             )
 
 
-def add_ci_stack(app: App, ci: CiConfig, environments: Mapping[str, EnvironmentConfig]) -> CiStack:
+def add_ci_stack(app: Construct, ci: CiConfig, environments: Mapping[str, EnvironmentConfig]) -> CiStack:
     """Add the CI stack to app, with explicit account/region (synth looks nothing up) and termination protection:
     deleting it would cut every workflow off from AWS. Raises ConfigError while the repository is the placeholder."""
     require_real_repository(Path("config") / CI_CONFIG_FILE, ci)
     stack = CiStack(
         app,
+        stack_name=CI_STACK,  # the same name at the top level and inside app.py's `ci` Stage
         ci=ci,
         environments=environments,
         env=Environment(account=ci.account, region=ci.region),

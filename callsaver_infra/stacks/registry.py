@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import App, CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from callsaver_infra.constructs.agent_image_repository import AgentImageRepository
@@ -45,11 +45,12 @@ class RegistryStack(Stack):
             )
 
 
-def add_registry_stack(app: App, registry: RegistryConfig) -> RegistryStack:
+def add_registry_stack(app: Construct, registry: RegistryConfig) -> RegistryStack:
     """Add the registry stack to app, with explicit account/region (synth looks nothing up) and termination
     protection: deleting it would strand every environment's image."""
     stack = RegistryStack(
         app,
+        stack_name=REGISTRY_STACK,  # the same name at the top level and inside app.py's `registry` Stage
         registry=registry,
         env=Environment(account=registry.account, region=registry.region),
         termination_protection=True,
