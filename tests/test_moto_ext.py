@@ -809,7 +809,7 @@ def test_kms_key_with_cloudformation_tags_policy_and_rotation(aws: dict[str, Any
     }
     outputs = _deploy(
         aws,
-        "ExtKey",
+        "ExtKmsKey",
         {
             "K": {
                 "Type": "AWS::KMS::Key",

@@ -191,13 +191,15 @@ def test_bucket_policy_denies_reads_to_everyone_but_the_readers(
     roles = synthesized.template(EnvNames(env.name).storage_stack).find_resources(
         "AWS::IAM::Role", {"Properties": {"RoleName": f"callsaver-recording-reader-{env.name}"}}
     )
+    assert len(roles) == 1
     break_glass = [env.security.break_glass_role_arn] if env.security.break_glass_role_arn else []
     assert statement["Effect"] == "Deny" and statement["Principal"] == {"AWS": "*"}
     assert statement["Action"] == ["s3:GetObject", "s3:GetObjectVersion"]
     assert statement["Condition"] == {
         "ArnNotLike": {
             "aws:PrincipalArn": [
-                {"Fn::GetAtt": [next(iter(roles)), "Arn"]},
+                # By name, not GetAtt: the retained policy must stand alone in adopt-retained's import template.
+                _role_arn(env, f"callsaver-recording-reader-{env.name}"),
                 _role_arn(env, f"callsaver-ci-deploy-{env.name}"),
                 *break_glass,
             ]
@@ -275,10 +277,10 @@ def test_bucket_policy_is_retained_with_the_bucket(synthesized: Synthesized, env
     # A destroyed stack keeps the recordings; it must keep the TLS-only and lookup-role denies guarding them too.
     template = synthesized.template(EnvNames(env.name).storage_stack)
     policies = template.find_resources("AWS::S3::BucketPolicy")
-    assert len(policies) == 1
-    assert [(p.get("DeletionPolicy"), p.get("UpdateReplacePolicy")) for p in policies.values()] == [
-        ("Retain", "Retain")
-    ]
+    # The recording bucket's policy; the read-audit log bucket's policy goes with its trail.
+    guarded = {p["Properties"]["Bucket"]["Ref"]: p for p in policies.values()}
+    (session,) = [k for k in guarded if k.startswith("SessionBucket")]
+    assert (guarded[session].get("DeletionPolicy"), guarded[session].get("UpdateReplacePolicy")) == ("Retain", "Retain")
 
 
 def test_termination_protection_follows_config(synthesized: Synthesized, env: EnvironmentConfig) -> None:

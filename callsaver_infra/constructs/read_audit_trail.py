@@ -20,11 +20,15 @@ class ReadAuditTrail(Construct):
     Why data events and not KMS Decrypt events: with S3 Bucket Keys, S3 decrypts a bucket-level key once per period
     and KMS's CloudTrail events name the bucket, not the object, so they cannot say which recording was read."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, trail_name: str, bucket: s3.IBucket) -> None:
+    def __init__(
+        self, scope: Construct, construct_id: str, *, trail_name: str, log_bucket_name: str, bucket: s3.IBucket
+    ) -> None:
         super().__init__(scope, construct_id)
         self.log_bucket = s3.Bucket(
             self,
             "LogBucket",
+            # Named, so `adopt-retained` finds the retained log bucket after a `cdk destroy`.
+            bucket_name=log_bucket_name,
             block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
             encryption=s3.BucketEncryption.S3_MANAGED,
             enforce_ssl=True,

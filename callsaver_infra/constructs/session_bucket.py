@@ -56,6 +56,10 @@ class SessionBucket(Construct):
             # Deleting the key would make every recording (and every retained noncurrent version) unreadable.
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # The alias outlives a stack deletion with its key: `adopt-retained` finds the key by it.
+        alias = self.key.node.find_child("Alias")
+        assert isinstance(alias, kms.Alias)
+        alias.apply_removal_policy(RemovalPolicy.RETAIN)
         self.bucket = s3.Bucket(
             self,
             "Bucket",
@@ -120,7 +124,10 @@ class SessionBucket(Construct):
             managed_policies=[self.reader_policy],
             max_session_duration=Duration.hours(1),
         )
-        readers = [self.reader_role.role_arn, healthcheck_reader_arn, *break_glass_role_arns]
+        # The reader by its fixed name, not a GetAtt: the retained policy must stand alone in `adopt-retained`'s
+        # import template, where the role (not retained) does not exist yet.
+        reader_arn = f"arn:{stack.partition}:iam::{stack.account}:role/{reader_name}"
+        readers = [reader_arn, healthcheck_reader_arn, *break_glass_role_arns]
         for statement in (
             # Deny by default: an s3:GetObject grant anywhere in the account (ReadOnlyAccess, AdministratorAccess,
             # s3:*) reads nothing here unless the caller is one of these roles.

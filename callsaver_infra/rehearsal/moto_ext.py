@@ -33,6 +33,7 @@ from moto.ecs.models import ecs_backends
 from moto.events.models import Rule as MotoRule
 from moto.events.utils import EventTemplateParser
 from moto.iam.access_control import IAMPolicyStatement
+from moto.iam.models import ManagedPolicy as MotoManagedPolicy
 from moto.iam.models import Role as MotoRole
 from moto.iam.models import iam_backends
 from moto.kms.models import Key as MotoKey
@@ -422,8 +423,22 @@ class RehearsalRole(_Typed, CloudFormationModel):
         role = next((r for r in backend.roles.values() if r.name == resource_name), None)
         if role is not None:
             for arn in list(role.managed_policies):
-                backend.detach_role_policy(arn, role.name)
+                if arn in backend.managed_policies:
+                    backend.detach_role_policy(arn, role.name)
         MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
 
 
 class RehearsalSecretResourcePolicy(_Typed, CloudFormationModel):
@@ -667,7 +682,11 @@ class RehearsalKey(_Typed, CloudFormationModel):
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> MotoKey:
         p = cloudformation_json["Properties"]
-        key = kms_backends[account_id][region_name].create_key(
+        backend = kms_backends[account_id][region_name]
+        for kind, key_id in _ADOPTING:  # an import binds the retained key by its KeyId
+            if kind == cls.CFN_TYPE and key_id in backend.keys:
+                return backend.keys[key_id]
+        key = backend.create_key(
             policy=json.dumps(p["KeyPolicy"]) if isinstance(p.get("KeyPolicy"), dict) else p.get("KeyPolicy"),
             key_usage=p.get("KeyUsage", "ENCRYPT_DECRYPT"),
             key_spec=p.get("KeySpec", "SYMMETRIC_DEFAULT"),
@@ -677,6 +696,90 @@ class RehearsalKey(_Typed, CloudFormationModel):
         key.key_rotation_status = bool(p.get("EnableKeyRotation", False))
         key.enabled = p.get("Enabled", True)
         return key
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
+
+
+class RehearsalManagedPolicy(_Typed, CloudFormationModel):
+    """AWS::IAM::ManagedPolicy as stock moto creates it, which a stack deletion never deletes (no delete method):
+    CloudFormation deletes it, so a redeploy after `cdk destroy` can create it again under its name."""
+
+    CFN_TYPE = "AWS::IAM::ManagedPolicy"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        return MotoManagedPolicy.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        backend = iam_backends[account_id][get_partition(region_name)]
+        if resource_name in backend.managed_policies:
+            # moto deletes a stack's resources in no dependency order: the roles holding it may still exist.
+            for role in backend.roles.values():
+                if resource_name in role.managed_policies:
+                    backend.detach_role_policy(resource_name, role.name)
+            backend.delete_policy(resource_name)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
+
+
+class RehearsalAlias(_Typed, CloudFormationModel):
+    """AWS::KMS::Alias as stock moto creates it; an import binds the retained alias by its name."""
+
+    CFN_TYPE = "AWS::KMS::Alias"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        p = cloudformation_json["Properties"]
+        backend = kms_backends[account_id][region_name]
+        if _adopting(cls.CFN_TYPE, p["AliasName"]):
+            key_id = backend.get_key_id_from_alias(p["AliasName"])
+            if key_id is not None:
+                return backend.keys[key_id].aliases[p["AliasName"]]
+        return backend.create_alias(target_key_id=p["TargetKeyId"], alias_name=p["AliasName"])
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
 
 
 class RehearsalTopicPolicy(_Typed, CloudFormationModel):

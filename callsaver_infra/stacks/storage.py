@@ -39,7 +39,12 @@ class StorageStack(Stack):
         )
         sb = self.session_bucket
         self.read_audit = ReadAuditTrail(
-            self, "RecordingReads", trail_name=names.recording_reads_trail, bucket=sb.bucket
+            self,
+            "RecordingReads",
+            trail_name=names.recording_reads_trail,
+            # Bucket names are global: the account keeps the name of one environment's log bucket unique.
+            log_bucket_name=f"{names.recording_reads_trail}-{config.account}",
+            bucket=sb.bucket,
         )
         bucket = sb.bucket
         CfnOutput(self, StorageOutputs.BUCKET_NAME, value=bucket.bucket_name, description="Recording bucket")
