@@ -968,3 +968,65 @@ def test_stack_and_parameter_calls_are_authorized_against_their_arns(aws: dict[s
                 call()
     finally:
         _enforce_iam(moto_endpoint, False)
+
+
+def _stack_statuses(aws: dict[str, Any], name: str) -> list[str]:
+    return [s["StackStatus"] for s in _cfn(aws).list_stacks()["StackSummaries"] if s["StackName"] == name]
+
+
+def test_inline_policy_deletion_tolerates_a_role_that_no_longer_holds_it(aws: dict[str, Any]) -> None:
+    """CloudFormation deletes an AWS::IAM::Policy whose role already lost it (stock moto raised NoSuchEntity on every
+    pass and the stack was never deleted); the role's other inline policies stay."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    _deploy(
+        aws,
+        "ExtInlineRole",
+        {"R": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "ext-inline", "AssumeRolePolicyDocument": trust}}},
+    )
+    policy = {"PolicyName": "ext-inline-default", "PolicyDocument": document, "Roles": ["ext-inline"]}
+    _deploy(aws, "ExtInlinePolicy", {"P": {"Type": "AWS::IAM::Policy", "Properties": policy}})
+    iam = boto3.client("iam", **aws)
+    iam.put_role_policy(RoleName="ext-inline", PolicyName="ext-inline-other", PolicyDocument=json.dumps(document))
+    assert sorted(iam.list_role_policies(RoleName="ext-inline")["PolicyNames"]) == [
+        "ext-inline-default",
+        "ext-inline-other",
+    ]
+    iam.delete_role_policy(RoleName="ext-inline", PolicyName="ext-inline-default")
+    _cfn(aws).delete_stack(StackName="ExtInlinePolicy")
+    assert _stack_statuses(aws, "ExtInlinePolicy") == ["DELETE_COMPLETE"]
+    assert iam.list_role_policies(RoleName="ext-inline")["PolicyNames"] == ["ext-inline-other"]
+
+
+def test_role_deletion_beside_an_inline_policy_for_users_only(aws: dict[str, Any]) -> None:
+    """A role is deleted with its stack while an AWS::IAM::Policy naming only users (no Roles) exists: stock moto
+    raised TypeError iterating that policy's missing role list, and the role's stack was never deleted."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    _deploy(
+        aws,
+        "ExtUserPolicy",
+        {
+            "U": {"Type": "AWS::IAM::User", "Properties": {"UserName": "ext-policy-user"}},
+            "P": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {"PolicyName": "ext-user-only", "PolicyDocument": document, "Users": [{"Ref": "U"}]},
+            },
+        },
+    )
+    _deploy(
+        aws,
+        "ExtRoleBeside",
+        {"R": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "ext-beside", "AssumeRolePolicyDocument": trust}}},
+    )
+    _cfn(aws).delete_stack(StackName="ExtRoleBeside")
+    assert _stack_statuses(aws, "ExtRoleBeside") == ["DELETE_COMPLETE"]
+    iam = boto3.client("iam", **aws)
+    with pytest.raises(ClientError, match="NoSuchEntity"):
+        iam.get_role(RoleName="ext-beside")
+    # The users' policy is untouched.
+    assert iam.list_user_policies(UserName="ext-policy-user")["PolicyNames"] == ["ext-user-only"]

@@ -33,6 +33,7 @@ from moto.ecs.models import ecs_backends
 from moto.events.models import Rule as MotoRule
 from moto.events.utils import EventTemplateParser
 from moto.iam.access_control import IAMPolicyStatement
+from moto.iam.models import InlinePolicy as MotoInlinePolicy
 from moto.iam.models import ManagedPolicy as MotoManagedPolicy
 from moto.iam.models import Role as MotoRole
 from moto.iam.models import iam_backends
@@ -425,6 +426,12 @@ class RehearsalRole(_Typed, CloudFormationModel):
             for arn in list(role.managed_policies):
                 if arn in backend.managed_policies:
                     backend.detach_role_policy(arn, role.name)
+        # Stock moto then drops the role from every AWS::IAM::Policy's Roles, iterating each one's list: a policy for
+        # users or groups only has None there (InlinePolicy keeps Properties.get("Roles")), a TypeError that would
+        # leave the role and its stack undeletable.
+        for policy in backend.inline_policies.values():
+            if policy.role_names is None:
+                policy.role_names = []
         MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
 
     @classmethod
@@ -709,6 +716,56 @@ class RehearsalKey(_Typed, CloudFormationModel):
         # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
         # so an unchanged or in-place update keeps the original (the stacks never change these in place).
         return original_resource
+
+
+class RehearsalInlinePolicy(_Typed, CloudFormationModel):
+    """AWS::IAM::Policy as stock moto creates and updates it, deleted like CloudFormation deletes it: a role (user,
+    group) that is already gone or no longer holds the policy is no failure, so the stack's deletion goes on."""
+
+    CFN_TYPE = "AWS::IAM::Policy"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        return MotoInlinePolicy.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        return MotoInlinePolicy.update_from_cloudformation_json(
+            original_resource, new_resource_name, cloudformation_json, account_id, region_name
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # moto deletes a stack's resources in no dependency order and retries what failed: stock moto's delete
+        # (IAMBackend.delete_inline_policy) raises NoSuchEntity when a role already lost the policy (deleted first,
+        # or an earlier pass removed it), so the stack could never be deleted. CloudFormation's delete handlers
+        # treat an entity that is already gone as deleted (the handler contract's NotFound on delete).
+        backend = iam_backends[account_id][get_partition(region_name)]
+        policy = backend.inline_policies.pop(resource_name, None)
+        if policy is None:
+            return
+        for role in list(backend.roles.values()):
+            if role.name in (policy.role_names or []) and policy.policy_name in role.policies:
+                role.delete_policy(policy.policy_name)
+        for user in list(backend.users.values()):
+            if user.name in (policy.user_names or []) and policy.policy_name in user.policies:
+                user.delete_policy(policy.policy_name)
+        for group in list(backend.groups.values()):
+            if group.name in (policy.group_names or []) and policy.policy_name in group.policies:
+                group.delete_policy(policy.policy_name)
 
 
 class RehearsalManagedPolicy(_Typed, CloudFormationModel):
