@@ -43,7 +43,7 @@ synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk
 	cdk synth --quiet $(ENV_CONTEXT) $(CDK_ARGS)
 	# With ENV the templates are at the top of cdk.out; without, each environment's are in its Stage's assembly-<env>/.
 	cfn-lint 'cdk.out/**/*.template.json'
-	@echo "cdk-nag: $$($(PY) -c 'import json; r = json.load(open("cdk.out/validation-report.json"))["pluginReports"][0]; print(r["conclusion"], "-", len(r["violations"]), "findings,", len(r["suppressedViolations"]), "acknowledged")')"
+	@echo "cdk-nag: $$($(PY) -c 'import json; rs = json.load(open("cdk.out/validation-report.json"))["pluginReports"]; print("; ".join("%s %s - %d findings, %d acknowledged" % (r["pluginName"], r["conclusion"], len(r["violations"]), len(r["suppressedViolations"])) for r in rs))')"
 	@echo "cfn-lint: no errors or warnings"
 	@find cdk.out -name '*.template.json' | sort
 

@@ -9,7 +9,8 @@ show all.
 
 Context: `env` (one environment, `ci` for the CI stack alone, `registry` for the registry stack alone),
 `agentImageTag` (a hotfix: the agent image tag to deploy instead of config's), `registryFor` (with `env=registry`:
-place the registry in that environment's account and region).
+place the registry in that environment's account and region), `ciConfig` (another CI file than
+config/ci/github.toml, e.g. a test fixture).
 
 The only place that reads the outside world (context, files); everything below receives typed config.
 """
@@ -27,6 +28,7 @@ from callsaver_infra.ci_config import (
     CI_ENV_NAME,
     check_reserved_environment_names,
     load_ci_config,
+    placeholder_problem,
 )
 from callsaver_infra.config import ConfigError, load_environments, select_environments, with_image_tag
 from callsaver_infra.nag import enable_policy_checks
@@ -50,7 +52,15 @@ def main() -> None:
         check_reserved_environment_names(CONFIG_DIR, all_envs)
         wanted = app.node.try_get_context("env")
         # The CI stack (GitHub OIDC roles) comes with every environment, or alone with -c env=ci.
-        ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, all_envs) if wanted in (None, CI_ENV_NAME) else None
+        ci_path = Path(app.node.try_get_context("ciConfig") or CONFIG_DIR / CI_CONFIG_FILE)
+        ci = load_ci_config(ci_path, all_envs) if wanted in (None, CI_ENV_NAME) else None
+        problem = placeholder_problem(ci_path, ci) if ci is not None else None
+        if problem and wanted == CI_ENV_NAME:
+            raise ConfigError(problem)
+        if problem:
+            # Fail closed without blocking the environments: the CI stack is left out, so it cannot be deployed.
+            print(f"warning: the CI stack ({CI_ENV_NAME}) is not synthesized: {problem}", file=sys.stderr)
+            ci = None
         check_reserved_registry_name(CONFIG_DIR, all_envs)
         # The registry stack (the agent's ECR repository) comes with every environment, or alone with -c env=registry.
         registry = (

@@ -1,8 +1,9 @@
 """Bring an environment back after `cdk destroy` without losing anything: adopt the retained resources.
 
-`cdk destroy` keeps every resource with `DeletionPolicy: Retain` (the recording bucket and its policy, the 11
-secrets, the agent's log group). Their fixed names then block a plain redeploy ("already exists"). For each stack
-that is not deployed but whose retained resources still exist, this creates the stack by a CloudFormation IMPORT
+`cdk destroy` keeps every resource with `DeletionPolicy: Retain` (the recording bucket, its policy, KMS key and
+alias, the read-audit log bucket, the 11 secrets, the agent's log group). Their fixed names then block a plain
+redeploy ("already exists"). For each stack that is not deployed but whose retained resources still exist, this
+creates the stack by a CloudFormation IMPORT
 change set holding exactly those resources, identified by the names from config (what `cdk import` does), so no
 recording or secret value is touched; `make deploy` then adds everything else.
 """
@@ -28,6 +29,9 @@ IDENTIFIERS: dict[str, tuple[str, str]] = {
     "AWS::S3::BucketPolicy": ("Bucket", "Bucket"),
     "AWS::SecretsManager::Secret": ("Id", "Name"),
     "AWS::Logs::LogGroup": ("LogGroupName", "LogGroupName"),
+    # A key has no name: it is found by the retained alias of the same template that targets it.
+    "AWS::KMS::Key": ("KeyId", "AliasName"),
+    "AWS::KMS::Alias": ("AliasName", "AliasName"),
 }
 
 
@@ -74,7 +78,12 @@ def plan_adoption(config: EnvironmentConfig, assembly: Path, aws: Callable[[str]
             if resource["Type"] not in IDENTIFIERS:
                 raise AdoptError(f"{stack}: no import identifier known for {resource['Type']} ({logical_id})")
             key, prop = IDENTIFIERS[resource["Type"]]
-            name = resource["Properties"][prop]
+            if resource["Type"] == "AWS::KMS::Key":
+                name = _alias_of(template, logical_id)
+                if name is None:
+                    raise AdoptError(f"{stack}: the retained key {logical_id} has no retained alias to find it by")
+            else:
+                name = resource["Properties"][prop]
             if isinstance(name, dict) and "Ref" in name:  # the policy names its bucket by Ref
                 name = template["Resources"][name["Ref"]]["Properties"]["BucketName"]
             identifier = _existing(aws, resource["Type"], name)
@@ -163,6 +172,19 @@ def _stack_status(cfn: Any, stack: str) -> str | None:
         raise
 
 
+def _alias_of(template: dict[str, Any], key_logical_id: str) -> str | None:
+    """The name of the retained alias in template that targets the key key_logical_id."""
+    for resource in retained_resources(template).values():
+        target = resource.get("Properties", {}).get("TargetKeyId")
+        if (
+            resource["Type"] == "AWS::KMS::Alias"
+            and isinstance(target, dict)
+            and key_logical_id in (target.get("Ref"), (target.get("Fn::GetAtt") or [None])[0])
+        ):
+            return str(resource["Properties"]["AliasName"])
+    return None
+
+
 def _existing(aws: Callable[[str], Any], resource_type: str, name: str) -> str | None:
     """The import identifier of the retained resource called name, or None when it is gone."""
     try:
@@ -175,11 +197,23 @@ def _existing(aws: Callable[[str], Any], resource_type: str, name: str) -> str |
         if resource_type == "AWS::SecretsManager::Secret":
             described = aws("secretsmanager").describe_secret(SecretId=name)
             return None if described.get("DeletedDate") else str(described["ARN"])
+        if resource_type == "AWS::KMS::Key":
+            metadata = aws("kms").describe_key(KeyId=name)["KeyMetadata"]
+            return None if metadata.get("KeyState") == "PendingDeletion" else str(metadata["KeyId"])
+        if resource_type == "AWS::KMS::Alias":
+            aws("kms").describe_key(KeyId=name)
+            return name
         if resource_type == "AWS::Logs::LogGroup":
             groups = aws("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
             return name if any(g["logGroupName"] == name for g in groups) else None
     except ClientError as e:
-        if e.response["Error"]["Code"] in ("404", "NoSuchBucket", "NoSuchBucketPolicy", "ResourceNotFoundException"):
+        if e.response["Error"]["Code"] in (
+            "404",
+            "NoSuchBucket",
+            "NoSuchBucketPolicy",
+            "ResourceNotFoundException",
+            "NotFoundException",
+        ):
             return None
         raise
     return None

@@ -20,6 +20,10 @@ CI_ENV_NAME = "ci"
 # The CI file, relative to the config directory.
 CI_CONFIG_FILE = Path("ci") / "github.toml"
 
+# The repository config/ci/github.toml ships with. Roles trusting it would trust whoever owns that name on GitHub,
+# so the CI stack refuses to synthesize until it is replaced (fail closed).
+PLACEHOLDER_REPOSITORY = "callsaver/callsaver-infra"
+
 # GitHub: owner 1-39 of [A-Za-z0-9-] not starting with '-'; repository 1-100 of [A-Za-z0-9._-], not "." or "..".
 REPOSITORY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
 # A branch name that is safe inside an OIDC subject (no wildcards, no spaces).
@@ -116,6 +120,24 @@ class CiConfig(BaseModel):
         if self.needs_approval(env):
             return self.subject(f"environment:{self.production_approval_environment}")
         return self.main_branch_subject
+
+
+def placeholder_problem(path: Path, config: CiConfig) -> str | None:
+    """Why the CI stack must not be synthesized from this file (its repository is still the placeholder), or None."""
+    if config.repository != PLACEHOLDER_REPOSITORY:
+        return None
+    return (
+        f"{path}: key 'repository' is still the placeholder {PLACEHOLDER_REPOSITORY!r}: the CI roles would trust "
+        'whatever repository holds that name on GitHub. Fix: set repository to your "OWNER/REPO", exactly as '
+        "GitHub spells it (the OIDC subject is case-sensitive)"
+    )
+
+
+def require_real_repository(path: Path, config: CiConfig) -> None:
+    """Raise ConfigError when the CI file still names the placeholder repository."""
+    problem = placeholder_problem(path, config)
+    if problem:
+        raise ConfigError(problem)
 
 
 def check_reserved_environment_names(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:

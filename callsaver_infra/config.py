@@ -144,6 +144,30 @@ class EgressConfig(_Section):
     )
 
 
+# An IAM role ARN (with an optional path, as IAM Identity Center's AWSReservedSSO_* roles have one).
+ROLE_ARN_PATTERN = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::(\d{12}):role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+
+
+class SecurityConfig(_Section):
+    """Who may read call recordings and secrets besides the identities this app creates."""
+
+    break_glass_role_arn: str | None = Field(
+        default=None,
+        description="IAM role ARN (in this environment's account) that may read recordings and secrets in an "
+        "incident; unset: only the RecordingReader role, the agent and the deploy hook can",
+    )
+
+    @field_validator("break_glass_role_arn")
+    @classmethod
+    def _role_arn(cls, v: str | None) -> str | None:
+        if v is not None and not ROLE_ARN_PATTERN.fullmatch(v):
+            raise ValueError(
+                'must be an IAM role ARN such as "arn:aws:iam::123456789012:role/callsaver-break-glass" '
+                "(a role, not a user or an assumed-role session; no wildcards)"
+            )
+        return v
+
+
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (
     1,
@@ -439,6 +463,7 @@ class EnvironmentConfig(_Section):
     agent: AgentConfig
     network: NetworkConfig = Field(default_factory=NetworkConfig, description="Optional; default: a new VPC")
     livekit_egress: EgressHookConfig
+    security: SecurityConfig = Field(default_factory=SecurityConfig, description="Optional; default: no break-glass")
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig, description="Optional; default: alarms without e-mail subscriptions"
     )
@@ -459,6 +484,13 @@ class EnvironmentConfig(_Section):
         wrong = [z for z in zones if not re.fullmatch(re.escape(self.region) + r"[a-z]", z)]
         if wrong:
             raise ValueError(f"network.existing_subnet_zones {wrong} are not zones of region {self.region}")
+        role = self.security.break_glass_role_arn
+        match = ROLE_ARN_PATTERN.fullmatch(role) if role else None
+        if match and match.group(1) != self.account:
+            raise ValueError(
+                f"security.break_glass_role_arn is in account {match.group(1)}, this environment in {self.account}; "
+                "name a role of this environment's account (the bucket and secret policies compare exact ARNs)"
+            )
         return self
 
 

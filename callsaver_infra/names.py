@@ -18,6 +18,10 @@ class StorageOutputs:
     BUCKET_NAME = "SessionBucketName"
     BUCKET_ARN = "SessionBucketArn"
     BUCKET_REGION = "SessionBucketRegion"
+    KEY_ARN = "SessionKeyArn"
+    READER_ROLE_ARN = "RecordingReaderRoleArn"
+    READER_POLICY_ARN = "RecordingReaderPolicyArn"
+    READS_LOG_BUCKET = "RecordingReadsLogBucketName"
 
 
 class IamOutputs:
@@ -72,6 +76,21 @@ class EnvNames:
         return f"{PROJECT}-Storage-{self.env}"
 
     @property
+    def session_key_alias(self) -> str:
+        """The alias of the customer-managed key the recordings are encrypted with."""
+        return f"alias/callsaver/{self.env}/sessions"
+
+    @property
+    def recording_reader(self) -> str:
+        """The RecordingReader role and managed policy: the only identity that may read recordings."""
+        return f"callsaver-recording-reader-{self.env}"
+
+    @property
+    def recording_reads_trail(self) -> str:
+        """The CloudTrail trail logging every read of a recording (S3 data events)."""
+        return f"callsaver-recording-reads-{self.env}"
+
+    @property
     def iam_stack(self) -> str:
         return f"{PROJECT}-IAM-{self.env}"
 
@@ -98,6 +117,11 @@ class EnvNames:
     @property
     def agent_service(self) -> str:
         return f"callsaver-agent-{self.env}"
+
+    @property
+    def agent_execution_role(self) -> str:
+        """The agent tasks' execution role (fixed: the secrets' resource policies name it)."""
+        return f"callsaver-agent-execution-{self.env}"
 
     @property
     def agent_log_group(self) -> str:
@@ -149,6 +173,11 @@ class EnvNames:
     def egress_push_receipt(self) -> str:
         """SSM parameter where push-egress records which key pair it last wrote into each dispatch rule."""
         return f"/callsaver/{self.env}/livekit/egress-push-receipt"
+
+    @property
+    def stacks(self) -> tuple[str, ...]:
+        """Every stack of the environment."""
+        return (self.storage_stack, self.iam_stack, self.secrets_stack, self.agent_stack, self.monitoring_stack)
 
     def secret(self, ref: str) -> str:
         """The Secrets Manager name of `ref` ("backend/LIVEKIT_API_KEY"): callsaver/{env}/backend/LIVEKIT_API_KEY."""
@@ -208,3 +237,12 @@ class CiNames:
     def deploy_role(env: str) -> str:
         """The deploy role of env: callsaver-ci-deploy-staging."""
         return f"callsaver-ci-deploy-{env}"
+
+
+def iam_arn(*, region: str, account: str, kind: str, name: str) -> str:
+    """The ARN of a named IAM role or user (kind "role" or "user"), in the partition of region; known at synth
+    time, so a policy can name an identity of another stack without a cross-stack export."""
+    from aws_cdk.region_info import RegionInfo
+
+    partition = RegionInfo.get(region).partition or "aws"
+    return f"arn:{partition}:iam::{account}:{kind}/{name}"

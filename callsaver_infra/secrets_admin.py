@@ -123,5 +123,13 @@ def _read(client: Any, name: str) -> str | None:
     except ClientError as e:
         if e.response["Error"]["Code"] == "ResourceNotFoundException":
             return None
-        raise SecretsError(f"could not read {name}: {e.response['Error']['Code']}") from None
+        code = e.response["Error"]["Code"]
+        if code in ("AccessDeniedException", "AccessDenied"):
+            # The secrets' resource policies deny every reader but three roles, whatever the caller's IAM policy.
+            raise SecretsError(
+                f"could not read {name}: {code}. Only the agent's execution role, the CI deploy role and the "
+                "break-glass role ([security] break_glass_role_arn) may read secrets: run this with the "
+                'break-glass role\'s credentials (README, "Security")'
+            ) from None
+        raise SecretsError(f"could not read {name}: {code}") from None
     return value

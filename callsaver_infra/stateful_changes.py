@@ -149,8 +149,10 @@ class AssemblyStack:
         template: dict[str, Any] = json.loads(self.template_file.read_text(encoding="utf-8"))
         return template
 
-    def role_arn(self, role: Literal["lookup", "deploy"]) -> str | None:
-        """The lookup or deploy role's ARN template (may hold ${AWS::Partition})."""
+    def role_arn(self, role: Literal["lookup", "deploy", "base"]) -> str | None:
+        """The lookup or deploy role's ARN template (may hold ${AWS::Partition}); None for the base credentials."""
+        if role == "base":
+            return None
         return self.lookup_role_arn if role == "lookup" else self.deploy_role_arn
 
 
@@ -195,7 +197,7 @@ class DeployedTemplates:
     The base credentials (from the environment, e.g. GitHub OIDC) only need sts:AssumeRole on that role.
     """
 
-    def __init__(self, role: Literal["lookup", "deploy"], client_factory: ClientFactory | None = None) -> None:
+    def __init__(self, role: Literal["lookup", "deploy", "base"], client_factory: ClientFactory | None = None) -> None:
         if client_factory is None:
             import boto3
 
@@ -322,9 +324,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--assembly", type=Path, default=Path("cdk.out"), help="synthesized cloud assembly")
     parser.add_argument(
         "--role",
-        choices=("lookup", "deploy"),
-        default="lookup",
-        help="CDK bootstrap role to read deployed templates with (lookup: diff jobs; deploy: deploy jobs)",
+        choices=("base", "lookup", "deploy"),
+        default="base",
+        help="credentials to read deployed templates with (base: the caller's own, as CI's diff role, which may "
+        "only GetTemplate/DescribeStacks; lookup or deploy: that CDK bootstrap role, deploy in deploy jobs)",
     )
     parser.add_argument(
         "--deployed-dir", type=Path, help="read 'deployed' templates from this directory instead of AWS (offline)"

@@ -21,6 +21,8 @@ from callsaver_infra.nag import enable_policy_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
+# config/ci/github.toml with a real-looking repository: the committed file's placeholder refuses to synthesize.
+CI_FIXTURE = ROOT / "tests" / "fixtures" / "github.toml"
 # The secret keys of each namespace, as the seed document lists them (written out here, not read from the code).
 SEED_BACKEND_KEYS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SESSION_S3_BUCKET")
 SEED_AGENT_KEYS = (

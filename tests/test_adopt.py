@@ -59,7 +59,11 @@ def test_destroyed_environment_comes_back_by_import_without_losing_a_value(
 
     lines: list[str] = []
     plans = adopt(config, assembly, aws, dry_run=True, out=lines.append)
-    assert [(p.stack, len(p.resources)) for p in plans] == [(names.storage_stack, 2), (names.secrets_stack, 11)]
+    # Storage: the recording bucket and its policy, the recordings' key and its alias, the read-audit log bucket.
+    assert [(p.stack, len(p.resources)) for p in plans] == [(names.storage_stack, 5), (names.secrets_stack, 11)]
+    assert sorted(r["ResourceType"] for r in plans[0].resources) == [
+        "AWS::KMS::Alias", "AWS::KMS::Key", "AWS::S3::Bucket", "AWS::S3::Bucket", "AWS::S3::BucketPolicy"
+    ]  # fmt: skip
     assert all(line.startswith("dry run: would create") for line in lines)
     assert cfn.list_stacks(StackStatusFilter=["IMPORT_COMPLETE"])["StackSummaries"] == []
 
@@ -77,7 +81,8 @@ def test_destroyed_environment_comes_back_by_import_without_losing_a_value(
     assert value == OPERATOR_VALUE
     assert aws("s3").get_object(Bucket=config.storage.bucket_name, Key="call_1/recording.ogg")["Body"].read()
     policy = json.loads(aws("s3").get_bucket_policy(Bucket=config.storage.bucket_name)["Policy"])
-    assert any(s.get("Sid") == "DenyRecordingReadsByCdkLookupRoles" for s in policy["Statement"])
+    assert any(s.get("Sid") == "DenyCdkLookupRoles" for s in policy["Statement"])
+    assert any(s.get("Sid") == "DenyRecordingReadsExceptReaders" for s in policy["Statement"])
     outputs = cfn.describe_stacks(StackName=names.storage_stack)["Stacks"][0]["Outputs"]
     assert {o["OutputKey"] for o in outputs} >= {"SessionBucketName"}
     # Nothing left to adopt: a second run says so and changes nothing.

@@ -11,12 +11,14 @@ import pytest
 
 from callsaver_infra.ci_config import (
     CI_CONFIG_FILE,
+    PLACEHOLDER_REPOSITORY,
     CiConfig,
     check_reserved_environment_names,
     load_ci_config,
 )
 from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments
-from tests.conftest import CONFIG_DIR
+from callsaver_infra.stacks.ci import add_ci_stack
+from tests.conftest import CI_FIXTURE, CONFIG_DIR, new_app
 from tests.test_cdk_cli import _cdk
 
 VALID = """\
@@ -145,32 +147,70 @@ def _stacks(outdir: Path) -> list[str]:
 
 
 def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=ci", "-o", str(tmp_path))
+    result = _cdk("synth", "-q", "-c", "env=ci", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert _stacks(tmp_path) == ["Callsaver-CI"]
 
 
 def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_stack(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-o", str(tmp_path))
+    result = _cdk("synth", "-q", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    # Each environment, the CI stack and the registry stack in its own Stage (a nested assembly): none is
+    # top-level, so a bare `cdk deploy --all` selects none of them.
+    assert _stacks(tmp_path) == []
+    assert _staged(tmp_path) == sorted(
+        [("ci", "Callsaver-CI"), ("registry", "Callsaver-Registry"), *_environment_stacks()]
+    )
+
+
+def _environment_stacks() -> list[tuple[str, str]]:
     envs = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
-    expected = [
+    return [
         (env, f"Callsaver-{kind}-{env}")
         for env in envs
         for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
     ]
-    # Each environment, the CI stack and the registry stack in its own Stage (a nested assembly): none is
-    # top-level, so a bare `cdk deploy --all` selects none of them.
-    assert _stacks(tmp_path) == []
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+
+
+def _staged(outdir: Path) -> list[tuple[str, str]]:
+    """(Stage, stack name) of every stack in the nested assemblies of a full synth."""
+    manifest = json.loads((outdir / "manifest.json").read_text())
     staged = []
     for artifact in manifest["artifacts"].values():
         if artifact["type"] == "cdk:cloud-assembly":
-            nested = json.loads((tmp_path / artifact["properties"]["directoryName"] / "manifest.json").read_text())
+            nested = json.loads((outdir / artifact["properties"]["directoryName"] / "manifest.json").read_text())
             stage = artifact["properties"]["displayName"]
             staged += [
                 (stage, v["properties"]["stackName"])
                 for v in nested["artifacts"].values()
                 if v["type"] == "aws:cloudformation:stack"
             ]
-    assert sorted(staged) == sorted([("ci", "Callsaver-CI"), ("registry", "Callsaver-Registry"), *expected])
+    return sorted(staged)
+
+
+def test_committed_ci_file_still_holds_the_placeholder(environments: dict[str, EnvironmentConfig]) -> None:
+    """The template repository ships the placeholder; each deployment sets its own repository."""
+    ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, environments)
+    assert ci.repository == PLACEHOLDER_REPOSITORY
+    assert load_ci_config(CI_FIXTURE, environments).repository != PLACEHOLDER_REPOSITORY
+
+
+def test_placeholder_repository_fails_synth_of_the_ci_stack(tmp_path: Path) -> None:
+    result = _cdk("synth", "-q", "-c", "env=ci", "-o", str(tmp_path))
+    assert result.returncode != 0 and "Subprocess exited with error 2" in result.stderr
+    assert f"{CONFIG_DIR / CI_CONFIG_FILE}: key 'repository' is still the placeholder" in result.stderr
+    assert 'Fix: set repository to your "OWNER/REPO", exactly as GitHub spells it' in result.stderr
+
+
+def test_placeholder_repository_leaves_the_ci_stack_out_of_a_full_synth(tmp_path: Path) -> None:
+    result = _cdk("synth", "-q", "-o", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert _stacks(tmp_path) == []
+    assert _staged(tmp_path) == sorted([("registry", "Callsaver-Registry"), *_environment_stacks()])
+    assert "warning: the CI stack (ci) is not synthesized" in result.stderr
+
+
+def test_add_ci_stack_refuses_the_placeholder(environments: dict[str, EnvironmentConfig], tmp_path: Path) -> None:
+    ci = load_ci_config(CONFIG_DIR / CI_CONFIG_FILE, environments)
+    with pytest.raises(ConfigError, match="is still the placeholder 'callsaver/callsaver-infra'"):
+        add_ci_stack(new_app(tmp_path), ci, environments)

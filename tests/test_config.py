@@ -359,6 +359,33 @@ def test_livekit_egress_section_is_required(tmp_path: Path) -> None:
     assert "missing key 'livekit_egress'" in msg
 
 
+def test_break_glass_role_is_optional_and_read_from_the_security_section(tmp_path: Path) -> None:
+    assert load_environment(STAGING).security.break_glass_role_arn is None
+    role = "arn:aws:iam::836347236108:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_BreakGlass_0123abcd"
+    config = load_environment(_staging_with(tmp_path, security={"break_glass_role_arn": role}))
+    assert config.security.break_glass_role_arn == role
+
+
+@pytest.mark.parametrize(
+    "arn",
+    [
+        "arn:aws:iam::836347236108:user/alice",
+        "arn:aws:sts::836347236108:assumed-role/admin/alice",
+        "arn:aws:iam::836347236108:role/*",
+        "callsaver-break-glass",
+    ],
+)
+def test_break_glass_must_be_a_role_arn(tmp_path: Path, arn: str) -> None:
+    message = _error(_staging_with(tmp_path, security={"break_glass_role_arn": arn}))
+    assert f"security.break_glass_role_arn = {arn!r}: must be an IAM role ARN" in message
+
+
+def test_break_glass_role_must_be_in_the_environments_account(tmp_path: Path) -> None:
+    arn = "arn:aws:iam::111122223333:role/break-glass"
+    message = _error(_staging_with(tmp_path, security={"break_glass_role_arn": arn}))
+    assert "security.break_glass_role_arn is in account 111122223333, this environment in 836347236108" in message
+
+
 def test_monitoring_section_is_optional_with_defaults() -> None:
     monitoring = load_environment(STAGING).monitoring
     assert monitoring.email_subscriptions == ()

@@ -29,7 +29,7 @@ def test_each_environment_runs_only_its_agent_tasks(synthesized: Synthesized, en
         alarm_metrics=4 + no_recording,
         dashboards=1,
         request_metrics_configurations=1,
-        kms_keys=1,
+        kms_keys=2,  # the recordings' key (Storage) and the alert topic's key (Monitoring)
     )
 
 

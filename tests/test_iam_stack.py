@@ -26,7 +26,7 @@ def test_egress_user_is_named_per_environment(synthesized: Synthesized, env: Env
     assert "ManagedPolicyArns" not in props["Properties"], "the egress user must carry no managed policy"  # type: ignore[operator]
 
 
-def test_policy_allows_exactly_put_and_abort_on_this_environments_objects(
+def test_policy_allows_exactly_put_and_abort_on_objects_and_the_sessions_key_via_s3(
     synthesized: Synthesized, env: EnvironmentConfig
 ) -> None:
     template = synthesized.template(EnvNames(env.name).iam_stack)
@@ -47,7 +47,17 @@ def test_policy_allows_exactly_put_and_abort_on_this_environments_objects(
             "Effect": "Allow",
             "Action": ["s3:AbortMultipartUpload", "s3:PutObject"],
             "Resource": f"arn:aws:s3:::callsaver-sessions-{env.name}/*",
-        }
+        },
+        {
+            "Sid": "EncryptRecordings",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": f"arn:aws:kms:{env.region}:{env.account}:key/*",
+            "Condition": {
+                "ForAnyValue:StringEquals": {"kms:ResourceAliases": f"alias/callsaver/{env.name}/sessions"},
+                "StringEquals": {"kms:ViaService": f"s3.{env.region}.amazonaws.com"},
+            },
+        },
     ]
 
 
@@ -117,7 +127,14 @@ def test_iam_stack_imports_nothing_from_the_storage_stack(synthesized: Synthesiz
     template = synthesized.template(EnvNames(env.name).iam_stack)
     template.has_resource_properties(
         "AWS::IAM::Policy",
-        {"PolicyDocument": {"Statement": [Match.object_like({"Resource": Match.string_like_regexp("^arn:aws:s3")})]}},
+        {
+            "PolicyDocument": {
+                "Statement": [
+                    Match.object_like({"Resource": Match.string_like_regexp("^arn:aws:s3")}),
+                    Match.object_like({"Resource": Match.string_like_regexp("^arn:aws:kms")}),
+                ]
+            }
+        },
     )
 
 

@@ -38,7 +38,7 @@ def test_lifecycle_rehearsal_passes_with_zero_failed_uploads() -> None:
     for step in STEPS:
         assert f"  ok     {step} " in result.stdout, step
     assert "Uploads with the key LiveKit holds: 7 ok, 0 failed." in result.stdout
-    assert "14 resources adopted" in result.stdout
+    assert "17 resources adopted" in result.stdout
     assert "rehearsal-only" not in result.stdout + result.stderr  # no operator value is ever printed
     assert not re.search(r"AKIA[0-9A-Z]{16}", result.stdout + result.stderr), "a full access key id was printed"
 

@@ -260,7 +260,7 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
     templates = [
         {
             "Resources": {
-                "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "x", "VersioningConfiguration": {}}},
+                "B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "x", "WebsiteConfiguration": {}}},
                 "Q": {"Type": "AWS::SQS::Queue", "Properties": {}},
                 "K": {"Type": "AWS::IAM::AccessKey", "Properties": {"UserName": "u", "Serial": 2, "Pgp": "x"}},
             }
@@ -268,7 +268,7 @@ def test_properties_and_types_outside_the_extension_are_reported() -> None:
     ]
     assert not_emulated(templates) == [
         "AWS::IAM::AccessKey.Pgp",
-        "AWS::S3::Bucket.VersioningConfiguration",
+        "AWS::S3::Bucket.WebsiteConfiguration",
         "AWS::SQS::Queue (whole resource)",
     ]
 
@@ -740,3 +740,293 @@ def test_rule_delivers_matching_events_to_an_sns_topic_through_its_input_transfo
         )
     messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
     assert [m["Body"] for m in messages] == [f"deployment ecs-svc/42 of {service_arn} failed"]
+
+
+def test_bucket_versioning_bucket_key_and_noncurrent_expiry(aws: dict[str, Any]) -> None:
+    bucket = "ext-test-versioned"
+    _deploy(
+        aws,
+        "ExtVersioned",
+        {
+            "K": {"Type": "AWS::KMS::Key", "Properties": {"KeyPolicy": {"Version": "2012-10-17", "Statement": []}}},
+            "B": {
+                "Type": "AWS::S3::Bucket",
+                "Properties": {
+                    "BucketName": bucket,
+                    "VersioningConfiguration": {"Status": "Enabled"},
+                    "BucketEncryption": {
+                        "ServerSideEncryptionConfiguration": [
+                            {
+                                "ServerSideEncryptionByDefault": {
+                                    "SSEAlgorithm": "aws:kms",
+                                    "KMSMasterKeyID": {"Fn::GetAtt": ["K", "Arn"]},
+                                },
+                                "BucketKeyEnabled": True,
+                            }
+                        ]
+                    },
+                    "LifecycleConfiguration": {
+                        "Rules": [
+                            {
+                                "Id": "Expire",
+                                "Status": "Enabled",
+                                "ExpirationInDays": 30,
+                                "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+                            },
+                            {"Id": "Markers", "Status": "Enabled", "ExpiredObjectDeleteMarker": True},
+                        ]
+                    },
+                },
+            },
+        },
+    )
+    s3 = boto3.client("s3", **aws)
+    assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "aws:kms"
+    assert rule["BucketKeyEnabled"] is True
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]}
+    assert rules["Expire"]["NoncurrentVersionExpiration"]["NoncurrentDays"] == 1
+    assert rules["Markers"]["Expiration"] == {"ExpiredObjectDeleteMarker": True}
+    # Objects take the bucket's defaults: SSE-KMS with the bucket key, and a version id on every write.
+    first = s3.put_object(Bucket=bucket, Key="a.ogg", Body=b"1")
+    second = s3.put_object(Bucket=bucket, Key="a.ogg", Body=b"2")
+    assert (second["ServerSideEncryption"], second["BucketKeyEnabled"]) == ("aws:kms", True)
+    assert first["VersionId"] != second["VersionId"]
+
+
+def test_kms_key_with_cloudformation_tags_policy_and_rotation(aws: dict[str, Any]) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::123456789012:root"},
+                "Action": "kms:*",
+                "Resource": "*",
+            }
+        ],
+    }
+    outputs = _deploy(
+        aws,
+        "ExtKmsKey",
+        {
+            "K": {
+                "Type": "AWS::KMS::Key",
+                "Properties": {
+                    "KeyPolicy": policy,
+                    "Description": "ext test key",
+                    "EnableKeyRotation": True,
+                    "Tags": [{"Key": "environment", "Value": "local"}],
+                },
+            },
+            "A": {
+                "Type": "AWS::KMS::Alias",
+                "Properties": {"AliasName": "alias/ext/test", "TargetKeyId": {"Fn::GetAtt": ["K", "Arn"]}},
+            },
+        },
+        {"Arn": {"Value": {"Fn::GetAtt": ["K", "Arn"]}}},
+    )
+    kms = boto3.client("kms", **aws)
+    key = kms.describe_key(KeyId="alias/ext/test")["KeyMetadata"]
+    assert (key["Arn"], key["Description"]) == (outputs["Arn"], "ext test key")
+    assert kms.get_key_rotation_status(KeyId=key["KeyId"])["KeyRotationEnabled"] is True
+    assert json.loads(kms.get_key_policy(KeyId=key["KeyId"], PolicyName="default")["Policy"]) == policy
+    assert kms.list_resource_tags(KeyId=key["KeyId"])["Tags"] == [{"TagKey": "environment", "TagValue": "local"}]
+
+
+def test_secret_resource_policy(aws: dict[str, Any]) -> None:
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::123456789012:role/reader"]}},
+            }
+        ],
+    }
+    _deploy(
+        aws,
+        "ExtSecretPolicy",
+        {
+            "S": {"Type": "AWS::SecretsManager::Secret", "Properties": {"Name": "ext/policy", "SecretString": "x"}},
+            "P": {
+                "Type": "AWS::SecretsManager::ResourcePolicy",
+                "Properties": {"SecretId": {"Ref": "S"}, "ResourcePolicy": policy},
+            },
+        },
+    )
+    stored = boto3.client("secretsmanager", **aws).get_resource_policy(SecretId="ext/policy")
+    assert json.loads(stored["ResourcePolicy"]) == policy
+
+
+def _enforce_iam(endpoint: str, on: bool) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=b"0" if on else b"inf", method="POST",
+        headers={"Content-Type": "text/plain"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the local endpoint)
+        response.read()
+
+
+def test_account_principal_in_a_trust_policy_delegates_to_the_callers_iam_policy(
+    aws: dict[str, Any], moto_endpoint: str
+) -> None:
+    """AWS: a trust policy naming arn:aws:iam::<account>:root lets any principal of that account assume the role if
+    its own policy allows sts:AssumeRole on it; a principal without that grant is refused."""
+    iam = boto3.client("iam", **aws)
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    role_arn = iam.create_role(RoleName="ext-account-trust", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    keys = {}
+    for user, allowed in (("ext-allowed", True), ("ext-not-allowed", False)):
+        iam.create_user(UserName=user)
+        if allowed:
+            iam.put_user_policy(UserName=user, PolicyName="Assume", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+            }))  # fmt: skip
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        keys[user] = {**aws, "aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    _enforce_iam(moto_endpoint, True)
+    try:
+        assumed = boto3.client("sts", **keys["ext-allowed"]).assume_role(RoleArn=role_arn, RoleSessionName="probe")
+        assert assumed["AssumedRoleUser"]["Arn"].startswith("arn:aws:sts::123456789012:assumed-role/ext-account-trust/")
+        with pytest.raises(ClientError, match="AccessDenied"):
+            boto3.client("sts", **keys["ext-not-allowed"]).assume_role(RoleArn=role_arn, RoleSessionName="probe")
+    finally:
+        _enforce_iam(moto_endpoint, False)
+
+
+def test_role_holds_the_managed_policies_of_managed_policy_arns(aws: dict[str, Any]) -> None:
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    _deploy(
+        aws,
+        "ExtRoleManaged",
+        {
+            "P": {
+                "Type": "AWS::IAM::ManagedPolicy",
+                "Properties": {"ManagedPolicyName": "ext-reader", "PolicyDocument": document},
+            },
+            "R": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "RoleName": "ext-reader",
+                    "AssumeRolePolicyDocument": trust,
+                    "ManagedPolicyArns": [{"Ref": "P"}],
+                    "MaxSessionDuration": 3600,
+                },
+            },
+        },
+    )
+    attached = boto3.client("iam", **aws).list_attached_role_policies(RoleName="ext-reader")["AttachedPolicies"]
+    assert [p["PolicyArn"] for p in attached] == ["arn:aws:iam::123456789012:policy/ext-reader"]
+
+
+def test_stack_and_parameter_calls_are_authorized_against_their_arns(aws: dict[str, Any], moto_endpoint: str) -> None:
+    """AWS authorizes DescribeStacks/GetTemplate against the stack's ARN and GetParameter against the parameter's;
+    moto checked "*". A policy scoped like CI's diff role must allow its stacks and refuse others."""
+    for stack in ("ExtAllowedStack", "ExtOtherStack"):
+        _deploy(aws, stack, {"W": {"Type": "AWS::IAM::User", "Properties": {"UserName": f"{stack}-user"}}})
+    boto3.client("ssm", **aws).put_parameter(Name="/ext/allowed", Value="1", Type="String")
+    boto3.client("ssm", **aws).put_parameter(Name="/ext/other", Value="2", Type="String")
+    iam = boto3.client("iam", **aws)
+    iam.create_user(UserName="ext-differ")
+    iam.put_user_policy(UserName="ext-differ", PolicyName="Read", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": ["cloudformation:DescribeStacks", "cloudformation:GetTemplate"],
+             "Resource": "arn:aws:cloudformation:us-west-1:123456789012:stack/ExtAllowedStack/*"},
+            {"Effect": "Allow", "Action": "ssm:GetParameter",
+             "Resource": "arn:aws:ssm:us-west-1:123456789012:parameter/ext/allowed"},
+        ],
+    }))  # fmt: skip
+    key = iam.create_access_key(UserName="ext-differ")["AccessKey"]
+    creds = {**aws, "aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+    cfn, ssm = boto3.client("cloudformation", **creds), boto3.client("ssm", **creds)
+    _enforce_iam(moto_endpoint, True)
+    try:
+        assert cfn.describe_stacks(StackName="ExtAllowedStack")["Stacks"][0]["StackName"] == "ExtAllowedStack"
+        assert "W" in json.dumps(cfn.get_template(StackName="ExtAllowedStack")["TemplateBody"])
+        assert ssm.get_parameter(Name="/ext/allowed")["Parameter"]["Value"] == "1"
+        for call in (
+            lambda: cfn.describe_stacks(StackName="ExtOtherStack"),
+            lambda: cfn.get_template(StackName="ExtOtherStack"),
+            lambda: cfn.describe_stacks(),
+            lambda: ssm.get_parameter(Name="/ext/other"),
+        ):
+            with pytest.raises(ClientError, match="AccessDenied|not authorized"):
+                call()
+    finally:
+        _enforce_iam(moto_endpoint, False)
+
+
+def _stack_statuses(aws: dict[str, Any], name: str) -> list[str]:
+    return [s["StackStatus"] for s in _cfn(aws).list_stacks()["StackSummaries"] if s["StackName"] == name]
+
+
+def test_inline_policy_deletion_tolerates_a_role_that_no_longer_holds_it(aws: dict[str, Any]) -> None:
+    """CloudFormation deletes an AWS::IAM::Policy whose role already lost it (stock moto raised NoSuchEntity on every
+    pass and the stack was never deleted); the role's other inline policies stay."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    _deploy(
+        aws,
+        "ExtInlineRole",
+        {"R": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "ext-inline", "AssumeRolePolicyDocument": trust}}},
+    )
+    policy = {"PolicyName": "ext-inline-default", "PolicyDocument": document, "Roles": ["ext-inline"]}
+    _deploy(aws, "ExtInlinePolicy", {"P": {"Type": "AWS::IAM::Policy", "Properties": policy}})
+    iam = boto3.client("iam", **aws)
+    iam.put_role_policy(RoleName="ext-inline", PolicyName="ext-inline-other", PolicyDocument=json.dumps(document))
+    assert sorted(iam.list_role_policies(RoleName="ext-inline")["PolicyNames"]) == [
+        "ext-inline-default",
+        "ext-inline-other",
+    ]
+    iam.delete_role_policy(RoleName="ext-inline", PolicyName="ext-inline-default")
+    _cfn(aws).delete_stack(StackName="ExtInlinePolicy")
+    assert _stack_statuses(aws, "ExtInlinePolicy") == ["DELETE_COMPLETE"]
+    assert iam.list_role_policies(RoleName="ext-inline")["PolicyNames"] == ["ext-inline-other"]
+
+
+def test_role_deletion_beside_an_inline_policy_for_users_only(aws: dict[str, Any]) -> None:
+    """A role is deleted with its stack while an AWS::IAM::Policy naming only users (no Roles) exists: stock moto
+    raised TypeError iterating that policy's missing role list, and the role's stack was never deleted."""
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"}, "Action": "sts:AssumeRole"}
+    ]}  # fmt: skip
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]}
+    _deploy(
+        aws,
+        "ExtUserPolicy",
+        {
+            "U": {"Type": "AWS::IAM::User", "Properties": {"UserName": "ext-policy-user"}},
+            "P": {
+                "Type": "AWS::IAM::Policy",
+                "Properties": {"PolicyName": "ext-user-only", "PolicyDocument": document, "Users": [{"Ref": "U"}]},
+            },
+        },
+    )
+    _deploy(
+        aws,
+        "ExtRoleBeside",
+        {"R": {"Type": "AWS::IAM::Role", "Properties": {"RoleName": "ext-beside", "AssumeRolePolicyDocument": trust}}},
+    )
+    _cfn(aws).delete_stack(StackName="ExtRoleBeside")
+    assert _stack_statuses(aws, "ExtRoleBeside") == ["DELETE_COMPLETE"]
+    iam = boto3.client("iam", **aws)
+    with pytest.raises(ClientError, match="NoSuchEntity"):
+        iam.get_role(RoleName="ext-beside")
+    # The users' policy is untouched.
+    assert iam.list_user_policies(UserName="ext-policy-user")["PolicyNames"] == ["ext-user-only"]

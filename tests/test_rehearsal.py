@@ -38,6 +38,7 @@ STEPS = (
     "post-deploy hook",
     "inbound call recorded",
     "status",
+    "access probes",
     "teardown",
 )
 
@@ -85,6 +86,15 @@ def test_rehearsal_refuses_the_deploy_without_the_image_then_deploys_it(
     steps = ("image check refuses", "push agent image", "image check passes", "deploy base stacks")
     order = [next(i for i, ln in enumerate(lines) if re.match(rf"  ok\s+{step}\s+\d+\.\d s  ", ln)) for step in steps]
     assert order == sorted(order)
+
+
+def test_status_runs_as_the_break_glass_role_with_every_line_ok(
+    rehearsal_run: subprocess.CompletedProcess[str],
+) -> None:
+    """status reads secret values, which the secrets' resource policies allow only to the break-glass role among
+    operators (README, "Security")."""
+    assert re.search(r"^  ok\s+status\s+\d+\.\d s  as the break-glass role: all \d+ checks ok$", rehearsal_run.stdout,
+                     re.MULTILINE), rehearsal_run.stdout  # fmt: skip
 
 
 def test_rehearsal_lists_what_it_does_not_emulate(rehearsal_run: subprocess.CompletedProcess[str]) -> None:

@@ -169,3 +169,23 @@ def test_no_aws_endpoint_reachable_is_an_error_not_a_traceback(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     assert _run("secrets", "status", "--env", ENV) == EXIT_ERROR
     assert "error: AWS: Could not connect to the endpoint URL" in capsys.readouterr().err
+
+
+def test_a_read_denied_by_the_resource_policy_says_who_may_read() -> None:
+    """AWS answers AccessDeniedException when a secret's resource policy denies the caller (not reproducible on
+    moto, which evaluates no secret resource policies): the error names the roles that may read."""
+    from botocore.exceptions import ClientError
+
+    from callsaver_infra.secrets_admin import SecretsError, _read
+
+    class Denied:
+        def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803 (boto3's parameter name)
+            raise ClientError(
+                {"Error": {"Code": "AccessDeniedException", "Message": "explicit deny"}}, "GetSecretValue"
+            )
+
+    with pytest.raises(SecretsError) as e:
+        _read(Denied(), "callsaver/staging/agent/OPENAI_API_KEY")
+    message = str(e.value)
+    assert message.startswith("could not read callsaver/staging/agent/OPENAI_API_KEY: AccessDeniedException.")
+    assert "break-glass role" in message and "CI deploy role" in message

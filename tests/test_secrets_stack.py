@@ -52,8 +52,64 @@ def test_every_secret_is_retained(synthesized: Synthesized, env: EnvironmentConf
         assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
 
 
+def _readers(env: EnvironmentConfig) -> list[str]:
+    roles = [f"callsaver-agent-execution-{env.name}", f"callsaver-ci-deploy-{env.name}"]
+    arns = [f"arn:aws:iam::{env.account}:role/{r}" for r in roles]
+    return arns + ([env.security.break_glass_role_arn] if env.security.break_glass_role_arn else [])
+
+
+def _deny_reads_except(readers: list[str]) -> dict[str, object]:
+    return {
+        "Statement": [
+            {
+                "Sid": "DenyReadsExceptNamedRoles",
+                "Effect": "Deny",
+                "Principal": {"AWS": "*"},
+                "Action": "secretsmanager:GetSecretValue",
+                "Resource": "*",
+                "Condition": {"ArnNotLike": {"aws:PrincipalArn": readers}},
+            }
+        ],
+        "Version": "2012-10-17",
+    }
+
+
 def test_secrets_stack_grants_nothing(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     template = synthesized.template(EnvNames(env.name).secrets_stack)
-    template.resource_count_is("AWS::SecretsManager::ResourcePolicy", 0)
     template.resource_count_is("AWS::IAM::Policy", 0)
     template.has_resource_properties("AWS::SecretsManager::Secret", {"Description": Match.string_like_regexp(env.name)})
+
+
+def test_every_secret_is_readable_only_by_the_agent_the_deploy_hook_and_break_glass(
+    synthesized: Synthesized, env: EnvironmentConfig
+) -> None:
+    template = synthesized.template(EnvNames(env.name).secrets_stack)
+    policies = template.find_resources("AWS::SecretsManager::ResourcePolicy")
+    covered = {p["Properties"]["SecretId"]["Ref"] for p in policies.values()}
+    assert covered == set(template.find_resources("AWS::SecretsManager::Secret"))
+    for policy in policies.values():
+        assert policy["Properties"]["ResourcePolicy"] == _deny_reads_except(_readers(env))
+
+
+def test_egress_key_secret_is_readable_only_by_the_agent_the_deploy_hook_and_break_glass(
+    synthesized: Synthesized, env: EnvironmentConfig
+) -> None:
+    template = synthesized.template(EnvNames(env.name).iam_stack)
+    secret_id = next(iter(template.find_resources("AWS::SecretsManager::Secret")))
+    template.has_resource_properties(
+        "AWS::SecretsManager::ResourcePolicy",
+        {"SecretId": {"Ref": secret_id}, "ResourcePolicy": _deny_reads_except(_readers(env))},
+    )
+
+
+def test_agent_execution_role_has_the_name_the_secret_policies_allow(
+    synthesized: Synthesized, env: EnvironmentConfig
+) -> None:
+    template = synthesized.template(EnvNames(env.name).agent_stack)
+    role = template.find_resources(
+        "AWS::IAM::Role", {"Properties": {"RoleName": f"callsaver-agent-execution-{env.name}"}}
+    )
+    assert len(role) == 1
+    template.has_resource_properties(
+        "AWS::ECS::TaskDefinition", {"ExecutionRoleArn": {"Fn::GetAtt": [next(iter(role)), "Arn"]}}
+    )

@@ -221,6 +221,24 @@ def test_deployed_templates_are_read_through_the_bootstrap_role(
     assert assumed == [f"arn:aws:iam::836347236108:role/{expected_role}"] * 2
 
 
+def test_base_role_reads_with_the_callers_own_credentials(synthesized: Synthesized, fake_aws: None) -> None:
+    """CI's diff role may only GetTemplate/DescribeStacks: the gate must not try to assume any bootstrap role."""
+    stacks = {s.name: s for s in read_assembly(synthesized.outdir)}
+    made: list[str] = []
+
+    def client(service: str, **kwargs: Any) -> Any:
+        made.append(service)
+        return boto3.client(service, **kwargs)
+
+    deployed = {"Resources": {"B": {"Type": "AWS::S3::Bucket", "Properties": {"BucketName": "callsaver-old"}}}}
+    with mock_aws():
+        boto3.client("cloudformation", region_name="us-west-1").create_stack(
+            StackName=STORAGE, TemplateBody=json.dumps(deployed)
+        )
+        assert DeployedTemplates("base", client_factory=client).get(stacks[STORAGE]) == deployed
+    assert made == ["cloudformation"]
+
+
 def _write_deployed(directory: Path, stack: str, template: dict[str, Any]) -> None:
     directory.mkdir(exist_ok=True)
     (directory / f"{stack}.template.json").write_text(json.dumps(template))

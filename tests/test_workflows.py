@@ -228,7 +228,7 @@ def test_pull_request_jobs_run_the_make_targets(workflows: dict[str, dict[str, A
     assert "make synth" in runs["synth"]
     assert "cfn-lint 'cdk.out/**/*.template.json'" in runs["cfn-lint"]
     assert 'make diff ENV="$ENVIRONMENT" CDK_ARGS="--method=template' in runs["diff"]
-    assert "callsaver_infra.stateful_changes --assembly cdk.out --role lookup" in runs["diff"]
+    assert "callsaver_infra.stateful_changes --assembly cdk.out --role base" in runs["diff"]
     assert workflows["pull-request.yml"]["on"]["pull_request"]["types"] == [
         "opened",
         "synchronize",

@@ -8,7 +8,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_AUDIENCE, GITHUB_OIDC_HOST, partition
-from callsaver_infra.nag import acknowledge
+from callsaver_infra.nag import NIST, acknowledge
 
 # What `docker push` (and buildx, crane) call on a repository: check and upload layers, then put the manifest.
 # BatchGetImage/GetDownloadUrlForLayer are pull actions, granted to the pusher too because pushes of multi-arch
@@ -127,4 +127,12 @@ class AgentImageRepository(Construct):
                 'ecr:GetAuthorizationToken has no resource-level permissions (AWS requires Resource "*"); it only '
                 "issues a registry login token, and what the token may push is limited to the agent's repository.",
                 finding="Resource::*",
+            )
+            acknowledge(
+                self.push_role,
+                "IAMNoInlinePolicy",
+                "The push role's only rights are written into the role itself: created, reviewed and deleted with "
+                "it, never attachable to another identity; they name the agent repository (plus the registry login, "
+                "which has no resource).",
+                pack=NIST,
             )

@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from callsaver_infra.config import AgentConfig
-from callsaver_infra.nag import acknowledge
+from callsaver_infra.nag import NIST, acknowledge
 
 # livekit-agents drains active jobs on SIGTERM; 120 s is the most Fargate waits before SIGKILL.
 STOP_TIMEOUT_SECONDS = 120
@@ -39,6 +39,7 @@ class AgentService(Construct):
         cluster_name: str,
         service_name: str,
         log_group_name: str,
+        execution_role_name: str,
         environment: Mapping[str, str],
         secrets: Mapping[str, ecs.Secret],
         vpc: ec2.IVpc,
@@ -60,9 +61,25 @@ class AgentService(Construct):
         cfn_log_group = self.log_group.node.default_child
         assert isinstance(cfn_log_group, logs.CfnLogGroup)
         cfn_log_group.retention_in_days = agent.log_retention_days
+        acknowledge(
+            self.log_group,
+            "CloudWatchLogGroupEncrypted",
+            "CloudWatch Logs encrypts every log group at rest with a service key; a customer key would add a key "
+            "policy for CloudWatch. The agent logs call handling, never secrets, and logs expire with retention.",
+            pack=NIST,
+        )
+        # A fixed name: the secrets' resource policies allow this role by ARN, from another stack.
+        execution_role = iam.Role(
+            self,
+            "ExecutionRole",
+            role_name=execution_role_name,
+            description=f"ECS pulls the agent image and injects its secrets with this role ({cluster_name})",
+            assumed_by=iam.ServicePrincipal("ecs-tasks.amazonaws.com"),
+        )
         self.task_definition = ecs.FargateTaskDefinition(
             self,
             "TaskDefinition",
+            execution_role=execution_role,
             cpu=agent.cpu,
             memory_limit_mib=agent.memory_mib,
             runtime_platform=ecs.RuntimePlatform(
@@ -111,7 +128,6 @@ class AgentService(Construct):
             f"(task/{cluster_name}/*); the two actions only read or set the scale-in protection flag.",
             finding=f"Resource::{task_arns}",
         )
-        execution_role = self.task_definition.obtain_execution_role()
         acknowledge(
             execution_role,
             "IAM5",
@@ -119,6 +135,14 @@ class AgentService(Construct):
             "pulls themselves are limited to the agent's repository, and secret reads to the agent's secrets.",
             finding="Resource::*",
         )
+        for role in (execution_role, self.task_definition.task_role):
+            acknowledge(
+                role,
+                "IAMNoInlinePolicy",
+                "CDK writes the grants of this task role as its own default policy, created and deleted with the "
+                "role and attachable nowhere else; each grant is scoped to this service's resources.",
+                pack=NIST,
+            )
         self.service = ecs.FargateService(
             self,
             "Service",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aws_cdk import DefaultStackSynthesizer, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk.region_info import RegionInfo
 from constructs import Construct
 
-from callsaver_infra.nag import acknowledge
+from callsaver_infra.nag import NIST, acknowledge
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
@@ -36,6 +37,7 @@ class DeployTarget:
     bucket_name: str
     healthcheck_prefix: str
     hook_secret_names: tuple[str, ...]
+    stack_names: tuple[str, ...]
     receipt_parameter: str  # the SSM parameter push-egress records its pushes in
     image_repository: str
 
@@ -70,6 +72,41 @@ def deploy_role_arns(*, account: str, region: str) -> tuple[str, str]:
             DefaultStackSynthesizer.DEFAULT_FILE_ASSET_PUBLISHING_ROLE_ARN, account=account, region=region
         ),
     )
+
+
+def bootstrap_version_parameter_arn(*, account: str, region: str) -> str:
+    """The SSM parameter holding the CDK bootstrap version, which the CLI reads before a template diff."""
+    return (
+        f"arn:{partition(region)}:ssm:{region}:{account}:parameter"
+        f"/cdk-bootstrap/{DefaultStackSynthesizer.DEFAULT_QUALIFIER}/version"
+    )
+
+
+@dataclass(frozen=True)
+class DeployedStack:
+    """A stack `cdk diff` compares against: its name and where it is deployed."""
+
+    name: str
+    account: str
+    region: str
+
+
+def diff_statements(stacks: Sequence[DeployedStack]) -> list[dict[str, Any]]:
+    """What `cdk diff --method=template` needs and nothing else: read the deployed templates of the given stacks
+    and the bootstrap version. As IAM JSON, so the rehearsal's probe grants exactly what the diff role has."""
+    stack_arns = sorted(
+        {f"arn:{partition(s.region)}:cloudformation:{s.region}:{s.account}:stack/{s.name}/*" for s in stacks}
+    )
+    versions = sorted({bootstrap_version_parameter_arn(account=s.account, region=s.region) for s in stacks})
+    return [
+        {
+            "Sid": "ReadDeployedTemplates",
+            "Effect": "Allow",
+            "Action": ["cloudformation:DescribeStacks", "cloudformation:GetTemplate"],
+            "Resource": stack_arns,
+        },
+        {"Sid": "ReadBootstrapVersion", "Effect": "Allow", "Action": "ssm:GetParameter", "Resource": versions},
+    ]
 
 
 class GitHubOidcRoles(Construct):
@@ -109,28 +146,40 @@ class GitHubOidcRoles(Construct):
                 self, "Provider", f"arn:{partition(region)}:iam::{account}:oidc-provider/{GITHUB_OIDC_HOST}"
             )
 
-        # Pull requests only ever read: the diff role may assume nothing but the CDK lookup role of each deployed
-        # environment, which `cdk diff --method=template` reads the deployed templates with. A change-set diff
-        # would need the bootstrap deploy role, which can change the stacks: not for unreviewed code.
-        lookup_roles = sorted({lookup_role_arn(account=t.account, region=t.region) for t in targets})
+        # Pull requests run unreviewed code with this role: it reads the deployed templates of the environments'
+        # stacks and the bootstrap version, nothing else. No CDK lookup role (ReadOnlyAccess: every bucket listing,
+        # every log group), no change sets (they need the deploy role, which can change the stacks).
+        deployed = [DeployedStack(name, t.account, t.region) for t in targets for name in t.stack_names]
+        statements = [iam.PolicyStatement.from_json(statement) for statement in diff_statements(deployed)]
         self.diff_role = iam.Role(
             self,
             "DiffRole",
             role_name=diff_role_name,
-            description="GitHub Actions: cdk diff of pull requests (assumes only the CDK lookup role)",
+            description="GitHub Actions: cdk diff --method=template of pull requests (reads deployed templates only)",
             assumed_by=self._principal(diff_subjects),
-            inline_policies={
-                "AssumeCdkLookupRole": iam.PolicyDocument(
-                    statements=[
-                        iam.PolicyStatement(
-                            sid="AssumeCdkLookupRole", actions=["sts:AssumeRole"], resources=lookup_roles
-                        )
-                    ]
-                )
-            },
+            inline_policies={"ReadDeployedTemplates": iam.PolicyDocument(statements=statements)},
         )
+        for statement in statements:
+            for resource in statement.resources:
+                if resource.endswith("/*"):
+                    acknowledge(
+                        self.diff_role,
+                        "IAM5",
+                        "A stack ARN ends in the stack's random id, assigned at creation, so each of the "
+                        "environments' stacks is named exactly and only its id is a wildcard; the actions only read "
+                        "the stack's description and template.",
+                        finding=f"Resource::{resource}",
+                    )
 
         self.deploy_roles: Mapping[str, iam.Role] = {target.env: self._deploy_role(target) for target in targets}
+        for role in (self.diff_role, *self.deploy_roles.values()):
+            acknowledge(
+                role,
+                "IAMNoInlinePolicy",
+                "Each CI role's rights are written into the role itself, so they are reviewed, created and deleted "
+                "with it and can never be attached to another identity; every statement names its resources.",
+                pack=NIST,
+            )
 
     def _principal(self, subjects: Sequence[str]) -> iam.WebIdentityPrincipal:
         return iam.WebIdentityPrincipal(

@@ -16,6 +16,7 @@ import json
 import sys
 import time
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,7 +206,8 @@ class LifecycleRehearsal(Rehearsal):
         return f"{c.passed} checks: recordings, secrets, bucket policy and log group retained"
 
     def _redeploy(self) -> str:
-        """adopt-retained (IMPORT change sets for the retained bucket, policy, secrets, log group), then the deploy."""
+        """adopt-retained (IMPORT change sets for the retained buckets, policy, key, alias, secrets, log group), then
+        the deploy."""
         from callsaver_infra.adopt import adopt
         from callsaver_infra.egress_rotation import Rotation, RotationOptions
 
@@ -213,6 +215,7 @@ class LifecycleRehearsal(Rehearsal):
         assembly = self.workdir / "v2"
         plans = adopt(self.current, assembly, self._client, out=lambda line: None)
         adopted = sum(len(p.resources) for p in plans)
+        adopted_types = Counter(r["ResourceType"] for p in plans for r in p.resources)
         outputs = self.workdir / "outputs-redeploy.json"
         self._cdk(
             "deploy", "--all", "--app", str(assembly), "--method=direct", "--require-approval=never",
@@ -225,7 +228,20 @@ class LifecycleRehearsal(Rehearsal):
         self._probe("after the redeploy")
         c = Checks()
         self._check_retained(c)
-        c.expect("imported resources (bucket, policy, 11 secrets, log group)", adopted, 14)
+        # The retained resources: session and read-audit buckets, the session bucket's policy, its KMS key and alias,
+        # the 11 secrets, the agent's log group.
+        c.expect(
+            "imported resources by type",
+            dict(adopted_types),
+            {
+                "AWS::S3::Bucket": 2,
+                "AWS::S3::BucketPolicy": 1,
+                "AWS::KMS::Key": 1,
+                "AWS::KMS::Alias": 1,
+                "AWS::SecretsManager::Secret": 11,
+                "AWS::Logs::LogGroup": 1,
+            },
+        )
         c.expect("zero failed uploads", self.uploads_failed, [])
         c.raise_if_failed()
         return f"{adopted} resources adopted, {c.passed} checks"
@@ -327,7 +343,8 @@ class LifecycleRehearsal(Rehearsal):
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
         c.expect(
             "lifecycle days as configured",
-            [r.get("Expiration", {}).get("Days") for r in rules],
+            # The recordings' rule; the bucket's other rule drops expired delete markers (versioning) and has no days.
+            [r.get("Expiration", {}).get("Days") for r in rules if r.get("ID") == "ExpireRecordings"],
             [self.current.storage.expiration_days],
         )
         policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])

@@ -18,6 +18,7 @@ from moto.applicationautoscaling.models import applicationautoscaling_backends
 from moto.cloudformation import models as cfn_models
 from moto.cloudformation import parsing
 from moto.cloudformation import responses as cfn_responses
+from moto.cloudformation.responses import CloudFormationResponse
 from moto.cloudwatch.models import Alarm as MotoAlarm
 from moto.cloudwatch.models import CloudWatchBackend, MetricDataQuery, MetricStat, cloudwatch_backends
 from moto.cloudwatch.models import Dimension as MotoDimension
@@ -31,6 +32,10 @@ from moto.ecs.models import TaskDefinition as MotoTaskDefinition
 from moto.ecs.models import ecs_backends
 from moto.events.models import Rule as MotoRule
 from moto.events.utils import EventTemplateParser
+from moto.iam.access_control import IAMPolicyStatement
+from moto.iam.models import InlinePolicy as MotoInlinePolicy
+from moto.iam.models import ManagedPolicy as MotoManagedPolicy
+from moto.iam.models import Role as MotoRole
 from moto.iam.models import iam_backends
 from moto.kms.models import Key as MotoKey
 from moto.kms.models import kms_backends
@@ -40,6 +45,7 @@ from moto.s3.models import FakeBucket, s3_backends
 from moto.s3.responses import S3Response
 from moto.secretsmanager.models import secretsmanager_backends
 from moto.sns.models import sns_backends
+from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.utilities.utils import get_partition
 
 MOTO_VERSION = "5.2.5"
@@ -58,15 +64,22 @@ EMULATED: dict[str, frozenset[str]] = {
             "LifecycleConfiguration",
             "PublicAccessBlockConfiguration",
             "OwnershipControls",
+            "VersioningConfiguration",
             "MetricsConfigurations",
         }
     ),
     "AWS::S3::BucketPolicy": frozenset({"Bucket", "PolicyDocument"}),
+    "AWS::KMS::Key": frozenset({"KeyPolicy", "Description", "EnableKeyRotation", "Enabled", "Tags"}),
+    "AWS::KMS::Alias": frozenset({"AliasName", "TargetKeyId"}),
     "AWS::SecretsManager::Secret": frozenset({"Name", "Description", "SecretString", "Tags"}),
+    "AWS::SecretsManager::ResourcePolicy": frozenset({"SecretId", "ResourcePolicy"}),
     "AWS::IAM::User": frozenset({"UserName", "Tags"}),
     "AWS::IAM::Policy": frozenset({"PolicyName", "PolicyDocument", "Users", "Roles"}),
     "AWS::IAM::AccessKey": frozenset({"UserName", "Serial", "Status"}),
-    "AWS::IAM::Role": frozenset({"AssumeRolePolicyDocument", "Tags"}),
+    "AWS::IAM::Role": frozenset(
+        {"AssumeRolePolicyDocument", "Tags", "RoleName", "Description", "MaxSessionDuration", "ManagedPolicyArns"}
+    ),
+    "AWS::IAM::ManagedPolicy": frozenset({"ManagedPolicyName", "Description", "PolicyDocument"}),
     "AWS::Logs::LogGroup": frozenset({"LogGroupName", "RetentionInDays", "Tags"}),
     "AWS::ECS::Cluster": frozenset({"ClusterName", "Tags"}),
     "AWS::ECS::TaskDefinition": frozenset(
@@ -121,9 +134,7 @@ EMULATED: dict[str, frozenset[str]] = {
     "AWS::EC2::InternetGateway": frozenset({"Tags"}),
     "AWS::EC2::VPCGatewayAttachment": frozenset({"VpcId", "InternetGatewayId"}),
     "AWS::EC2::SecurityGroup": frozenset({"GroupDescription", "VpcId", "SecurityGroupEgress", "Tags"}),
-    # Monitoring: stock moto creates keys, aliases, topics, dashboards and rules; alarms and topic policies are ours.
-    "AWS::KMS::Key": frozenset({"KeyPolicy", "Description", "EnableKeyRotation", "Tags"}),
-    "AWS::KMS::Alias": frozenset({"AliasName", "TargetKeyId"}),
+    # Monitoring: stock moto creates aliases, topics, dashboards and rules; alarms and topic policies are ours.
     "AWS::SNS::Topic": frozenset({"TopicName", "DisplayName", "KmsMasterKeyId"}),
     "AWS::SNS::TopicPolicy": frozenset({"PolicyDocument", "Topics"}),
     "AWS::CloudWatch::Alarm": frozenset(
@@ -194,7 +205,8 @@ class _Typed:
 
 
 class RehearsalBucket(_Typed, CloudFormationModel):
-    """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block and ownership controls."""
+    """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block, ownership controls, versioning and
+    the bucket key flag of default encryption."""
 
     CFN_TYPE = "AWS::S3::Bucket"
     NAME_TYPE = "BucketName"
@@ -239,12 +251,25 @@ class RehearsalBucket(_Typed, CloudFormationModel):
                     api_rule["Expiration"] = {"Days": rule["ExpirationInDays"]}
                 if "AbortIncompleteMultipartUpload" in rule:
                     api_rule["AbortIncompleteMultipartUpload"] = rule["AbortIncompleteMultipartUpload"]
+                if "NoncurrentVersionExpiration" in rule:
+                    api_rule["NoncurrentVersionExpiration"] = rule["NoncurrentVersionExpiration"]
+                if "ExpiredObjectDeleteMarker" in rule:
+                    # S3 rejects a rule with both Days and ExpiredObjectDeleteMarker; moto's set_lifecycle too.
+                    api_rule.setdefault("Expiration", {})["ExpiredObjectDeleteMarker"] = rule[
+                        "ExpiredObjectDeleteMarker"
+                    ]
                 rules.append(api_rule)
             backend.put_bucket_lifecycle_configuration(name, rules)
         if "PublicAccessBlockConfiguration" in props:
             backend.put_public_access_block(name, props["PublicAccessBlockConfiguration"])
         if "OwnershipControls" in props:
             backend.put_bucket_ownership_controls(name, props["OwnershipControls"]["Rules"][0]["ObjectOwnership"])
+        if "VersioningConfiguration" in props:
+            backend.put_bucket_versioning(name, props["VersioningConfiguration"]["Status"])
+        rules = props.get("BucketEncryption", {}).get("ServerSideEncryptionConfiguration", [])
+        if rules and "BucketKeyEnabled" in rules[0]:
+            # moto's CloudFormation bucket drops the flag; its PutObject reads it from the stored rule.
+            backend.get_bucket(name).encryption["Rule"]["BucketKeyEnabled"] = rules[0]["BucketKeyEnabled"]
         # moto's S3 has no metrics configurations: kept on the bucket, served by `_metrics_configuration_get`.
         bucket = backend.get_bucket(name)
         bucket.metrics_configurations = {m["Id"]: m for m in props.get("MetricsConfigurations", [])}
@@ -363,6 +388,90 @@ class RehearsalSecret(_Typed, CloudFormationModel):
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
     ) -> None:
         secretsmanager_backends[account_id][region_name].delete_secret(resource_name, None, True)
+
+
+class RehearsalRole(_Typed, CloudFormationModel):
+    """AWS::IAM::Role: moto's role (name, description, session duration, inline policies) plus the managed
+    policies of ManagedPolicyArns, which stock moto drops, so a role holds its managed policy's rights."""
+
+    CFN_TYPE = "AWS::IAM::Role"
+    NAME_TYPE = "RoleName"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> MotoRole:
+        role = MotoRole.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+        backend = iam_backends[account_id][get_partition(region_name)]
+        for policy in cloudformation_json["Properties"].get("ManagedPolicyArns", []):
+            arn = str(getattr(policy, "arn", policy))
+            # moto loads no AWS managed policies by default (the bootstrap's roles name ReadOnlyAccess and
+            # AdministratorAccess); those are left unattached, our own policies must attach.
+            if ":iam::aws:policy/" in arn and arn not in {p.arn for p in backend.managed_policies.values()}:
+                continue
+            backend.attach_role_policy(arn, role.name)
+        return role
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # CloudFormation detaches the role's ManagedPolicyArns before deleting it; moto's IAM refuses (DeleteConflict)
+        # to delete a role with attached policies.
+        backend = iam_backends[account_id][get_partition(region_name)]
+        role = next((r for r in backend.roles.values() if r.name == resource_name), None)
+        if role is not None:
+            for arn in list(role.managed_policies):
+                if arn in backend.managed_policies:
+                    backend.detach_role_policy(arn, role.name)
+        # Stock moto then drops the role from every AWS::IAM::Policy's Roles, iterating each one's list: a policy for
+        # users or groups only has None there (InlinePolicy keeps Properties.get("Roles")), a TypeError that would
+        # leave the role and its stack undeletable.
+        for policy in backend.inline_policies.values():
+            if policy.role_names is None:
+                policy.role_names = []
+        MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
+
+
+class RehearsalSecretResourcePolicy(_Typed, CloudFormationModel):
+    """AWS::SecretsManager::ResourcePolicy, stored with moto's PutResourcePolicy (GetResourcePolicy returns it)."""
+
+    CFN_TYPE = "AWS::SecretsManager::ResourcePolicy"
+
+    def __init__(self, secret_id: str) -> None:
+        self.secret_id = secret_id
+
+    @property
+    def physical_resource_id(self) -> str:
+        return self.secret_id
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> RehearsalSecretResourcePolicy:
+        props = cloudformation_json["Properties"]
+        secret = props["SecretId"]
+        secret_id = secret.arn if isinstance(secret, RehearsalSecret) else str(secret)
+        policy = props["ResourcePolicy"]
+        secretsmanager_backends[account_id][region_name].put_resource_policy(
+            secret_id, policy if isinstance(policy, str) else json.dumps(policy)
+        )
+        return cls(secret_id)
 
 
 class RehearsalRepository(_Typed, CloudFormationModel):
@@ -580,8 +689,12 @@ class RehearsalKey(_Typed, CloudFormationModel):
         cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
     ) -> MotoKey:
         p = cloudformation_json["Properties"]
-        key = kms_backends[account_id][region_name].create_key(
-            policy=json.dumps(p["KeyPolicy"]) if isinstance(p["KeyPolicy"], dict) else p["KeyPolicy"],
+        backend = kms_backends[account_id][region_name]
+        for kind, key_id in _ADOPTING:  # an import binds the retained key by its KeyId
+            if kind == cls.CFN_TYPE and key_id in backend.keys:
+                return backend.keys[key_id]
+        key = backend.create_key(
+            policy=json.dumps(p["KeyPolicy"]) if isinstance(p.get("KeyPolicy"), dict) else p.get("KeyPolicy"),
             key_usage=p.get("KeyUsage", "ENCRYPT_DECRYPT"),
             key_spec=p.get("KeySpec", "SYMMETRIC_DEFAULT"),
             description=p.get("Description"),
@@ -590,6 +703,140 @@ class RehearsalKey(_Typed, CloudFormationModel):
         key.key_rotation_status = bool(p.get("EnableKeyRotation", False))
         key.enabled = p.get("Enabled", True)
         return key
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
+
+
+class RehearsalInlinePolicy(_Typed, CloudFormationModel):
+    """AWS::IAM::Policy as stock moto creates and updates it, deleted like CloudFormation deletes it: a role (user,
+    group) that is already gone or no longer holds the policy is no failure, so the stack's deletion goes on."""
+
+    CFN_TYPE = "AWS::IAM::Policy"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        return MotoInlinePolicy.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        return MotoInlinePolicy.update_from_cloudformation_json(
+            original_resource, new_resource_name, cloudformation_json, account_id, region_name
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        # moto deletes a stack's resources in no dependency order and retries what failed: stock moto's delete
+        # (IAMBackend.delete_inline_policy) raises NoSuchEntity when a role already lost the policy (deleted first,
+        # or an earlier pass removed it), so the stack could never be deleted. CloudFormation's delete handlers
+        # treat an entity that is already gone as deleted (the handler contract's NotFound on delete).
+        backend = iam_backends[account_id][get_partition(region_name)]
+        policy = backend.inline_policies.pop(resource_name, None)
+        if policy is None:
+            return
+        for role in list(backend.roles.values()):
+            if role.name in (policy.role_names or []) and policy.policy_name in role.policies:
+                role.delete_policy(policy.policy_name)
+        for user in list(backend.users.values()):
+            if user.name in (policy.user_names or []) and policy.policy_name in user.policies:
+                user.delete_policy(policy.policy_name)
+        for group in list(backend.groups.values()):
+            if group.name in (policy.group_names or []) and policy.policy_name in group.policies:
+                group.delete_policy(policy.policy_name)
+
+
+class RehearsalManagedPolicy(_Typed, CloudFormationModel):
+    """AWS::IAM::ManagedPolicy as stock moto creates it, which a stack deletion never deletes (no delete method):
+    CloudFormation deletes it, so a redeploy after `cdk destroy` can create it again under its name."""
+
+    CFN_TYPE = "AWS::IAM::ManagedPolicy"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        return MotoManagedPolicy.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs
+        )
+
+    @classmethod
+    def delete_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str
+    ) -> None:
+        backend = iam_backends[account_id][get_partition(region_name)]
+        if resource_name in backend.managed_policies:
+            # moto deletes a stack's resources in no dependency order: the roles holding it may still exist.
+            for role in backend.roles.values():
+                if resource_name in role.managed_policies:
+                    backend.detach_role_policy(resource_name, role.name)
+            backend.delete_policy(resource_name)
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
+
+
+class RehearsalAlias(_Typed, CloudFormationModel):
+    """AWS::KMS::Alias as stock moto creates it; an import binds the retained alias by its name."""
+
+    CFN_TYPE = "AWS::KMS::Alias"
+
+    @classmethod
+    def create_from_cloudformation_json(
+        cls, resource_name: str, cloudformation_json: Any, account_id: str, region_name: str, **kwargs: Any
+    ) -> Any:
+        p = cloudformation_json["Properties"]
+        backend = kms_backends[account_id][region_name]
+        if _adopting(cls.CFN_TYPE, p["AliasName"]):
+            key_id = backend.get_key_id_from_alias(p["AliasName"])
+            if key_id is not None:
+                return backend.keys[key_id].aliases[p["AliasName"]]
+        return backend.create_alias(target_key_id=p["TargetKeyId"], alias_name=p["AliasName"])
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
+        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
+        return original_resource
 
 
 class RehearsalTopicPolicy(_Typed, CloudFormationModel):
@@ -972,6 +1219,49 @@ def _policy_without_conditional_statements(self: FakeBucket, action: str, resour
     return IAMPolicy(json.dumps(document)).is_action_permitted(action, resource)
 
 
+def _account_principal(original: Any) -> Any:
+    """A trust policy's account principal (arn:aws:iam::<account>:root, or the bare account id) stands for every
+    principal of that account whose own IAM policy allows the call (IAM User Guide, "AWS account principals");
+    moto only matches the exact caller ARN, so the RecordingReader role's trust of its account would refuse all."""
+
+    def check(self: Any, principal: str) -> bool:
+        if original(self, principal):
+            return True
+        expected = (self._statement.get("Principal") or {}).get("AWS")
+        values = expected if isinstance(expected, list) else [expected]
+        parts = principal.split(":")
+        if len(parts) < 6 or parts[2] not in ("iam", "sts"):
+            return False
+        return any(v in (f"arn:{parts[1]}:iam::{parts[4]}:root", parts[4]) for v in values)
+
+    return check
+
+
+def _stack_resource(self: Any) -> str:
+    """The IAM resource of a CloudFormation call naming a stack: the stack's ARN (Service Authorization Reference,
+    CloudFormation: DescribeStacks, GetTemplate, ... act on resource type "stack"); moto checks every call against
+    "*", which a policy scoped to stack ARNs (CI's diff role) never matches."""
+    name = self._get_param("StackName")
+    if not name:
+        return "*"
+    if str(name).startswith("arn:"):
+        return str(name)
+    try:
+        return str(self.cloudformation_backend.get_stack(name).stack_id)
+    except Exception:  # a stack that does not exist: AWS authorizes against its would-be ARN
+        return f"arn:{get_partition(self.region)}:cloudformation:{self.region}:{self.current_account}:stack/{name}/*"
+
+
+def _parameter_resource(self: Any) -> str:
+    """The IAM resource of ssm:GetParameter: the parameter's ARN (Service Authorization Reference, SSM "parameter"),
+    instead of moto's "*"."""
+    name = self._get_param("Name")
+    if not isinstance(name, str) or not name:
+        return "*"
+    path = name if name.startswith("/") else f"/{name}"
+    return f"arn:{get_partition(self.region)}:ssm:{self.region}:{self.current_account}:parameter{path}"
+
+
 def _deliver_to_sns_topics(original: Any) -> Any:
     """EventBridge delivers a matching event to each SNS topic among the rule's targets (stock moto only to logs,
     SQS and buses): the input transformer's output, where a JSON string's content is the message text, or else the
@@ -1075,6 +1365,9 @@ def _get_azs(original: Any) -> Any:
 
 
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
+CloudFormationResponse._determine_resource = _stack_resource  # type: ignore[attr-defined]
+SimpleSystemManagerResponse._determine_resource = _parameter_resource  # type: ignore[attr-defined]
+IAMPolicyStatement._check_principal = _account_principal(IAMPolicyStatement._check_principal)  # type: ignore[method-assign]
 MotoRule.send_to_targets = _deliver_to_sns_topics(MotoRule.send_to_targets)  # type: ignore[method-assign]
 S3Response._bucket_response_get = _metrics_configuration_get(S3Response._bucket_response_get)  # type: ignore[method-assign]
 CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]

@@ -84,6 +84,7 @@ class Rehearsal:
     livekit_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     rule_id: str = ""
     alert_queue_url: str = ""
+    _break_glass: dict[str, str] | None = field(default=None, repr=False)
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -119,6 +120,8 @@ class Rehearsal:
                 self._step("post-deploy hook", self._hook)
                 self._step("inbound call recorded", self._inbound_call)
                 self._step("status", self._status)
+                # Last: the probes switch moto's IAM enforcement on and write a probe recording of their own.
+                self._step("access probes", self._probe_access)
             except StepFailed:
                 stop()
                 return 1
@@ -211,7 +214,15 @@ class Rehearsal:
             self._output(EnvNames(self.config.name).storage_stack, StorageOutputs.BUCKET_NAME),
             bucket,
         )
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        rules = [
+            r for r in s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"] if r["ID"] == "ExpireRecordings"
+        ]
+        c.expect(
+            "noncurrent versions expire after a day",
+            [r.get("NoncurrentVersionExpiration", {}).get("NoncurrentDays") for r in rules],
+            [1],
+        )
+        c.expect("versioning", s3.get_bucket_versioning(Bucket=bucket).get("Status"), "Enabled")
         c.expect(
             "lifecycle expiration days",
             [r.get("Expiration", {}).get("Days") for r in rules],
@@ -229,14 +240,26 @@ class Rehearsal:
             sorted(["BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets"]),
         )
         sse = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
-        c.expect("encryption", sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "AES256")
+        c.expect("encryption", sse["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"], "aws:kms")
+        c.expect("bucket key", sse.get("BucketKeyEnabled"), True)
+        key_arn = self._output(EnvNames(self.config.name).storage_stack, StorageOutputs.KEY_ARN)
+        c.expect(
+            "encrypted with the stack's key", sse["ApplyServerSideEncryptionByDefault"].get("KMSMasterKeyID"), key_arn
+        )
+        kms = self._client("kms")
+        c.expect("key rotation", kms.get_key_rotation_status(KeyId=key_arn)["KeyRotationEnabled"], True)
+        c.expect(
+            "key alias",
+            kms.describe_key(KeyId=EnvNames(self.config.name).session_key_alias)["KeyMetadata"]["Arn"],
+            key_arn,
+        )
         ownership = s3.get_bucket_ownership_controls(Bucket=bucket)["OwnershipControls"]["Rules"][0]["ObjectOwnership"]
         c.expect("object ownership", ownership, "BucketOwnerEnforced")
         policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
         tls = [s for s in policy["Statement"] if s.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}]
         c.expect("TLS-only policy denies", [s["Effect"] for s in tls], ["Deny"])
-        lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyRecordingReadsByCdkLookupRoles"]
-        c.expect("CDK lookup roles may not read recordings", [s["Effect"] for s in lookup], ["Deny"])
+        lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyCdkLookupRoles"]
+        c.expect("CDK lookup roles may not list or read recordings", [s["Effect"] for s in lookup], ["Deny"])
         metrics = s3.get_bucket_metrics_configuration(Bucket=bucket, Id=RECORDING_METRICS_FILTER_ID)
         prefix = self.config.livekit_egress.recording_prefix
         c.expect(
@@ -257,12 +280,24 @@ class Rehearsal:
         c.expect(
             "egress policy actions",
             sorted(a for s in statements for a in _list(s["Action"])),
-            ["s3:AbortMultipartUpload", "s3:PutObject"],
+            ["kms:Decrypt", "kms:GenerateDataKey", "s3:AbortMultipartUpload", "s3:PutObject"],
         )
         c.expect(
             "egress policy resources",
             [r for s in statements for r in _list(s["Resource"])],
-            [f"arn:aws:s3:::{self.config.storage.bucket_name}/*"],
+            [
+                f"arn:aws:s3:::{self.config.storage.bucket_name}/*",
+                f"arn:aws:kms:{self.config.region}:{self.config.account}:key/*",
+            ],
+        )
+        c.expect(
+            "egress key grant names the sessions key by alias",
+            [
+                s.get("Condition", {}).get("ForAnyValue:StringEquals")
+                for s in statements
+                if s["Sid"] == "EncryptRecordings"
+            ],
+            [{"kms:ResourceAliases": names.session_key_alias}],
         )
         keys = iam.list_access_keys(UserName=names.egress_user)["AccessKeyMetadata"]
         key_id = self._output(names.iam_stack, IamOutputs.ACCESS_KEY_ID)
@@ -473,7 +508,7 @@ class Rehearsal:
     def _first_deploy_stops(self) -> str:
         """`make deploy` runs `secrets status` between its halves: with placeholders it must stop (exit 1)."""
         names = EnvNames(self.config.name)
-        result = self._cli("secrets", "status", "--env", self.config.name)
+        result = self._cli("secrets", "status", "--env", self.config.name, credentials=self._operator())
         c = Checks()
         c.expect("secrets status exits 1 while secrets are placeholders", result.returncode, 1)
         c.expect("it prints the command for each", "callsaver-infra secrets set --env" in result.stdout, True)
@@ -492,7 +527,7 @@ class Rehearsal:
         operator = [spec for spec in SECRETS if not spec.owned_by_stack]
         for spec in operator:
             set_secret(sm, self.config, spec, real.get(spec.ref, f"rehearsal-fake-{spec.key.lower()}"))
-        result = self._cli("secrets", "status", "--env", self.config.name)
+        result = self._cli("secrets", "status", "--env", self.config.name, credentials=self._operator())
         if result.returncode != 0:
             raise StepFailed(f"secrets status still exits {result.returncode}:\n{result.stdout}{result.stderr}")
         return f"{len(operator)} secrets set; secrets status exits 0"
@@ -582,22 +617,167 @@ class Rehearsal:
         return f"s3://{self.config.storage.bucket_name}/{key} ({head['ContentLength']} bytes)"
 
     def _status(self) -> str:
-        """`callsaver-infra status` against the rehearsal's endpoints: every line of the whole chain ok."""
+        """`callsaver-infra status` against the rehearsal's endpoints, run as the break-glass role (status reads
+        secret values): every line of the whole chain ok."""
         result = self._cli(
             "status", "--env", self.config.name, "--outputs-file", str(self.workdir / "outputs.json"),
-            "--livekit-url", self.livekit.url, "--s3-endpoint-url", self.endpoint_url,
+            "--livekit-url", self.livekit.url, "--s3-endpoint-url", self.endpoint_url, credentials=self._operator(),
         )  # fmt: skip
         if result.returncode != 0:
             raise StepFailed(f"status exited {result.returncode}:\n{result.stdout}{result.stderr}")
-        return result.stdout.strip().splitlines()[-1]
+        return f"as the break-glass role: {result.stdout.strip().splitlines()[-1]}"
+
+    def _probe_access(self) -> str:
+        """With moto's IAM enforcement on: the RecordingReader role reads a recording, the egress key still writes
+        one in parts, and a role with exactly the CI diff role's policy runs `cdk diff` but cannot list the bucket.
+        The diff role's GitHub OIDC federation is stood in for by an IAM user that may assume it."""
+        from botocore.exceptions import ClientError
+
+        from callsaver_infra.constructs.github_oidc import DeployedStack, diff_statements
+        from callsaver_infra.names import CiNames
+
+        names, bucket = EnvNames(self.config.name), self.config.storage.bucket_name
+        account, region = self.config.account, self.config.region
+        iam, sm = self._client("iam"), self._client("secretsmanager")
+        egress = json.loads(
+            sm.get_secret_value(SecretId=self._output(names.iam_stack, IamOutputs.CREDENTIALS_SECRET_ARN))[
+                "SecretString"
+            ]
+        )
+        reader_role = self._output(names.storage_stack, StorageOutputs.READER_ROLE_ARN)
+        diff_policy = {"Version": "2012-10-17", "Statement": diff_statements(
+            [DeployedStack(stack, account, region) for stack in names.stacks]
+        )}  # fmt: skip
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}
+        ]}  # fmt: skip
+        diff_role = iam.create_role(RoleName=CiNames.DIFF_ROLE, AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(
+            RoleName=CiNames.DIFF_ROLE, PolicyName="ReadDeployedTemplates", PolicyDocument=json.dumps(diff_policy)
+        )
+        callers = {}
+        for user, role_arn in (("probe-github-oidc", diff_role["Role"]["Arn"]), ("probe-backend", reader_role)):
+            iam.create_user(UserName=user)
+            iam.put_user_policy(UserName=user, PolicyName="AssumeOne", PolicyDocument=json.dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": role_arn}],
+            }))  # fmt: skip
+            key = iam.create_access_key(UserName=user)["AccessKey"]
+            callers[user] = (key["AccessKeyId"], key["SecretAccessKey"], role_arn)
+
+        def client(service: str, key_id: str, secret: str, token: str | None = None) -> Any:
+            import boto3
+
+            return boto3.client(
+                service, region_name=region, endpoint_url=self.endpoint_url, aws_access_key_id=key_id,
+                aws_secret_access_key=secret, aws_session_token=token,
+            )  # fmt: skip
+
+        def assume(user: str) -> dict[str, str]:
+            key_id, secret, role_arn = callers[user]
+            return dict(
+                client("sts", key_id, secret).assume_role(RoleArn=role_arn, RoleSessionName=user)["Credentials"]
+            )
+
+        def error(call: Callable[[], Any]) -> str:
+            try:
+                call()
+            except ClientError as e:
+                return str(e.response["Error"]["Code"])
+            return "allowed"
+
+        c = Checks()
+        self._enforce_iam(True)
+        try:
+            c.expect("enforcement on: the unprivileged caller is refused", error(
+                lambda: self._client("s3").list_objects_v2(Bucket=bucket)
+            ) != "allowed", True)  # fmt: skip
+            writer = client("s3", egress["accessKeyId"], egress["secretAccessKey"])
+            key = "probe/call-_+15550100_probe/recording.ogg"
+            upload = writer.create_multipart_upload(Bucket=bucket, Key=key, ContentType="audio/ogg")["UploadId"]
+            part = writer.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=b"OggS" * 64)
+            writer.complete_multipart_upload(
+                Bucket=bucket, Key=key, UploadId=upload,
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+            )  # fmt: skip
+            c.expect("egress key writes a multipart recording", True, True)
+            c.expect(
+                "egress key cannot read it", error(lambda: writer.get_object(Bucket=bucket, Key=key)), "AccessDenied"
+            )
+            creds = assume("probe-backend")
+            reader = client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+            body = reader.get_object(Bucket=bucket, Key=key)["Body"].read()
+            c.expect("RecordingReader reads the recording", body, b"OggS" * 64)
+            c.expect(
+                "RecordingReader cannot list", error(lambda: reader.list_objects_v2(Bucket=bucket)), "AccessDenied"
+            )
+            creds = assume("probe-github-oidc")
+            differ = client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
+            c.expect(
+                "diff role cannot list the bucket", error(lambda: differ.list_objects_v2(Bucket=bucket)), "AccessDenied"
+            )
+            c.expect(
+                "diff role cannot read a recording",
+                error(lambda: differ.get_object(Bucket=bucket, Key=key)),
+                "AccessDenied",
+            )
+            diff = self._run_cdk(
+                ["diff", "--method=template", "--no-color"],
+                {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                 "AWS_SESSION_TOKEN": creds["SessionToken"]},
+            )  # fmt: skip
+            output = diff.stdout + diff.stderr
+            c.expect("diff role runs cdk diff --method=template", diff.returncode, 0)
+            c.expect("cdk diff compared the deployed stacks", all(s in output for s in names.stacks), True)
+            if diff.returncode != 0:
+                c.failures.append("cdk diff output:\n" + "\n".join(output.strip().splitlines()[-20:]))
+        finally:
+            self._enforce_iam(False)
+        c.raise_if_failed()
+        return f"{c.passed} checks with IAM enforcement: reader reads, egress writes in parts, diff role diffs only"
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def _cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def _cli(self, *args: str, credentials: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "callsaver_infra.cli", *args],
-            cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False,
+            cwd=self.root, env={**self._env(), **(credentials or {})}, capture_output=True, text=True, timeout=120,
+            check=False,
         )  # fmt: skip
+
+    def _operator(self) -> dict[str, str]:
+        """Credentials of the environment's break-glass role, the only operator identity the secrets' resource
+        policies let read a secret (README, "Security"): `secrets status` and `status` read secret values. The role
+        belongs to the account, not to the app, so the rehearsal creates it as config names it. moto does not
+        evaluate secret resource policies, so this shows the operator's path, not the Deny for everyone else
+        (tests/test_secrets_stack.py evaluates the policy)."""
+        arn = self.config.security.break_glass_role_arn
+        if arn is None:
+            raise StepFailed(f"config/{self.config.name}.toml: [security] break_glass_role_arn is not set")
+        if self._break_glass is None:
+            iam, name = self._client("iam"), arn.rsplit("/", 1)[1]
+            trust = {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{self.config.account}:root"},
+                 "Action": "sts:AssumeRole"}
+            ]}  # fmt: skip
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+            creds = self._client("sts").assume_role(RoleArn=arn, RoleSessionName="rehearsal-operator")["Credentials"]
+            self._break_glass = {
+                "AWS_ACCESS_KEY_ID": creds["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": creds["SessionToken"],
+            }
+            import boto3
+
+            caller = boto3.client(
+                "sts", region_name=self.config.region, endpoint_url=self.endpoint_url,
+                aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                aws_session_token=creds["SessionToken"],
+            ).get_caller_identity()["Arn"]  # fmt: skip
+            expected = f"arn:aws:sts::{self.config.account}:assumed-role/{name}/rehearsal-operator"
+            if caller != expected:
+                raise StepFailed(f"the break-glass credentials are {caller}, expected {expected}")
+        return self._break_glass
 
     def _livekit_call(self, fn: Callable[[Any], Any]) -> Any:
         import asyncio
@@ -655,14 +835,34 @@ class Rehearsal:
             "CDK_DISABLE_CLI_TELEMETRY": "true",
         }
 
-    def _cdk(self, *args: str, env: str | None = None) -> None:
+    def _enforce_iam(self, on: bool) -> None:
+        """moto's IAM enforcement: on (every request is authorized against its caller's policies) or off."""
+        import urllib.request
+
+        request = urllib.request.Request(
+            f"{self.endpoint_url}/moto-api/reset-auth",
+            data=b"0" if on else b"inf",
+            method="POST",
+            # A form content type (urllib's default) would leave the body in Flask's form, not in request.data.
+            headers={"Content-Type": "text/plain"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 (the local endpoint)
+            response.read()
+
+    def _run_cdk(
+        self, args: list[str], credentials: dict[str, str] | None = None, env: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         cdk = self.root / "node_modules" / ".bin" / "cdk"
         if not cdk.exists():
             raise StepFailed(f"{cdk} is missing: run `make setup` first")
-        result = subprocess.run(
+        return subprocess.run(
             [str(cdk), *args, "-c", f"env={env or self.config.name}"],
-            cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=600, check=False,
+            cwd=self.root, env={**self._env(), **(credentials or {})}, capture_output=True, text=True, timeout=600,
+            check=False,
         )  # fmt: skip
+
+    def _cdk(self, *args: str, env: str | None = None) -> None:
+        result = self._run_cdk(list(args), env=env)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
             raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")

@@ -56,6 +56,7 @@ class AgentStack(Stack):
             cluster_name=names.agent_cluster,
             service_name=names.agent_service,
             log_group_name=names.agent_log_group,
+            execution_role_name=names.agent_execution_role,
             environment={
                 "LIVEKIT_URL": config.livekit.url,
                 AgentEnvironment.WORKER_NAME: config.livekit.worker_name,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
-from callsaver_infra.ci_config import CiConfig
+from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, require_real_repository
 from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
 from callsaver_infra.constructs.github_oidc import DeployTarget, GitHubOidcRoles
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
@@ -32,6 +33,7 @@ def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
         hook_secret_names=(*(names.secret(spec.ref) for spec in SECRETS), names.egress_credentials_secret),
         receipt_parameter=names.egress_push_receipt,
         image_repository=config.agent.image_repository,
+        stack_names=names.stacks,
     )
 
 
@@ -77,7 +79,8 @@ class CiStack(Stack):
 
 def add_ci_stack(app: Construct, ci: CiConfig, environments: Mapping[str, EnvironmentConfig]) -> CiStack:
     """Add the CI stack to app, with explicit account/region (synth looks nothing up) and termination protection:
-    deleting it would cut every workflow off from AWS."""
+    deleting it would cut every workflow off from AWS. Raises ConfigError while the repository is the placeholder."""
+    require_real_repository(Path("config") / CI_CONFIG_FILE, ci)
     stack = CiStack(
         app,
         stack_name=CI_STACK,  # the same name at the top level and inside app.py's `ci` Stage

@@ -11,6 +11,7 @@ from constructs import Construct
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.constructs.egress_writer import EgressWriter
 from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
+from callsaver_infra.stacks.secrets import secret_readers
 
 
 def bucket_arn(config: EnvironmentConfig) -> str:
@@ -31,8 +32,13 @@ class IamStack(Stack):
             user_name=names.egress_user,
             policy_name=EGRESS_POLICY_NAME,
             bucket_arn=bucket_arn(config),
+            bucket_region=config.region,
+            key_alias=names.session_key_alias,
             access_key_serial=config.egress.access_key_serial,
             credentials_secret_name=names.egress_credentials_secret,
+            # The hook pushes the key pair to LiveKit, and the agent's tasks receive its two JSON keys too
+            # (the agent starts outbound-call recordings with them): the agent's execution role must read it.
+            credentials_readers=secret_readers(config),
         )
         writer = self.egress_writer
         CfnOutput(self, IamOutputs.USER_NAME, value=writer.user.user_name, description="Egress IAM user")
