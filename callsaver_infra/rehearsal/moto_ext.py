@@ -204,6 +204,23 @@ class _Typed:
         return cls.NAME_TYPE
 
 
+class _KeepsIdentity:
+    """An update that keeps the resource as it is: moto drops a resource whose model returns None from an update,
+    and these resources keep their identity (name, id); the stacks never change them in place. A mixin, like
+    `_Typed`."""
+
+    @classmethod
+    def update_from_cloudformation_json(
+        cls,
+        original_resource: Any,
+        new_resource_name: str,
+        cloudformation_json: Any,
+        account_id: str,
+        region_name: str,
+    ) -> Any:
+        return original_resource
+
+
 class RehearsalBucket(_Typed, CloudFormationModel):
     """AWS::S3::Bucket: moto's bucket plus lifecycle rules, public access block, ownership controls, versioning and
     the bucket key flag of default encryption."""
@@ -390,7 +407,7 @@ class RehearsalSecret(_Typed, CloudFormationModel):
         secretsmanager_backends[account_id][region_name].delete_secret(resource_name, None, True)
 
 
-class RehearsalRole(_Typed, CloudFormationModel):
+class RehearsalRole(_Typed, _KeepsIdentity, CloudFormationModel):
     """AWS::IAM::Role: moto's role (name, description, session duration, inline policies) plus the managed
     policies of ManagedPolicyArns, which stock moto drops, so a role holds its managed policy's rights."""
 
@@ -433,19 +450,6 @@ class RehearsalRole(_Typed, CloudFormationModel):
             if policy.role_names is None:
                 policy.role_names = []
         MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json, account_id, region_name)
-
-    @classmethod
-    def update_from_cloudformation_json(
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
-        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
-        return original_resource
 
 
 class RehearsalSecretResourcePolicy(_Typed, CloudFormationModel):
@@ -678,7 +682,7 @@ class RehearsalScalingPolicy(_Typed, CloudFormationModel):
         return cls(policy.policy_arn)
 
 
-class RehearsalKey(_Typed, CloudFormationModel):
+class RehearsalKey(_Typed, _KeepsIdentity, CloudFormationModel):
     """AWS::KMS::Key as stock moto creates it, but with CloudFormation's Tags (Key/Value), which moto's model hands
     to KMS's tagging unchanged although KMS's API names them TagKey/TagValue."""
 
@@ -703,19 +707,6 @@ class RehearsalKey(_Typed, CloudFormationModel):
         key.key_rotation_status = bool(p.get("EnableKeyRotation", False))
         key.enabled = p.get("Enabled", True)
         return key
-
-    @classmethod
-    def update_from_cloudformation_json(
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
-        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
-        return original_resource
 
 
 class RehearsalInlinePolicy(_Typed, CloudFormationModel):
@@ -768,7 +759,7 @@ class RehearsalInlinePolicy(_Typed, CloudFormationModel):
                 group.delete_policy(policy.policy_name)
 
 
-class RehearsalManagedPolicy(_Typed, CloudFormationModel):
+class RehearsalManagedPolicy(_Typed, _KeepsIdentity, CloudFormationModel):
     """AWS::IAM::ManagedPolicy as stock moto creates it, which a stack deletion never deletes (no delete method):
     CloudFormation deletes it, so a redeploy after `cdk destroy` can create it again under its name."""
 
@@ -794,21 +785,8 @@ class RehearsalManagedPolicy(_Typed, CloudFormationModel):
                     backend.detach_role_policy(resource_name, role.name)
             backend.delete_policy(resource_name)
 
-    @classmethod
-    def update_from_cloudformation_json(
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
-        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
-        return original_resource
 
-
-class RehearsalAlias(_Typed, CloudFormationModel):
+class RehearsalAlias(_Typed, _KeepsIdentity, CloudFormationModel):
     """AWS::KMS::Alias as stock moto creates it; an import binds the retained alias by its name."""
 
     CFN_TYPE = "AWS::KMS::Alias"
@@ -824,19 +802,6 @@ class RehearsalAlias(_Typed, CloudFormationModel):
             if key_id is not None:
                 return backend.keys[key_id].aliases[p["AliasName"]]
         return backend.create_alias(target_key_id=p["TargetKeyId"], alias_name=p["AliasName"])
-
-    @classmethod
-    def update_from_cloudformation_json(
-        cls,
-        original_resource: Any,
-        new_resource_name: str,
-        cloudformation_json: Any,
-        account_id: str,
-        region_name: str,
-    ) -> Any:
-        # moto drops a resource whose model returns None from an update; these keep their identity (name, id),
-        # so an unchanged or in-place update keeps the original (the stacks never change these in place).
-        return original_resource
 
 
 class RehearsalTopicPolicy(_Typed, CloudFormationModel):
