@@ -129,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate.add_argument("--env", required=True, help="environment name (a file under config/)")
     rotate.add_argument("--dry-run", action="store_true", help="say where the rotation stands and what would be done")
-    rotate.add_argument("--livekit-url", type=_livekit_url, metavar="URL", help="for local rehearsal and tests only")
-    rotate.add_argument("--s3-endpoint-url", metavar="URL", help="for local rehearsal and tests only")
+    rotate.add_argument(
+        "--livekit-url", type=_livekit_url, metavar="URL", help="local rehearsal and tests only (local fake account)"
+    )
+    rotate.add_argument("--s3-endpoint-url", metavar="URL", help="local rehearsal and tests only (local fake account)")
     adopt = commands.add_parser(
         "adopt-retained",
         help="after a cdk destroy: create each missing stack by importing its retained resources (bucket, bucket "
@@ -298,6 +300,10 @@ def _rotate_egress_key(config: EnvironmentConfig, args: argparse.Namespace) -> i
     from callsaver_infra.egress_rotation import Rotation, RotationOptions
 
     options = RotationOptions(dry_run=args.dry_run, livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
+    # The same refusal as push-egress's, before the rotation reads anything from LiveKit: HookError, exit 2.
+    egress_hook.check_local_overrides(
+        config, egress_hook.HookOptions(livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
+    )
     return Rotation(config, options, lambda service: aws_client(service, config)).run()
 
 

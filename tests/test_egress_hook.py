@@ -1109,12 +1109,13 @@ def test_a_rule_dispatching_two_environments_agents_is_refused(
 def test_local_only_flags_are_refused_for_a_real_environment(capsys: pytest.CaptureFixture[str]) -> None:
     """--livekit-url / --s3-endpoint-url would send signed requests and the egress key to any host: staging and
     production refuse them before reading anything."""
-    for flag in ("--livekit-url", "--s3-endpoint-url"):
-        code = main(["--config-dir", str(CONFIG_DIR), "push-egress", "--env", "staging", flag, "http://127.0.0.1:9"])
-        err = capsys.readouterr().err
-        assert code == EXIT_ERROR
-        assert f"{flag} are for the local rehearsal and tests only (account 123456789012)" in err
-        assert "environment staging is account 836347236108" in err
+    for command in ("push-egress", "rotate-egress-key"):
+        for flag in ("--livekit-url", "--s3-endpoint-url"):
+            code = main(["--config-dir", str(CONFIG_DIR), command, "--env", "staging", flag, "http://127.0.0.1:9"])
+            err = capsys.readouterr().err
+            assert code == EXIT_ERROR, (command, flag)
+            assert f"{flag} are for the local rehearsal and tests only (account 123456789012)" in err
+            assert "environment staging is account 836347236108" in err
 
 
 def test_an_egress_secret_other_than_the_deployed_key_is_not_pushed(
