@@ -8,7 +8,7 @@ the rest from what it reads (nothing is remembered between runs, so it can be re
 1. deployed   the IAM stack holds the key of config's serial (else: `make deploy ENV=<env>` first)
 2. checked    check_egress_key: the secret's key is the deployed one, active in IAM, and can upload
 3. pushed     every dispatch rule of the environment (those dispatching its agent) holds the new key (run_hook
-              pushes it and records a test room)
+              pushes it and records a test web egress)
 4. retired    every other key of the egress user is deleted, refused while any dispatch rule or the agent's injected
               credentials still use it
 """
@@ -216,7 +216,7 @@ class Rotation:
         still = [r for r in mine if key.output_key_id not in upload_key_ids(rules[r])]
         if still:
             raise RotationBlocked(f"3 pushed: after the push, {', '.join(still)} still hold another key")
-        self.out(f"  done   3 pushed    every dispatch rule holds key {masked(key.output_key_id)}, test room recorded")
+        self.out(f"  done   3 pushed    every dispatch rule holds key {masked(key.output_key_id)}, test web egress recorded")
 
     def _step_retired(self, key: DeployedKey) -> None:
         iam = self.aws("iam")
