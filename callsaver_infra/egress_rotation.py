@@ -216,7 +216,7 @@ class Rotation:
         still = [r for r in mine if key.output_key_id not in upload_key_ids(rules[r])]
         if still:
             raise RotationBlocked(f"3 pushed: after the push, {', '.join(still)} still hold another key")
-        self.out(f"  done   3 pushed    every dispatch rule holds key {masked(key.output_key_id)}, test web egress recorded")
+        self.out(f"  done   3 pushed    every dispatch rule holds key {masked(key.output_key_id)}, verify recorded")
 
     def _step_retired(self, key: DeployedKey) -> None:
         iam = self.aws("iam")
