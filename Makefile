@@ -16,7 +16,7 @@ ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 # Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="--app cdk.out --require-approval never" (CI).
 CDK_ARGS ?=
 
-.PHONY: help setup rehearse rehearse-lifecycle synth test snapshot-update lint bench bench-hook diff deploy status constraints clean
+.PHONY: help setup rehearse rehearse-lifecycle synth test snapshot-update lint docs bench bench-hook diff deploy status constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -56,7 +56,10 @@ snapshot-update: setup ## Rewrite the template snapshots after a reviewed change
 lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy callsaver_infra app.py
+	$(VENV)/bin/mypy callsaver_infra app.py tools
+
+docs: setup ## Regenerate docs/configuration.md from the config models' field descriptions
+	$(PY) tools/config_reference.py
 
 bench: setup ## Print synth timings (all environments vs an empty CDK app), test-suite time, cost-bearing resources
 	$(PY) benchmarks/synth_bench.py

@@ -84,11 +84,12 @@ class _Section(BaseModel):
 class LiveKitConfig(_Section):
     """Where the LiveKit Cloud project lives and what the agent registers as."""
 
-    url: str = Field(description="LiveKit Cloud WebSocket URL, wss://<project>.livekit.cloud")
-    sip_endpoint: str = Field(description="The project's SIP URI, sip:<project>.pstn.livekit.cloud")
+    url: str = Field(description="LiveKit Cloud WebSocket URL, `wss://<project>.livekit.cloud`")
+    sip_endpoint: str = Field(description="The project's SIP URI, `sip:<project>.pstn.livekit.cloud`")
     worker_name: str = Field(
         description="The agent name the environment's workers register under (LIVEKIT_WORKER_NAME and "
-        "LIVEKIT_AGENT_NAME); unique among environments that share `url`, or they form one pool"
+        "LIVEKIT_AGENT_NAME); unique among environments that share `url`, or they form one pool and take each "
+        "other's calls"
     )
 
     @field_validator("url")
@@ -119,8 +120,11 @@ class LiveKitConfig(_Section):
 class StorageConfig(_Section):
     """The session-recording bucket."""
 
-    bucket_name: str = Field(description="Globally unique S3 bucket name for call recordings")
-    expiration_days: int = Field(ge=1, description="Days after which recordings are deleted")
+    bucket_name: str = Field(
+        description="Globally unique S3 bucket name for call recordings (S3's naming rules are enforced); one per "
+        "environment"
+    )
+    expiration_days: int = Field(ge=1, description="Days after which a recording is deleted (S3 lifecycle expiration)")
 
     @field_validator("bucket_name")
     @classmethod
@@ -223,17 +227,35 @@ def image_tag_problem(tag: str) -> str | None:
 class AgentConfig(_Section):
     """The LiveKit agent's Fargate service: image, size, scaling and logs."""
 
-    image_repository: str = Field(description="ECR repository (name, in this account and region) of the agent image")
-    image_tag: str = Field(
-        description="Immutable tag of the agent image to run (commit SHA or release version); the one source of "
-        "the deployed tag, overridden only by -c agentImageTag=<tag> for a hotfix"
+    image_repository: str = Field(
+        description="ECR repository (name, in this account and region) of the agent image: the Callsaver-Registry "
+        "stack's (config/ci/registry.toml)"
     )
-    cpu: int = Field(description="Task CPU units (256, 512, 1024, ...)")
-    memory_mib: int = Field(description="Task memory in MiB; must be a valid Fargate pair with cpu")
-    min_tasks: int = Field(ge=1, description="Fewest running tasks; at least 1 so calls are answered")
-    max_tasks: int = Field(ge=1, description="Most running tasks")
-    cpu_target_percent: int = Field(ge=1, le=100, description="Average CPU the autoscaler aims for")
-    log_retention_days: int = Field(description="Days CloudWatch keeps the agent's logs")
+    image_tag: str = Field(
+        description="Immutable tag of the agent image to run: the agent repository's full commit SHA or a release "
+        "version such as v1.4.2 (not `latest`, a branch or a floating version); the one source of the deployed tag, "
+        "overridden only by `-c agentImageTag=<tag>` for a hotfix"
+    )
+    cpu: int = Field(description="Fargate task CPU units (256, 512, 1024, ...); with memory_mib a valid Fargate pair")
+    memory_mib: int = Field(
+        description="Fargate task memory in MiB; must be a valid Fargate pair with cpu (cpu 512: 1024-4096)"
+    )
+    min_tasks: int = Field(
+        ge=1,
+        description="Fewest running tasks (autoscaling lower bound, at most max_tasks); at least 1 so calls are "
+        "answered",
+    )
+    max_tasks: int = Field(ge=1, description="Most running tasks (autoscaling upper bound)")
+    cpu_target_percent: int = Field(
+        ge=1,
+        le=100,
+        description="Average CPU the autoscaler aims for; keep it below the livekit-agents workers' load_threshold "
+        "(0.7 by default), or they refuse calls before ECS scales out",
+    )
+    log_retention_days: int = Field(
+        description="Days CloudWatch keeps the agent's logs (/callsaver/{env}/agent); a CloudWatch Logs retention "
+        "period: 1, 3, 5, 7, 14, 30, 60, 90, ..."
+    )
 
     @field_validator("image_repository")
     @classmethod
@@ -282,8 +304,14 @@ class AgentConfig(_Section):
 class NetworkConfig(_Section):
     """Where the agent's tasks run: by default a new two-AZ public-subnet VPC, or an existing VPC named by id."""
 
-    existing_vpc_id: str | None = Field(default=None, description="Run in this VPC instead of creating one")
-    existing_subnet_ids: StrTuple = Field(default=(), description="Public subnets of existing_vpc_id")
+    existing_vpc_id: str | None = Field(
+        default=None,
+        description="Run the agent's tasks in this VPC's public subnets instead of creating a VPC (set the three "
+        "existing_* keys together, or none)",
+    )
+    existing_subnet_ids: StrTuple = Field(
+        default=(), description="Public subnets of existing_vpc_id, in at least two availability zones"
+    )
     existing_subnet_zones: StrTuple = Field(
         default=(), description="The availability zone of each existing subnet, in the same order"
     )
@@ -345,7 +373,9 @@ class EgressHookConfig(_Section):
         default=(), description="Only the agent's rules with these names; default: every rule dispatching the agent"
     )
     filepath_template: str = Field(
-        description="Object key of each recording, e.g. '{room_name}/{time}'; LiveKit appends .ogg"
+        description="Object key of each recording, e.g. `{room_name}/{time}` (LiveKit appends .ogg); must contain "
+        "{room_name} or {room_id}; only LiveKit's {room_name} {room_id} {time} {utc} {retry}; no leading /, not "
+        "under _healthcheck/"
     )
 
     @field_validator("dispatch_rule_ids")
@@ -454,9 +484,11 @@ class EnvironmentConfig(_Section):
     """Everything one environment's stacks need; built once in app.py and passed down, never re-read."""
 
     name: str = Field(description="Environment name; taken from the config file's name")
-    account: AccountId = Field(description="12-digit AWS account id, in quotes")
-    region: AwsRegion = Field(description="AWS region, e.g. us-west-1")
-    termination_protection: bool = Field(description="Protect this environment's stacks from deletion")
+    account: AccountId = Field(description="12-digit AWS account id, written as a string (in quotes)")
+    region: AwsRegion = Field(description="AWS region, e.g. us-west-1 (checked against aws-cdk-lib's region table)")
+    termination_protection: bool = Field(
+        description="Protect this environment's stacks from deletion (true for production)"
+    )
     livekit: LiveKitConfig
     storage: StorageConfig
     egress: EgressConfig
