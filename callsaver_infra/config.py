@@ -441,7 +441,8 @@ class MonitoringConfig(_Section):
         default=(), description="E-mail addresses subscribed to the alert topic (each confirms once by e-mail)"
     )
     max_hours_without_recording: int | None = Field(
-        default=None, description="Alarm when no recording arrived for this many hours; unset: no such alarm"
+        default=None,
+        description="Alarm when no recording arrived for this many hours (1-168); unset: no such alarm",
     )
     agent_down_minutes: int = Field(
         default=3, ge=1, le=MAX_MINUTE_PERIODS, description="Minutes below agent.min_tasks before alarming"
