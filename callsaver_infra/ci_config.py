@@ -155,7 +155,7 @@ def load_ci_config(path: Path, envs: Mapping[str, EnvironmentConfig]) -> CiConfi
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (the CI configuration; see README, CI/CD)") from None
+        raise ConfigError(f"{path}: file not found (the CI configuration; see docs/ci-cd.md)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     try:

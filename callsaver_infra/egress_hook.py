@@ -229,7 +229,7 @@ def _pick_outputs(
             raise NotReadyError(
                 f"stack {stack} is not deployed ({source} has no such stack): run make deploy ENV={config.name}; "
                 f"if the environment was destroyed (its bucket and secrets are retained, so a plain deploy fails), "
-                f'first run callsaver-infra adopt-retained --env {config.name} (README, "Redeploying after a '
+                f'first run callsaver-infra adopt-retained --env {config.name} (docs/runbooks.md, "Redeploying after a '
                 'destroy")'
             )
         value = outputs.get(key)
@@ -1142,7 +1142,7 @@ async def _push(
     if recorded:
         out(
             f"inbound calls through {', '.join(recorded)} are recorded by LiveKit into s3://{settings.bucket}/; calls "
-            'the agent places (outbound) are recorded by the agent itself (README, "Which calls are recorded")'
+            "the agent places (outbound) are recorded by the agent itself (docs/push-egress.md)"
         )
     if refused:
         raise HookError(f"{len(refused)} dispatch rule(s) refused (above); {_pushed_so_far(done)}")

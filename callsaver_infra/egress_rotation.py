@@ -131,7 +131,7 @@ class Rotation:
             raise RotationBlocked(
                 f"1 deployed: stack {self.names.iam_stack} cannot be read ({e.response['Error']['Code']}); "
                 f"deploy it with make deploy ENV={self.config.name} (after a cdk destroy, first "
-                f"`callsaver-infra adopt-retained --env {self.config.name}`: README, Redeploying after a destroy)",
+                f"`callsaver-infra adopt-retained --env {self.config.name}`: docs/runbooks.md)",
                 EXIT_WAITING,
             ) from None
         if isinstance(template, str):

@@ -115,7 +115,8 @@ def check_image(config: EnvironmentConfig, tag: str, ecr: Any, sts: Any) -> Imag
         if code == "RepositoryNotFoundException":
             raise ImageMissingError(
                 f"repository {where} does not exist, so image {repository}:{tag} cannot be deployed. Deploy the "
-                f"registry (`npx cdk deploy {REGISTRY_STACK} -c env=registry`, README) and push the agent image"
+                f"registry (`npx cdk deploy {REGISTRY_STACK} -c env=registry`, docs/runbooks.md) and push the agent "
+                "image"
             ) from None
         # ECR answers AccessDeniedException; any 403 is an authorization failure too (moto's server sends its
         # IAM denial as a bare 403).

@@ -113,7 +113,7 @@ def load_registry_config(path: Path, envs: Mapping[str, EnvironmentConfig]) -> R
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found (the agent image registry; see README, Deploying)") from None
+        raise ConfigError(f"{path}: file not found (the agent image registry; see docs/runbooks.md)") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     try:

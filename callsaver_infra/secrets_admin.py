@@ -129,7 +129,7 @@ def _read(client: Any, name: str) -> str | None:
             raise SecretsError(
                 f"could not read {name}: {code}. Only the agent's execution role, the CI deploy role and the "
                 "break-glass role ([security] break_glass_role_arn) may read secrets: run this with the "
-                'break-glass role\'s credentials (README, "Security")'
+                "break-glass role's credentials (docs/security.md)"
             ) from None
         raise SecretsError(f"could not read {name}: {code}") from None
     return value

@@ -99,7 +99,7 @@ class Rehearsal:
 
             try:
                 self._step("bootstrap", self._bootstrap)
-                # The registry, and both outcomes of the pre-deploy image check (README, "Local deploy rehearsal").
+                # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
                 self._step("deploy registry", lambda: image.deploy_registry(self))
                 self._step("image check refuses", lambda: image.image_check_refuses(self))
                 self._step("push agent image", lambda: image.push_agent_image(self))
@@ -747,7 +747,7 @@ class Rehearsal:
 
     def _operator(self) -> dict[str, str]:
         """Credentials of the environment's break-glass role, the only operator identity the secrets' resource
-        policies let read a secret (README, "Security"): `secrets status` and `status` read secret values. The role
+        policies let read a secret (docs/security.md): `secrets status` and `status` read secret values. The role
         belongs to the account, not to the app, so the rehearsal creates it as config names it. moto does not
         evaluate secret resource policies, so this shows the operator's path, not the Deny for everyone else
         (tests/test_secrets_stack.py evaluates the policy)."""
