@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     adopt = commands.add_parser(
         "adopt-retained",
         help="after a cdk destroy: create each missing stack by importing its retained resources (bucket, bucket "
-        "policy, secrets, log group), so make deploy can bring the environment back without losing anything",
+        "policy and KMS key, read-audit log bucket, secrets, log group), so make deploy can bring the environment "
+        "back without losing anything",
         description="For each stack of the environment that is not deployed while its retained resources still "
         "exist, run a CloudFormation IMPORT change set holding exactly those resources, identified by the names "
         "in config (what `cdk import` does). Nothing is created, changed or deleted in them. Then run make deploy. "
@@ -151,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status",
         help="read-only check of the whole chain (stacks, secrets, agent, LiveKit rules and egresses, recordings); "
         "exit 1 if anything needs attention",
-        description="Check one environment without changing anything: the four stacks, every secret (never shown), "
+        description="Check one environment without changing anything: the five stacks, every secret (never shown), "
         "the agent service's tasks and last deployment, the LiveKit project's inbound trunks and dispatch rules "
         "(whose each is, where each records), LiveKit's recent egresses, and the newest recording in the bucket. "
         "One line per check, ok or what to run. Exit 0 when all is well, 1 otherwise, 2 on usage errors.",

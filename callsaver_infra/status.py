@@ -1,6 +1,6 @@
 """`callsaver-infra status`: a read-only check of an environment's whole recording chain, one line per check.
 
-The seed's manual checklist as code: the four stacks, the secrets, the agent service, the LiveKit project's inbound
+The seed's manual checklist as code: the five stacks, the secrets, the agent service, the LiveKit project's inbound
 trunks and dispatch rules (which environment each belongs to, where each records), LiveKit's recent egresses, and
 the newest recording in the bucket. Every line is ok or says what to do. Nothing is written anywhere, and no secret
 is printed: values are only compared, and every text that could quote LiveKit or AWS goes through a `Redactor`.
