@@ -113,6 +113,13 @@ def test_reference_lists_every_key_of_the_committed_files() -> None:
                 assert f"| `{dotted}` |" in text, f"{path.relative_to(ROOT)}: {dotted} is not in docs/configuration.md"
 
 
+def test_security_page_says_who_reads_recordings_and_where_reads_are_logged() -> None:
+    # Issue 12: the security documentation states both; the README links to it.
+    security = anchors((ROOT / "docs" / "security.md").read_text(encoding="utf-8"))
+    assert {"who-can-read-a-recording", "where-reads-are-logged"} <= security
+    assert "docs/security.md" in (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 def test_readme_stays_short() -> None:
     size = len((ROOT / "README.md").read_bytes())
     assert size <= README_MAX_BYTES, f"README.md is {size} bytes; move detail into docs/"
