@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import importlib.util
 import re
-import subprocess
-import sys
 import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
@@ -184,9 +185,10 @@ def test_quickstart_commands_set_themselves_up() -> None:
 
 
 def test_every_operator_command_the_docs_name_exists() -> None:
-    cli = Path(sys.executable).parent / "callsaver-infra"
-    usage = subprocess.run([str(cli), "--help"], capture_output=True, text=True, check=True).stdout
-    commands = set(re.search(r"\{([a-z,-]+)\}", usage).group(1).split(","))  # type: ignore[union-attr]
+    # The installed console script names the CLI module, wherever the package keeps it.
+    (script,) = entry_points(group="console_scripts", name="callsaver-infra")
+    parser = importlib.import_module(script.module).build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     for doc in DOCS:
         for named in re.findall(r"callsaver-infra ([a-z][a-z-]+)", doc.read_text(encoding="utf-8")):
             assert named in commands, f"{doc.relative_to(ROOT)} names `callsaver-infra {named}`, not a command"
