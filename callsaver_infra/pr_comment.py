@@ -27,7 +27,7 @@ def marker(env: str) -> str:
 def build_comment(
     env: str, diff: str | None, gate: str | None, *, commit: str, run_url: str, image: str | None = None
 ) -> str:
-    """Markdown for env's comment: the stateful-resources verdict, the agent image (if given), then the whole
+    """Markdown for env's comment: the destructive-change gate's verdict, the agent image (if given), then the whole
     diff, folded."""
     diff = _ANSI.sub("", diff or "").strip()
     truncated = len(diff) > MAX_DIFF_CHARS
@@ -42,7 +42,7 @@ def build_comment(
         marker(env),
         f"### `cdk diff` — {env}",
         "",
-        (gate or "❔ The stateful-resources gate did not run (see the workflow run).").strip(),
+        (gate or "❔ The destructive-change gate did not run (see the workflow run).").strip(),
         "",
         *([f"Agent image this would deploy: `{image}`", ""] if image else []),
         f"<details><summary>Full diff against the deployed stacks ({summary})</summary>",
