@@ -19,8 +19,8 @@ import pytest
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 from moto import mock_aws
 
-from callsaver_infra.names import EnvNames
-from callsaver_infra.pr_comment import MAX_DIFF_CHARS, build_comment, marker
+from callsaver_infra.names import EnvNames, pr_comment_marker
+from callsaver_infra.pr_comment import MAX_DIFF_CHARS, build_comment
 from callsaver_infra.stateful_changes import (
     ALLOW_LABEL,
     CREATE_ONLY,
@@ -423,13 +423,13 @@ def test_markdown_escapes_table_cells() -> None:
     assert "| `S` | `L` | `AWS::S3::Bucket` | will be replaced: BucketName 'a\\|b' → 'c' | To update it in" in text
 
 
-def test_comment_has_marker_verdict_and_folded_diff() -> None:
+def test_comment_has_heading_verdict_and_folded_diff() -> None:
     diff = (
         "Stack Callsaver-Storage-staging\n\x1b[32m[+] AWS::S3::Bucket\x1b[0m\n\n"
         "✨  Number of stacks with differences: 1\n"
     )
     body = build_comment("staging", diff, "✅ verdict\n", commit="0123456789abcdef", run_url="https://run")
-    assert body.startswith(marker("staging") + "\n") and marker("staging") == "<!-- cdk-diff:staging -->"
+    assert body.startswith("### `cdk diff` — staging\n")
     assert "✅ verdict" in body and "(1 stack(s) with differences)" in body
     assert "[+] AWS::S3::Bucket" in body and "\x1b" not in body
     assert "Commit `0123456789ab`" in body and "[workflow run](https://run)" in body
@@ -440,7 +440,8 @@ def test_comment_fence_cannot_be_closed_by_the_diff_and_is_truncated() -> None:
     assert "\n````text\n" in body and "\n````\n" in body
     assert "The diff is cut at 60,000 characters" in body
     assert "did not run" in body  # no gate verdict file
-    assert len(body) < 65_536
+    # GitHub's limit, with the marker the sticky-comment action appends.
+    assert len(body + "\n" + pr_comment_marker("production")) < 65_536
 
 
 def test_comment_when_the_diff_never_ran() -> None:
