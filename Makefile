@@ -60,6 +60,7 @@ lint: setup ## ruff and mypy
 
 bench: setup ## Print synth timings (all environments vs an empty CDK app), test-suite time, cost-bearing resources
 	$(PY) benchmarks/synth_bench.py
+	$(PY) benchmarks/cost_bench.py
 
 bench-hook: setup ## Print push-egress timings against the local LiveKit server and moto
 	$(PY) benchmarks/hook_bench.py
