@@ -63,6 +63,7 @@ docs: setup ## Regenerate docs/configuration.md from the config models' field de
 
 bench: setup ## Print synth timings (all environments vs an empty CDK app), test-suite time, cost-bearing resources
 	$(PY) benchmarks/synth_bench.py
+	$(PY) benchmarks/cost_bench.py
 
 bench-hook: setup ## Print push-egress timings against the local LiveKit server and moto
 	$(PY) benchmarks/hook_bench.py

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from aws_cdk import App, Stage
 
-from callsaver_infra.assembly import add_environment
+from callsaver_infra.assembly import add_environment, cli_context
 from callsaver_infra.ci_config import (
     CI_CONFIG_FILE,
     CI_ENV_NAME,
@@ -42,11 +42,14 @@ from callsaver_infra.registry_config import (
 from callsaver_infra.stacks.ci import add_ci_stack
 from callsaver_infra.stacks.registry import add_registry_stack
 
-CONFIG_DIR = Path(__file__).resolve().parent / "config"
+PROJECT_DIR = Path(__file__).resolve().parent
+CONFIG_DIR = PROJECT_DIR / "config"
 
 
 def main() -> None:
-    app = App()
+    # cdk.json's context as defaults: `python app.py` without the CLI gets the same feature flags (the CLI's
+    # CDK_CONTEXT_JSON, when present, overrides them with the same values and any -c).
+    app = App(context=cli_context(PROJECT_DIR))
     try:
         all_envs = load_environments(CONFIG_DIR)
         check_reserved_environment_names(CONFIG_DIR, all_envs)

@@ -3,7 +3,10 @@ carry their reasons."""
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, App, Validations
+import json
+from typing import Any
+
+from aws_cdk import Acknowledgment, App, Stack, Token, Validations
 from cdk_nag import AwsSolutionsChecks, NIST80053R5Checks
 from constructs import IConstruct
 
@@ -20,6 +23,32 @@ def acknowledge(
     scope: IConstruct, rule: str, reason: str, *, finding: str | None = None, pack: str = AWS_SOLUTIONS
 ) -> None:
     """Acknowledge `rule` of `pack` (AwsSolutions "IAM5", NIST "IAMNoInlinePolicy") on scope, optionally for one
-    finding (e.g. "Action::s3:*")."""
+    finding (e.g. "Action::s3:*"; tokens in it are written as cdk-nag writes them: <AWS::Partition>, <Id.Arn>)."""
+    if finding is not None and Token.is_unresolved(finding):
+        finding = flatten_cfn_reference(Stack.of(scope).resolve(finding))
     rule_id = f"{pack}::{pack}-{rule}" + (f"[{finding}]" if finding else "")
     Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+
+
+def flatten_cfn_reference(node: Any) -> str:
+    """A resolved CloudFormation value as the flat string of cdk-nag's findings (cdk-nag 3.0.2,
+    src/utils/flatten-cfn-reference.ts: Ref -> <X>, Fn::GetAtt -> <X.Attr>, Fn::Join joined, ${...} -> <...>)."""
+    if node is None:
+        return ""
+    if isinstance(node, str):
+        return node.replace("${", "<").replace("}", ">")
+    if isinstance(node, dict):
+        if node.get("Fn::Join"):
+            delimiter, items = node["Fn::Join"]
+            return str(delimiter).join(flatten_cfn_reference(item) for item in items)
+        if node.get("Fn::Sub"):
+            return flatten_cfn_reference(node["Fn::Sub"])
+        if node.get("Fn::GetAtt"):
+            resource, attribute = node["Fn::GetAtt"]
+            return f"<{flatten_cfn_reference(resource)}.{flatten_cfn_reference(attribute)}>"
+        if node.get("Fn::ImportValue"):
+            return flatten_cfn_reference(node["Fn::ImportValue"])
+        if node.get("Ref"):
+            return f"<{flatten_cfn_reference(node['Ref'])}>"
+    # cdk-nag's fallback: JSON.stringify (compact).
+    return json.dumps(node, separators=(",", ":"))

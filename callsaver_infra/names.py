@@ -187,6 +187,18 @@ class EnvNames:
 # Id of the session bucket's S3 request-metrics configuration: the FilterId dimension of its CloudWatch metrics.
 RECORDING_METRICS_FILTER_ID = "Recordings"
 
+
+def pr_comment_header(env: str) -> str:
+    """The key of env's `cdk diff` pull-request comment: the `header` input of marocchino/sticky-pull-request-comment
+    (pinned in .github/workflows/pull-request.yml), which finds and updates the comment by it."""
+    return f"cdk-diff:{env}"
+
+
+def pr_comment_marker(env: str) -> str:
+    """The hidden line the action ends env's comment with (src/comment.ts, headerComment, of the pinned release)."""
+    return f"<!-- Sticky Pull Request Comment{pr_comment_header(env)} -->"
+
+
 # The account-level stack holding the GitHub OIDC provider and the roles the workflows assume (`-c env=ci`).
 CI_STACK = f"{PROJECT}-CI"
 

@@ -1,9 +1,10 @@
 """The body of the one pull-request comment per environment that shows its `cdk diff` (updated in place).
 
-The comment starts with a hidden marker, `<!-- cdk-diff:<env> -->`, by which the workflow finds and updates it.
+The workflow posts it with marocchino/sticky-pull-request-comment, keyed by names.pr_comment_header(env), which this
+module writes to the step's outputs (--github-output), so the key has one spelling.
 
     python -m callsaver_infra.pr_comment --env staging --diff diff.txt --gate gate.md --out comment.md \
-        --commit "$SHA" --run-url "$RUN_URL"
+        --commit "$SHA" --run-url "$RUN_URL" [--github-output "$GITHUB_OUTPUT"]
 """
 
 from __future__ import annotations
@@ -14,20 +15,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from callsaver_infra.names import pr_comment_header
+
 # GitHub rejects comment bodies over 65,536 characters; leave room for the text around the diff.
 MAX_DIFF_CHARS = 60_000
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def marker(env: str) -> str:
-    """The hidden first line that identifies env's comment."""
-    return f"<!-- cdk-diff:{env} -->"
-
-
 def build_comment(
     env: str, diff: str | None, gate: str | None, *, commit: str, run_url: str, image: str | None = None
 ) -> str:
-    """Markdown for env's comment: the stateful-resources verdict, the agent image (if given), then the whole
+    """Markdown for env's comment: the destructive-change gate's verdict, the agent image (if given), then the whole
     diff, folded."""
     diff = _ANSI.sub("", diff or "").strip()
     truncated = len(diff) > MAX_DIFF_CHARS
@@ -39,10 +37,9 @@ def build_comment(
     changed = re.search(r"Number of stacks with differences: (\d+)", diff)
     summary = f"{changed.group(1)} stack(s) with differences" if changed else "output"
     lines = [
-        marker(env),
         f"### `cdk diff` — {env}",
         "",
-        (gate or "❔ The stateful-resources gate did not run (see the workflow run).").strip(),
+        (gate or "❔ The destructive-change gate did not run (see the workflow run).").strip(),
         "",
         *([f"Agent image this would deploy: `{image}`", ""] if image else []),
         f"<details><summary>Full diff against the deployed stacks ({summary})</summary>",
@@ -92,12 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run-url", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--assembly", type=Path, help="the synthesized cloud assembly: name the agent image it holds")
+    parser.add_argument(
+        "--github-output", type=Path, help="append header=<the comment's key> to this file (the step's $GITHUB_OUTPUT)"
+    )
     args = parser.parse_args(argv)
     image = _agent_image(args.env, args.assembly) if args.assembly else None
     body = build_comment(
         args.env, _read(args.diff), _read(args.gate), commit=args.commit, run_url=args.run_url, image=image
     )
     args.out.write_text(body, encoding="utf-8")
+    if args.github_output:
+        with args.github_output.open("a", encoding="utf-8") as outputs:
+            outputs.write(f"header={pr_comment_header(args.env)}\n")
     return 0
 
 

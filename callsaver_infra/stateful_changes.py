@@ -1,11 +1,13 @@
-"""The pipeline's gate on destructive changes to stateful resources (the S3 buckets, the Secrets Manager secrets).
+"""The pipeline's gate on destructive changes: any resource a deploy would delete, orphan or replace.
 
 For every stack of a synthesized cloud assembly it compares the synthesized template with the template
 CloudFormation holds for that stack (read like `cdk diff` does, through the CDK bootstrap lookup role, or the deploy
-role in a deploy job), and reports each stateful resource that the deploy would delete, orphan or replace, or that
-loses its Retain policy. Structured templates are compared, not `cdk diff`'s human-oriented text, so the gate does
-not depend on the CLI's output format; which property changes replace a resource comes from the CloudFormation
-resource schemas (createOnlyProperties; a test checks the table below against the schemas cfn-lint ships).
+role in a deploy job), and reports each resource that the deploy would delete, orphan or replace, or that loses its
+Retain policy, unless its type is in SAFE_TO_REPLACE (types an ordinary update replaces and that hold nothing to
+lose). Structured templates are compared, not `cdk diff`'s human-oriented text, so the gate does not depend on the
+CLI's output format; which property changes replace a resource comes from the CloudFormation resource schemas
+(createOnlyProperties; a test checks CREATE_ONLY against the schemas cfn-lint ships, and that it covers every type
+the app synthesizes). A type missing from CREATE_ONLY fails closed: any property change counts as a replacement.
 
     python -m callsaver_infra.stateful_changes --assembly cdk.out [--role lookup|deploy] [--allow] [--report FILE]
 
@@ -23,11 +25,106 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-# Stateful resource types and the properties whose change makes CloudFormation replace the resource (create a new
-# one, delete the old): the schemas' createOnlyProperties.
-STATEFUL_CREATE_ONLY: Mapping[str, tuple[str, ...]] = {
+# Every resource type the app synthesizes (environments, CI and registry stacks) and the properties whose change
+# makes CloudFormation replace the resource (create a new one, delete the old): the schemas' createOnlyProperties,
+# as JSON-pointer paths below /properties. An empty tuple: no property change replaces it.
+CREATE_ONLY: Mapping[str, tuple[str, ...]] = {
+    "AWS::ApplicationAutoScaling::ScalableTarget": ("ResourceId", "ScalableDimension", "ServiceNamespace"),
+    "AWS::ApplicationAutoScaling::ScalingPolicy": (
+        "PolicyName",
+        "ServiceNamespace",
+        "ResourceId",
+        "ScalableDimension",
+        "ScalingTargetId",
+    ),
+    "AWS::CloudTrail::Trail": ("TrailName",),
+    "AWS::CloudWatch::Alarm": ("AlarmName",),
+    "AWS::CloudWatch::Dashboard": ("DashboardName",),
+    "AWS::EC2::InternetGateway": (),
+    "AWS::EC2::Route": ("RouteTableId", "DestinationCidrBlock", "DestinationIpv6CidrBlock", "DestinationPrefixListId"),
+    "AWS::EC2::RouteTable": ("VpcId",),
+    "AWS::EC2::SecurityGroup": ("GroupDescription", "GroupName", "VpcId"),
+    "AWS::EC2::Subnet": (
+        "VpcId",
+        "AvailabilityZone",
+        "AvailabilityZoneId",
+        "CidrBlock",
+        "OutpostArn",
+        "Ipv6Native",
+        "Ipv4IpamPoolId",
+        "Ipv4NetmaskLength",
+        "Ipv6IpamPoolId",
+        "Ipv6NetmaskLength",
+    ),
+    "AWS::EC2::SubnetRouteTableAssociation": ("SubnetId", "RouteTableId"),
+    "AWS::EC2::VPC": ("CidrBlock", "Ipv4IpamPoolId", "Ipv4NetmaskLength", "VpcEncryptionControl"),
+    "AWS::EC2::VPCGatewayAttachment": ("VpcId",),
+    "AWS::ECR::Repository": (
+        "RepositoryName",
+        "EncryptionConfiguration",
+        "EncryptionConfiguration/EncryptionType",
+        "EncryptionConfiguration/KmsKey",
+    ),
+    "AWS::ECS::Cluster": ("ClusterName",),
+    "AWS::ECS::Service": ("Cluster", "Role", "SchedulingStrategy", "ServiceName"),
+    "AWS::ECS::TaskDefinition": (
+        "Family",
+        "ContainerDefinitions",
+        "Cpu",
+        "EnableFaultInjection",
+        "ExecutionRoleArn",
+        "InferenceAccelerators",
+        "Memory",
+        "NetworkMode",
+        "PlacementConstraints",
+        "ProxyConfiguration",
+        "RequiresCompatibilities",
+        "RuntimePlatform",
+        "TaskRoleArn",
+        "Volumes",
+        "PidMode",
+        "IpcMode",
+        "EphemeralStorage",
+    ),
+    "AWS::Events::Rule": ("Name",),
+    "AWS::IAM::AccessKey": ("UserName", "Serial"),
+    "AWS::IAM::ManagedPolicy": ("ManagedPolicyName", "Description", "Path"),
+    "AWS::IAM::OIDCProvider": ("Url",),
+    "AWS::IAM::Policy": (),
+    "AWS::IAM::Role": ("Path", "RoleName"),
+    "AWS::IAM::User": ("UserName",),
+    "AWS::KMS::Alias": ("AliasName",),
+    "AWS::KMS::Key": (),
+    "AWS::Logs::LogGroup": ("LogGroupName",),
     "AWS::S3::Bucket": ("BucketName", "BucketNamePrefix", "BucketNamespace"),
+    "AWS::S3::BucketPolicy": ("Bucket",),
+    "AWS::SNS::Topic": ("TopicName", "FifoTopic"),
+    "AWS::SNS::TopicPolicy": (),
+    "AWS::SecretsManager::ResourcePolicy": ("SecretId",),
     "AWS::SecretsManager::Secret": ("Name",),
+}
+
+# The only types whose replacement or removal the gate lets through, each because an ordinary update replaces it and
+# it holds nothing that a replacement loses. Everything else (a bucket, secret, table, log group, key, role, user,
+# trail, a type added later) fails the gate until a reviewer allows it.
+SAFE_TO_REPLACE: Mapping[str, str] = {
+    "AWS::ECS::TaskDefinition": (
+        "every image tag, CPU/memory or environment change registers a new revision (ContainerDefinitions are "
+        "create-only); the service rolls onto it behind its circuit breaker, and the old revision holds no data"
+    ),
+    "AWS::IAM::AccessKey": (
+        "bumping egress.access_key_serial replaces the egress key by design (rotate-egress-key); the replaced key "
+        "is retained (UpdateReplacePolicy Retain, still checked here) until the rotation retires it"
+    ),
+    "AWS::CloudWatch::Alarm": (
+        "configuration only, rebuilt from the template; the no-recording alarm comes and goes with "
+        "monitoring.max_hours_without_recording, and only the alarm's state history is lost"
+    ),
+    "AWS::CloudWatch::Dashboard": "configuration only: its whole body is the template's",
+    "AWS::ApplicationAutoScaling::ScalingPolicy": (
+        "configuration only (the agent service's target tracking), recreated from the template; running tasks "
+        "are not touched"
+    ),
 }
 RETAINING_POLICIES = frozenset({"Retain", "RetainExceptOnCreate"})
 # The pull-request label (and, for manual deploys, the workflow input) that lets reviewed destructive changes through.
@@ -41,7 +138,7 @@ class GateError(Exception):
 
 
 class Impact(StrEnum):
-    """What a deploy does to a stateful resource."""
+    """What a deploy does to a resource."""
 
     DESTROY = "will be destroyed"
     ORPHAN = "will be orphaned"
@@ -50,8 +147,8 @@ class Impact(StrEnum):
 
 
 @dataclass(frozen=True)
-class StatefulChange:
-    """One destructive change to one stateful resource of one stack."""
+class DestructiveChange:
+    """One destructive change to one resource of one stack."""
 
     stack: str
     logical_id: str
@@ -61,52 +158,126 @@ class StatefulChange:
     construct_path: str | None = None
 
     def describe(self) -> str:
-        """One line: stack, type, construct path and logical id, impact, detail."""
+        """One line: stack, type, construct path and logical id, impact, detail, and how to avoid it."""
         where = f"{self.construct_path} ({self.logical_id})" if self.construct_path else self.logical_id
-        return f"{self.stack}: {self.resource_type} {where} {self.impact.value}: {self.detail}"
+        return f"{self.stack}: {self.resource_type} {where} {self.impact.value}: {self.detail}. {self.remedy}"
+
+    @property
+    def remedy(self) -> str:
+        """What keeps the resource, when the change is not intended."""
+        if self.impact is Impact.UNPROTECT:
+            return "To keep it protected: keep RemovalPolicy.RETAIN on its construct"
+        if self.impact is Impact.REPLACE:
+            return "To update it in place: keep its type and create-only properties as deployed"
+        return (
+            f"To keep it: keep it in the template under the logical id {self.logical_id} (a moved or renamed "
+            "construct: keep its id and parent, or pin the logical id with override_logical_id)"
+        )
 
 
-def find_stateful_changes(
+def find_destructive_changes(
     stack: str, deployed: Mapping[str, Any] | None, synthesized: Mapping[str, Any]
-) -> list[StatefulChange]:
-    """The destructive changes to stateful resources when `deployed` (None: not deployed yet) becomes `synthesized`."""
+) -> list[DestructiveChange]:
+    """The destructive changes when `deployed` (None: not deployed yet) becomes `synthesized`, leaving out the
+    replacement or removal of SAFE_TO_REPLACE types (never their loss of a Retain policy)."""
     if deployed is None:
         return []  # a stack that does not exist yet has nothing to lose
     old_resources: Mapping[str, Any] = deployed.get("Resources", {})
     new_resources: Mapping[str, Any] = synthesized.get("Resources", {})
+    replaced = _replacements(old_resources, new_resources)
     changes = []
     for logical_id, old in old_resources.items():
-        old_type = old.get("Type", "")
-        if old_type not in STATEFUL_CREATE_ONLY:
-            continue
+        old_type = str(old.get("Type", ""))
         new = new_resources.get(logical_id)
         path = _construct_path(new) or _construct_path(old)
-        for impact, detail in _classify(old_type, old, new):
-            changes.append(StatefulChange(stack, logical_id, old_type, impact, detail, path))
+        for impact, detail in _classify(old, new, replaced.get(logical_id)):
+            if impact is not Impact.UNPROTECT and old_type in SAFE_TO_REPLACE:
+                continue
+            changes.append(DestructiveChange(stack, logical_id, old_type, impact, detail, path))
     return changes
 
 
-def _classify(resource_type: str, old: Mapping[str, Any], new: Mapping[str, Any] | None) -> list[tuple[Impact, str]]:
+def _replacements(old_resources: Mapping[str, Any], new_resources: Mapping[str, Any]) -> dict[str, str]:
+    """Logical id -> why it is replaced: a create-only property changes, or names (Ref/GetAtt) a replaced resource
+    in a create-only property (the new physical id changes the value at deploy time, unseen in the templates)."""
+    replaced: dict[str, str] = {}
+    for logical_id, old in old_resources.items():
+        new = new_resources.get(logical_id)
+        if new is None:
+            continue
+        resource_type = str(old.get("Type", ""))
+        if new.get("Type") != resource_type:
+            replaced[logical_id] = f"type changes to {new.get('Type')}"
+            continue
+        if resource_type not in CREATE_ONLY:
+            if _get(old, "") != _get(new, ""):
+                replaced[logical_id] = (
+                    "its properties change, and the gate does not know which properties of this type replace it "
+                    "(add its createOnlyProperties to CREATE_ONLY in callsaver_infra/stateful_changes.py)"
+                )
+            continue
+        top_level = {p for p in CREATE_ONLY[resource_type] if "/" not in p}
+        changed = [
+            f"{prop} {_show(_get(old, prop))} → {_show(_get(new, prop))}"
+            for prop in CREATE_ONLY[resource_type]
+            # A nested path under a listed top-level property is compared with it.
+            if not ("/" in prop and prop.split("/")[0] in top_level) and _get(old, prop) != _get(new, prop)
+        ]
+        if changed:
+            replaced[logical_id] = "; ".join(changed)
+    # A replacement cascades to every resource naming it in a create-only property, until nothing more changes.
+    grew = True
+    while grew:
+        grew = False
+        for logical_id, new in new_resources.items():
+            if logical_id in replaced or logical_id not in old_resources:
+                continue
+            resource_type = str(new.get("Type", ""))
+            props = CREATE_ONLY.get(resource_type, ("",))
+            for prop in props:
+                names = _referenced(_get(new, prop)) & set(replaced)
+                if names:
+                    where = f"its {prop}" if prop else "it"
+                    replaced[logical_id] = f"{where} names {sorted(names)[0]}, which is replaced"
+                    grew = True
+                    break
+    return replaced
+
+
+def _referenced(value: Any) -> set[str]:
+    """The logical ids a template value names through Ref or Fn::GetAtt."""
+    if isinstance(value, Mapping):
+        found: set[str] = set()
+        for key, inner in value.items():
+            if key == "Ref" and isinstance(inner, str):
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                target = inner[0] if isinstance(inner, list) and inner else str(inner).split(".")[0]
+                found.add(str(target))
+            else:
+                found |= _referenced(inner)
+        return found
+    if isinstance(value, list):
+        return set().union(*(_referenced(v) for v in value)) if value else set()
+    return set()
+
+
+def _classify(
+    old: Mapping[str, Any], new: Mapping[str, Any] | None, replaced_by: str | None
+) -> list[tuple[Impact, str]]:
     if new is None:
         # A renamed construct path changes the logical id: CloudFormation sees a removal and a new resource.
         if old.get("DeletionPolicy") in RETAINING_POLICIES:
             return [
                 (
                     Impact.ORPHAN,
-                    "removed from the template; DeletionPolicy Retain keeps the data, but the stack no longer "
-                    "manages it (and a new resource of the same name fails to create)",
+                    "removed from the template; DeletionPolicy Retain keeps it, but the stack no longer manages it "
+                    "(and a new resource of the same name fails to create)",
                 )
             ]
         return [(Impact.DESTROY, "removed from the template, and its DeletionPolicy deletes it")]
-    if new.get("Type") != resource_type:
-        return [(Impact.REPLACE, f"type changes to {new.get('Type')}")]
-    replaced_by = [
-        f"{prop} {_show(_get(old, prop))} → {_show(_get(new, prop))}"
-        for prop in STATEFUL_CREATE_ONLY[resource_type]
-        if _get(old, prop) != _get(new, prop)
-    ]
-    if replaced_by:
-        return [(Impact.REPLACE, "; ".join(replaced_by))]
+    if replaced_by is not None:
+        return [(Impact.REPLACE, replaced_by)]
     return [
         (Impact.UNPROTECT, f"{policy} {old.get(policy)} → {new.get(policy, 'Delete')}")
         for policy in ("DeletionPolicy", "UpdateReplacePolicy")
@@ -115,8 +286,13 @@ def _classify(resource_type: str, old: Mapping[str, Any], new: Mapping[str, Any]
 
 
 def _get(resource: Mapping[str, Any], prop: str) -> Any:
-    properties: Mapping[str, Any] = resource.get("Properties", {})
-    return properties.get(prop)
+    """The value at prop ("Name", "EncryptionConfiguration/KmsKey"; "" for all properties) or None."""
+    value: Any = resource.get("Properties", {})
+    for part in filter(None, prop.split("/")):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
 
 
 def _construct_path(resource: Mapping[str, Any] | None) -> str | None:
@@ -273,44 +449,51 @@ class GateResult:
 
     stacks: tuple[str, ...]
     new_stacks: tuple[str, ...]
-    changes: tuple[StatefulChange, ...]
+    changes: tuple[DestructiveChange, ...]
 
 
 def check_assembly(
     stacks: Sequence[AssemblyStack], deployed: Callable[[AssemblyStack], dict[str, Any] | None]
 ) -> GateResult:
     """Compare every stack of the assembly with its deployed template."""
-    changes: list[StatefulChange] = []
+    changes: list[DestructiveChange] = []
     new = []
     for stack in stacks:
         current = deployed(stack)
         if current is None:
             new.append(stack.name)
-        changes += find_stateful_changes(stack.name, current, stack.template())
+        changes += find_destructive_changes(stack.name, current, stack.template())
     return GateResult(tuple(s.name for s in stacks), tuple(new), tuple(changes))
+
+
+def _safe_types() -> str:
+    return ", ".join(f"`{t.split('::', 1)[1]}`" for t in SAFE_TO_REPLACE)
 
 
 def render_markdown(result: GateResult, *, allowed: bool) -> str:
     """The gate's verdict for a pull-request comment or a job summary."""
-    kinds = "S3 buckets, Secrets Manager secrets"
+    scope = f"any resource except the types safe to replace ({_safe_types()})"
     new = f" Not deployed yet: {', '.join(f'`{s}`' for s in result.new_stacks)}." if result.new_stacks else ""
     if not result.changes:
-        return f"✅ **Stateful resources** ({kinds}): no destructive change in {len(result.stacks)} stack(s).{new}\n"
+        return (
+            f"✅ **Destructive changes**: none in {len(result.stacks)} stack(s): no deletion or replacement of "
+            f"{scope}.{new}\n"
+        )
     if allowed:
         head = (
-            f"⚠️ **Destructive changes to stateful resources** ({kinds}), **allowed** by the "
+            f"⚠️ **Destructive changes** (deletions and replacements of {scope}), **allowed** by the "
             f"`{ALLOW_LABEL}` label or the `{ALLOW_INPUT}` input:"
         )
     else:
         head = (
-            f"❌ **Destructive changes to stateful resources** ({kinds}): **blocked**. If they are intended, "
-            f"review them, then add the label `{ALLOW_LABEL}` to the pull request (or run the deploy workflow by "
-            f"hand with `{ALLOW_INPUT}`):"
+            f"❌ **Destructive changes** (deletions and replacements of {scope}): **blocked**. If a change is not "
+            "intended, the last column says how to keep the resource; if it is, review it, then add the label "
+            f"`{ALLOW_LABEL}` to the pull request (or run the deploy workflow by hand with `{ALLOW_INPUT}`):"
         )
-    rows = ["| Stack | Resource | Type | Change |", "|---|---|---|---|"]
+    rows = ["| Stack | Resource | Type | Change | To keep it |", "|---|---|---|---|---|"]
     for c in result.changes:
         where = f"{c.construct_path} (`{c.logical_id}`)" if c.construct_path else f"`{c.logical_id}`"
-        cells = [f"`{c.stack}`", where, f"`{c.resource_type}`", f"{c.impact.value}: {c.detail}"]
+        cells = [f"`{c.stack}`", where, f"`{c.resource_type}`", f"{c.impact.value}: {c.detail}", c.remedy]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join([head, "", *rows, ""]) + (f"\n{new.strip()}\n" if new else "")
 
@@ -319,7 +502,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the gate over an assembly; print every change; write the Markdown verdict to --report."""
     parser = argparse.ArgumentParser(
         prog="python -m callsaver_infra.stateful_changes",
-        description="Fail on destructive changes to stateful resources (S3 buckets, Secrets Manager secrets).",
+        description="Fail on any deletion or replacement of a resource, except of the types safe to replace ("
+        + ", ".join(SAFE_TO_REPLACE)
+        + ").",
     )
     parser.add_argument("--assembly", type=Path, default=Path("cdk.out"), help="synthesized cloud assembly")
     parser.add_argument(
@@ -342,18 +527,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             result = check_assembly(stacks, DeployedTemplates(args.role).get)
     except GateError as e:
-        message = f"stateful-changes gate: error: {e}"
+        message = f"destructive-change gate: error: {e}"
         print(message, file=sys.stderr)
         if args.report:
-            args.report.write_text(f"❌ **Stateful-changes gate could not check**: {e}\n", encoding="utf-8")
+            args.report.write_text(f"❌ **Destructive-change gate could not check**: {e}\n", encoding="utf-8")
         return 2
     for change in result.changes:
         print(change.describe())
     verdict = "allowed" if args.allow else "blocked"
     print(
-        f"stateful-changes gate: {len(result.changes)} destructive change(s) to stateful resources in "
-        f"{len(result.stacks)} stack(s)" + (f" ({verdict})" if result.changes else "")
+        f"destructive-change gate: {len(result.changes)} destructive change(s) in {len(result.stacks)} stack(s)"
+        + (f" ({verdict})" if result.changes else "")
     )
+    if result.changes and not args.allow:
+        print(f"If intended: review, then add the label {ALLOW_LABEL} to the pull request (or deploy by hand with "
+              f"the input {ALLOW_INPUT}).")  # fmt: skip
     if args.report:
         args.report.write_text(render_markdown(result, allowed=args.allow), encoding="utf-8")
     return 1 if result.changes and not args.allow else 0

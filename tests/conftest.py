@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ import pytest
 from aws_cdk import App, cx_api
 from aws_cdk.assertions import Template
 
-from callsaver_infra.assembly import add_environment
+from callsaver_infra.assembly import add_environment, cli_context
 from callsaver_infra.config import EnvironmentConfig, load_environments
 from callsaver_infra.nag import enable_policy_checks
 
@@ -38,15 +37,10 @@ SEED_AGENT_KEYS = (
 ENV_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
 
 
-# What the CDK CLI adds to the context of every `cdk synth` by default (cdk.json sets versionReporting off).
-CLI_CONTEXT = {"aws:cdk:enable-path-metadata": True, "aws:cdk:enable-asset-metadata": True}
-
-
 def cdk_json_context() -> dict[str, Any]:
     """The context the CDK CLI passes to app.py (cdk.json's feature flags and its own defaults), so in-process
     synth writes the same bytes as `cdk synth`."""
-    context: dict[str, Any] = json.loads((ROOT / "cdk.json").read_text())["context"]
-    return {**CLI_CONTEXT, **context}
+    return cli_context(ROOT)
 
 
 def new_app(outdir: Path) -> App:

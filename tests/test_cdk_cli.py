@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -142,3 +143,33 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
         "Callsaver-Agent-staging",
         "Callsaver-Monitoring-staging",
     ]
+
+
+def _outputs(outdir: Path) -> dict[str, str]:
+    """Every template and the validation report of an assembly, by path relative to it. The report's stack traces
+    name the jsii kernel's temporary directory, which differs from run to run."""
+    files = [*outdir.rglob("*.template.json"), outdir / "validation-report.json"]
+    return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
+
+
+def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path: Path) -> None:
+    """No CDK_CONTEXT_JSON: app.py takes cdk.json's feature flags itself, and no acknowledgement id depends on one
+    (a partition token in a finding id used to fail with KeyMustResolveToString)."""
+    plain = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
+        cwd=ROOT,
+        env={**_offline_env(), "CDK_OUTDIR": str(tmp_path / "plain")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert plain.returncode == 0, plain.stderr
+    cli = _cdk("synth", "-q", "-o", str(tmp_path / "cli"))
+    assert cli.returncode == 0, cli.stderr
+    ours, theirs = _outputs(tmp_path / "plain"), _outputs(tmp_path / "cli")
+    assert len(ours) >= 16 and any(name.startswith("assembly-production/") for name in ours)
+    assert ours == theirs
+    report = json.loads(ours["validation-report.json"])
+    assert {r["conclusion"] for r in report["pluginReports"]} == {"success"}
+    assert all(r["suppressedViolations"] for r in report["pluginReports"])  # the acknowledgements were matched

@@ -8,14 +8,24 @@ from typing import Any
 
 import cfnlint.api
 import pytest
-from aws_cdk import Environment, Stack
+from aws_cdk import App, Environment, Stack, Validations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
+from cdk_nag import AwsSolutionsChecks
 
 from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.nag import NIST, acknowledge, enable_policy_checks
+from callsaver_infra.nag import NIST, acknowledge, enable_policy_checks, flatten_cfn_reference
 from callsaver_infra.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
 from callsaver_infra.stacks.registry import add_registry_stack
-from tests.conftest import CONFIG_DIR, ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
+from tests.conftest import (
+    CONFIG_DIR,
+    ENV_NAMES,
+    SEED_AGENT_KEYS,
+    SEED_BACKEND_KEYS,
+    Synthesized,
+    cdk_json_context,
+    new_app,
+)
 
 # Every acknowledged finding, per environment: (rule, construct path below the stack). A new entry here is a
 # security decision and must be reviewed with its reason in the code.
@@ -134,6 +144,46 @@ def test_acknowledging_a_finding_lets_synth_pass(tmp_path: Path) -> None:
         acknowledge(bucket, rule, "test fixture: out of scope for this check", pack=NIST)
     enable_policy_checks(app)
     app.synth()
+
+
+@pytest.mark.parametrize("partition_literals", [True, False])
+def test_findings_with_tokens_are_acknowledged_under_any_feature_flags(
+    tmp_path: Path, partition_literals: bool
+) -> None:
+    """A finding id naming a token (the partition, a bucket's ARN) is written as cdk-nag writes it, so the
+    acknowledgement matches whether or not @aws-cdk/core:enablePartitionLiterals turns the partition into "aws"."""
+    context = {**cdk_json_context(), "@aws-cdk/core:enablePartitionLiterals": partition_literals}
+    app = App(context=context, outdir=str(tmp_path), analytics_reporting=False)
+    stack = Stack(app, "Tokens", env=Environment(account="123456789012", region="us-west-1"))
+    bucket = s3.Bucket(stack, "Bucket", enforce_ssl=True)
+    tasks = stack.format_arn(service="ecs", resource="task", resource_name="cluster/*")
+    policy = iam.ManagedPolicy(
+        stack,
+        "Policy",
+        statements=[
+            iam.PolicyStatement(actions=["ecs:GetTaskProtection"], resources=[tasks]),
+            iam.PolicyStatement(actions=["s3:GetObject"], resources=[bucket.arn_for_objects("*")]),
+        ],
+    )
+    acknowledge(bucket, "S1", "test fixture: access logs are out of scope for this check")
+    for finding in (tasks, bucket.arn_for_objects("*")):
+        acknowledge(policy, "IAM5", "test fixture: the finding names a token", finding=f"Resource::{finding}")
+    Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    app.synth()
+    report = json.loads((tmp_path / "validation-report.json").read_text())
+    suppressed = {v["ruleName"] for r in report["pluginReports"] for v in r["suppressedViolations"]}
+    partition = "aws" if partition_literals else "<AWS::Partition>"
+    assert suppressed >= {
+        f"AwsSolutions-IAM5[Resource::arn:{partition}:ecs:us-west-1:123456789012:task/cluster/*]",
+        "AwsSolutions-IAM5[Resource::<Bucket83908E77.Arn>/*]",
+    }
+
+
+def test_cdk_nag_notation_of_resolved_values() -> None:
+    join = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"}, ":s3:::", {"Fn::GetAtt": ["B", "Arn"]}, "/*"]]}
+    assert flatten_cfn_reference(join) == "arn:<AWS::Partition>:s3:::<B.Arn>/*"
+    assert flatten_cfn_reference({"Fn::Sub": "arn:${AWS::Partition}:x"}) == "arn:<AWS::Partition>:x"
+    assert flatten_cfn_reference({"Fn::Select": [0, ["a"]]}) == '{"Fn::Select":[0,["a"]]}'
 
 
 def test_app_synthesizes_with_no_unacknowledged_findings(synthesized: Synthesized) -> None:

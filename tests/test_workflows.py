@@ -16,8 +16,8 @@ import yaml
 
 from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, load_ci_config
 from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import CiOutputs
-from callsaver_infra.pr_comment import marker
+from callsaver_infra.names import CiOutputs, pr_comment_header, pr_comment_marker
+from callsaver_infra.pr_comment import main as pr_comment_main
 from callsaver_infra.stateful_changes import ALLOW_INPUT, ALLOW_LABEL
 from tests.conftest import CONFIG_DIR, ROOT
 
@@ -27,14 +27,15 @@ SETUP_ACTION = GITHUB / "actions" / "setup" / "action.yml"
 VENV_BIN = Path(sys.executable).parent
 
 # Every third-party action, pinned to the commit of one release. Each SHA -> version pair was checked in at least two
-# unrelated public repositories that pin the same commit with the same version comment.
+# unrelated public repositories that pin the same commit with the same version comment; the sticky comment's from the
+# tag in a snapshot of its own repository (v3.0.5, 2026-07-05).
 PINNED = {
     "actions/checkout": ("de0fac2e4500dabe0009e67214ff5f5447ce83dd", "v6.0.2"),
     "actions/setup-python": ("a309ff8b426b58ec0e2a45f0f869d46889d02405", "v6.2.0"),
     "actions/setup-node": ("6044e13b5dc448c55e2357c09f80417699197238", "v6.2.0"),
     "actions/upload-artifact": ("b7c566a772e6b6bfb58ed0dc250532a479d7789f", "v6.0.0"),
     "actions/download-artifact": ("37930b1c2abaa49bbe596cd826c3c89aef350131", "v7.0.0"),
-    "actions/github-script": ("ed597411d8f924073f98dfc5c65a23a2325f34cd", "v8.0.0"),
+    "marocchino/sticky-pull-request-comment": ("5770ad5eb8f42dd2c4f34da00c94c5381e49af88", "v3.0.5"),
     "aws-actions/configure-aws-credentials": ("61815dcd50bd041e203e49132bacad1fd04d2708", "v5.1.1"),
 }
 
@@ -254,10 +255,29 @@ def test_diff_runs_per_deployed_environment_and_skips_without_a_role(
 
 
 def test_one_comment_per_environment_updated_in_place(workflows: dict[str, dict[str, Any]]) -> None:
-    script = workflows["pull-request.yml"]["jobs"]["diff"]["steps"][-1]["with"]["script"]
-    assert marker("${process.env.ENVIRONMENT}") in script
-    assert "updateComment" in script and "createComment" in script and "github.paginate" in script
-    assert '"github-actions[bot]"' in script
+    """A maintained action posts the comment; its key comes from names.py through the compose step's output."""
+    steps = workflows["pull-request.yml"]["jobs"]["diff"]["steps"]
+    compose, post = steps[-2], steps[-1]
+    assert post["uses"].startswith("marocchino/sticky-pull-request-comment@")
+    assert post["with"] == {"header": "${{ steps.comment.outputs.header }}", "path": "comment.md"}
+    assert compose["id"] == "comment"
+    assert "--out comment.md" in compose["run"] and '--github-output "$GITHUB_OUTPUT"' in compose["run"]
+    # No second spelling of the key or marker anywhere in the workflows, and no hand-written comment code.
+    text = "\n".join(p.read_text() for p in WORKFLOW_FILES)
+    assert pr_comment_header("") not in text and "Sticky Pull Request Comment" not in text
+    assert "github-script" not in text and "createComment" not in text
+
+
+def test_the_compose_step_writes_the_comment_key(tmp_path: Path) -> None:
+    outputs = tmp_path / "github_output"
+    outputs.write_text("earlier=1\n")
+    out = tmp_path / "comment.md"
+    args = ["--env", "production", "--commit", "c", "--run-url", "u", "--out", str(out)]
+    assert pr_comment_main([*args, "--github-output", str(outputs)]) == 0
+    assert outputs.read_text() == "earlier=1\nheader=cdk-diff:production\n"
+    # The action ends the body with its marker; the body carries none of its own.
+    assert pr_comment_marker("production") == "<!-- Sticky Pull Request Commentcdk-diff:production -->"
+    assert "<!--" not in out.read_text()
 
 
 def test_the_escape_hatch_names_match_the_gate(workflows: dict[str, dict[str, Any]]) -> None:

@@ -13,6 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from callsaver_infra.config import AgentConfig
+from callsaver_infra.constructs.github_oidc import partition
 from callsaver_infra.nag import NIST, acknowledge
 
 # livekit-agents drains active jobs on SIGTERM; 120 s is the most Fargate waits before SIGKILL.
@@ -113,7 +114,9 @@ class AgentService(Construct):
         )
         # ECS task scale-in protection: the agent PUTs $ECS_AGENT_URI/task-protection/v1/state while calls are
         # active, which ECS authorizes against the task role.
-        task_arns = stack.format_arn(service="ecs", resource="task", resource_name=f"{cluster_name}/*")
+        # A literal partition, as for every ARN an acknowledgement names: stack.format_arn's is a token unless the
+        # enablePartitionLiterals flag is set, and a token in a finding id cannot be matched (KeyMustResolveToString).
+        task_arns = f"arn:{partition(stack.region)}:ecs:{stack.region}:{stack.account}:task/{cluster_name}/*"
         self.task_definition.add_to_task_role_policy(
             iam.PolicyStatement(
                 sid="ProtectTasksWithActiveCalls",

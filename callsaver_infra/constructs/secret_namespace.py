@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aws_cdk import RemovalPolicy, SecretValue
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.nag import NIST, acknowledge
 from callsaver_infra.names import EnvNames
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS
@@ -34,31 +33,31 @@ def restrict_reads(secret: secretsmanager.Secret, readers: Sequence[str]) -> Non
 
 
 class SecretNamespace(Construct):
-    """One secret per key of the namespace: configuration values from config, real secrets as a placeholder;
-    each readable only by `readers` (role ARNs)."""
+    """One secret per key of the namespace: configuration values from `config_values` (by key), real secrets as a
+    placeholder; each readable only by `readers` (role ARNs)."""
 
     def __init__(
         self,
         scope: Construct,
         construct_id: str,
         *,
-        config: EnvironmentConfig,
+        names: EnvNames,
         namespace: str,
+        config_values: Mapping[str, str],
         readers: Sequence[str],
     ) -> None:
         super().__init__(scope, construct_id)
-        names = EnvNames(config.name)
         self.secrets: dict[str, secretsmanager.Secret] = {}
         for spec in (s for s in SECRETS if s.namespace == namespace):
             if spec.from_config is not None:
-                value, what = spec.from_config(config), "configuration value owned by the stack (from config)"
+                value, what = config_values[spec.key], "configuration value owned by the stack (from config)"
             else:
                 value, what = PLACEHOLDER, "set by operators with `callsaver-infra secrets set`"
             secret = secretsmanager.Secret(
                 self,
                 spec.key,
                 secret_name=names.secret(spec.ref),
-                description=f"{spec.key} for CallSaver {config.name}: {what}.",
+                description=f"{spec.key} for CallSaver {names.env}: {what}.",
                 # Not a secret: either a value from config, or the fixed placeholder (real values are set out of
                 # band and never pass through a template).
                 secret_string_value=SecretValue.unsafe_plain_text(value),

@@ -111,7 +111,7 @@ class SessionBucket(Construct):
             "IAM5",
             "Playback URLs are made for any recording, whose keys are named by egress at upload time, so the read "
             "grant covers this bucket's objects; it is GetObject only (no list, write or delete) on one bucket.",
-            finding=f"Resource::<{stack.get_logical_id(self.bucket.node.default_child)}.Arn>/*",  # type: ignore[arg-type]
+            finding=f"Resource::{self.bucket.arn_for_objects('*')}",
         )
         self.reader_role = iam.Role(
             self,

@@ -9,7 +9,7 @@ from aws_cdk import aws_ecs as ecs
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.config import AgentConfig, EgressHookConfig, LiveKitConfig, NetworkConfig, StorageConfig
 from callsaver_infra.constructs.agent_network import AZ_COUNT, AgentNetwork
 from callsaver_infra.constructs.agent_service import AgentService
 from callsaver_infra.names import (
@@ -25,10 +25,21 @@ from callsaver_infra.secret_catalog import SECRETS
 class AgentStack(Stack):
     """Composes AgentNetwork and AgentService and publishes the cluster, service and log group names."""
 
-    def __init__(self, scope: Construct, *, config: EnvironmentConfig, **kwargs: Any) -> None:
-        names = EnvNames(config.name)
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        names: EnvNames,
+        agent: AgentConfig,
+        network: NetworkConfig,
+        livekit: LiveKitConfig,
+        storage: StorageConfig,
+        recording: EgressHookConfig,
+        **kwargs: Any,
+    ) -> None:
+        """storage and recording: where the agent uploads the recordings of the calls it places."""
         super().__init__(scope, names.agent_stack, **kwargs)
-        self.network = AgentNetwork(self, "AgentNetwork", network=config.network)
+        self.network = AgentNetwork(self, "AgentNetwork", network=network)
         # Referenced by name, not imported from the Secrets stack: no export locks the two stacks together, and
         # the execution role's grant names each secret (with Secrets Manager's random 6-character suffix).
         secrets = {
@@ -52,19 +63,19 @@ class AgentStack(Stack):
         self.agent_service = AgentService(
             self,
             "AgentService",
-            agent=config.agent,
+            agent=agent,
             cluster_name=names.agent_cluster,
             service_name=names.agent_service,
             log_group_name=names.agent_log_group,
             execution_role_name=names.agent_execution_role,
             environment={
-                "LIVEKIT_URL": config.livekit.url,
-                AgentEnvironment.WORKER_NAME: config.livekit.worker_name,
-                AgentEnvironment.AGENT_NAME: config.livekit.worker_name,
-                "LIVEKIT_SIP_ENDPOINT": config.livekit.sip_endpoint,
-                AgentEnvironment.RECORDING_BUCKET: config.storage.bucket_name,
-                AgentEnvironment.RECORDING_REGION: config.region,
-                AgentEnvironment.RECORDING_FILEPATH: config.livekit_egress.filepath_template,
+                "LIVEKIT_URL": livekit.url,
+                AgentEnvironment.WORKER_NAME: livekit.worker_name,
+                AgentEnvironment.AGENT_NAME: livekit.worker_name,
+                "LIVEKIT_SIP_ENDPOINT": livekit.sip_endpoint,
+                AgentEnvironment.RECORDING_BUCKET: storage.bucket_name,
+                AgentEnvironment.RECORDING_REGION: self.region,
+                AgentEnvironment.RECORDING_FILEPATH: recording.filepath_template,
             },
             secrets=secrets,
             vpc=self.network.vpc,

@@ -7,7 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from callsaver_infra.config import EnvironmentConfig
+from callsaver_infra.config import AgentConfig, EgressHookConfig, MonitoringConfig, StorageConfig
 from callsaver_infra.constructs.agent_alarms import AgentAlarms
 from callsaver_infra.constructs.alert_topic import AlertTopic
 from callsaver_infra.constructs.deploy_failure_rule import DeployFailureRule
@@ -19,10 +19,19 @@ from callsaver_infra.names import RECORDING_METRICS_FILTER_ID, EnvNames, Monitor
 class MonitoringStack(Stack):
     """Watches the Agent and Storage stacks' resources, referenced by their names from config (no imports)."""
 
-    def __init__(self, scope: Construct, *, config: EnvironmentConfig, **kwargs: Any) -> None:
-        names = EnvNames(config.name)
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        names: EnvNames,
+        monitoring: MonitoringConfig,
+        agent: AgentConfig,
+        storage: StorageConfig,
+        recording: EgressHookConfig,
+        **kwargs: Any,
+    ) -> None:
+        """agent, storage and recording: what the alarms and the dashboard watch, by name."""
         super().__init__(scope, names.monitoring_stack, **kwargs)
-        monitoring, agent = config.monitoring, config.agent
         self.alert_topic = AlertTopic(
             self,
             "AlertTopic",
@@ -34,7 +43,7 @@ class MonitoringStack(Stack):
         self.agent_alarms = AgentAlarms(
             self,
             "AgentAlarms",
-            env_name=config.name,
+            env_name=names.env,
             cluster_name=names.agent_cluster,
             service_name=names.agent_service,
             log_group_name=names.agent_log_group,
@@ -50,10 +59,10 @@ class MonitoringStack(Stack):
         self.recording_alarms = RecordingAlarms(
             self,
             "RecordingAlarms",
-            env_name=config.name,
-            bucket_name=config.storage.bucket_name,
+            env_name=names.env,
+            bucket_name=storage.bucket_name,
             filter_id=RECORDING_METRICS_FILTER_ID,
-            recording_prefix=config.livekit_egress.recording_prefix,
+            recording_prefix=recording.recording_prefix,
             errors_threshold=monitoring.upload_errors_threshold,
             errors_period_minutes=monitoring.upload_errors_period_minutes,
             max_hours_without_recording=monitoring.max_hours_without_recording,
@@ -64,7 +73,7 @@ class MonitoringStack(Stack):
         self.deploy_failure_rule = DeployFailureRule(
             self,
             "DeployFailureRule",
-            env_name=config.name,
+            env_name=names.env,
             rule_name=names.deploy_failed_rule,
             cluster_name=names.agent_cluster,
             service_name=names.agent_service,
@@ -78,7 +87,7 @@ class MonitoringStack(Stack):
             cluster_name=names.agent_cluster,
             service_name=names.agent_service,
             cpu_target_percent=agent.cpu_target_percent,
-            bucket_name=config.storage.bucket_name,
+            bucket_name=storage.bucket_name,
             filter_id=RECORDING_METRICS_FILTER_ID,
             errors_period_minutes=monitoring.upload_errors_period_minutes,
             deploy_failed_rule_name=names.deploy_failed_rule,

@@ -7,7 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.config import HEALTHCHECK_PREFIX, EgressHookConfig, SecurityConfig, StorageConfig
 from callsaver_infra.constructs.read_audit_trail import ReadAuditTrail
 from callsaver_infra.constructs.session_bucket import SessionBucket
 from callsaver_infra.names import CiNames, EnvNames, StorageOutputs, iam_arn
@@ -16,24 +16,33 @@ from callsaver_infra.names import CiNames, EnvNames, StorageOutputs, iam_arn
 class StorageStack(Stack):
     """Holds the SessionBucket and publishes its name, ARN, region, key and reader for the hook and the backend."""
 
-    def __init__(self, scope: Construct, *, config: EnvironmentConfig, **kwargs: Any) -> None:
-        names = EnvNames(config.name)
+    def __init__(
+        self,
+        scope: Construct,
+        *,
+        names: EnvNames,
+        storage: StorageConfig,
+        recording: EgressHookConfig,
+        security: SecurityConfig,
+        **kwargs: Any,
+    ) -> None:
+        """recording: the recording push's section (its object prefix)."""
         super().__init__(scope, names.storage_stack, **kwargs)
 
         def role(name: str) -> str:
-            return iam_arn(region=config.region, account=config.account, kind="role", name=name)
+            return iam_arn(region=self.region, account=self.account, kind="role", name=name)
 
-        break_glass = config.security.break_glass_role_arn
+        break_glass = security.break_glass_role_arn
         self.session_bucket = SessionBucket(
             self,
             "SessionBucket",
-            bucket_name=config.storage.bucket_name,
-            expiration_days=config.storage.expiration_days,
-            recording_prefix=config.livekit_egress.recording_prefix,
+            bucket_name=storage.bucket_name,
+            expiration_days=storage.expiration_days,
+            recording_prefix=recording.recording_prefix,
             key_alias=names.session_key_alias,
             reader_name=names.recording_reader,
             # The CI deploy role runs the post-deploy hook, whose --verify reads its test recording.
-            healthcheck_reader_arn=role(CiNames.deploy_role(config.name)),
+            healthcheck_reader_arn=role(CiNames.deploy_role(names.env)),
             healthcheck_prefix=HEALTHCHECK_PREFIX,
             break_glass_role_arns=[break_glass] if break_glass else [],
         )
@@ -43,7 +52,7 @@ class StorageStack(Stack):
             "RecordingReads",
             trail_name=names.recording_reads_trail,
             # Bucket names are global: the account keeps the name of one environment's log bucket unique.
-            log_bucket_name=f"{names.recording_reads_trail}-{config.account}",
+            log_bucket_name=f"{names.recording_reads_trail}-{self.account}",
             bucket=sb.bucket,
         )
         bucket = sb.bucket
