@@ -58,7 +58,8 @@ lint: setup ## ruff and mypy
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy callsaver_infra app.py
 
-bench: setup ## Print synth timings (all environments vs an empty CDK app), test-suite time, cost-bearing resources
+# One line per benchmark script; each prints its figures (the speed figures beside issue 13's targets first).
+bench: setup ## Print the speed figures beside their targets (synth vs empty app, test suite, rehearse, push-egress)
 	$(PY) benchmarks/synth_bench.py
 
 bench-hook: setup ## Print push-egress timings against the local LiveKit server and moto
