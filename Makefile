@@ -61,7 +61,8 @@ lint: setup ## ruff and mypy
 docs: setup ## Regenerate docs/configuration.md from the config models' field descriptions
 	$(PY) tools/config_reference.py
 
-bench: setup ## Print synth timings (all environments vs an empty CDK app), test-suite time, cost-bearing resources
+# One line per benchmark script; each prints its figures (the speed figures beside issue 13's targets first).
+bench: setup ## Print the speed figures beside their targets (synth vs empty app, test suite, rehearse, push-egress)
 	$(PY) benchmarks/synth_bench.py
 	$(PY) benchmarks/cost_bench.py
 

@@ -5,7 +5,8 @@ LiveKit is the local server (callsaver_infra.livekit_local) on 127.0.0.1 and AWS
 so this measures the hook itself: reading outputs and secrets, one ListSIPDispatchRule, and an
 UpdateSIPDispatchRule when something changed. Runs are in-process (imports are paid once); --subprocess times the
 console script in a fresh process each time instead, as an operator sees it.
-Usage: python benchmarks/hook_bench.py [--runs N] [--subprocess]
+--json adds a last line with each case's median in seconds (for benchmarks/synth_bench.py).
+Usage: python benchmarks/hook_bench.py [--runs N] [--subprocess] [--json]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import io
 import json
 import logging
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -66,20 +68,25 @@ def _deploy(endpoint: str, workdir: Path) -> tuple[Path, Path]:
     return outputs, config_dir
 
 
-def _sample(run: Callable[[], None], before: Callable[[], None], runs: int) -> list[float]:
-    samples = []
+def _sample(run: Callable[[], None], before: Callable[[], None], runs: int) -> tuple[list[float], list[float]]:
+    """Wall times, and the CPU times (user + system) of the fresh processes (zero in-process)."""
+    samples, cpu = [], []
     for _ in range(runs):
         before()
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         run()
         samples.append(time.perf_counter() - start)
-    return samples
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu.append(after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime)
+    return samples, cpu
 
 
 def main_bench() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10, help="samples per case (default 10)")
     parser.add_argument("--subprocess", action="store_true", help="time a fresh `callsaver-infra` process per run")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line: each case's median in seconds")
     args = parser.parse_args()
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's per-request access log would drown the figures
@@ -137,17 +144,21 @@ def main_bench() -> None:
                 "first push (probe, replace, read back)": (reset_rule, None),
             }
             where = "fresh process per run" if args.subprocess else "in-process"
+            medians = {}
             print(f"push-egress wall time, median of {args.runs} runs ({where}; local LiveKit server + moto)")
             for label, (before, forbidden) in cases.items():
                 calls = len(lk.requests)
-                samples = _sample(run, before, args.runs)
+                samples, cpu = _sample(run, before, args.runs)
                 if forbidden is not None:
                     assert forbidden not in lk.methods_called()[calls:], f"{label}: unexpected {forbidden}"
-                median = statistics.median(samples)
+                median = medians[label] = statistics.median(samples)
                 print(
                     f"  {label:<40} median {median * 1000:7.1f} ms  "
                     f"(min {min(samples) * 1000:.1f}, max {max(samples) * 1000:.1f})"
+                    + (f"; process CPU median {statistics.median(cpu) * 1000:.1f} ms" if args.subprocess else "")
                 )
+            if args.json:
+                print(json.dumps(medians))  # wall medians in seconds
     finally:
         moto.stop()
 

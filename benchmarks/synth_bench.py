@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""Print, in one run: the median wall time of synthesizing every environment next to an empty CDK app, the test
-suite's wall time, and the cost-bearing resources of each environment read from the synthesized templates.
+"""Print, in one run, the speed figures of issue 13 beside their targets, and the cost-bearing resources.
 
-Each synth sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does). The
-cost table (NAT gateways, load balancers, interface VPC endpoints, Fargate tasks at desired count; alarms and the
-metrics they evaluate, dashboards, S3 request-metrics configurations, KMS keys) lets a reviewer see cost drift next
-to the timings.
-Usage: python benchmarks/synth_bench.py [--runs N] [--skip-tests]
+- synth: CPU time (user + system of the process and its Node child) of synthesizing every environment, the CI and
+  the registry stack with the cdk-nag gate (app.py, as `cdk synth` runs it), divided by an empty CDK app's; the two
+  run alternately (paired), so load from other work weighs on both, and the figure is the median of the pairs'
+  ratios. Each sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does).
+- the test suite's wall time (what `make test` runs), `make rehearse`'s wall time (`callsaver-infra rehearse`),
+- push-egress as a process (the `callsaver-infra` console script, fresh process per run) against the local LiveKit
+  server and moto: benchmarks/hook_bench.py --subprocess, median of several runs.
+Each figure is one entry of FIGURES: (label, target, unit, function); add a line there for one more.
+Usage: python benchmarks/synth_bench.py [--runs N] [--skip-tests] [--skip-rehearse] [--skip-hook]
 """
 
 from __future__ import annotations
@@ -14,14 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 EMPTY_APP = "import aws_cdk; aws_cdk.App().synth()"
 
@@ -32,38 +39,113 @@ def _context() -> str:
     return json.dumps({"aws:cdk:enable-path-metadata": True, "aws:cdk:enable-asset-metadata": True, **context})
 
 
-def _time(argv: list[str], runs: int) -> list[float]:
-    samples = []
-    for _ in range(runs):
-        with tempfile.TemporaryDirectory() as outdir:
-            env = {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()}
-            start = time.perf_counter()
-            subprocess.run(argv, cwd=ROOT, env=env, check=True, capture_output=True)
-            samples.append(time.perf_counter() - start)
-    return samples
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    cpu: float  # user + system of the process and every child it waited for (jsii's Node process)
+
+
+def _run(argv: list[str], env: dict[str, str] | None = None, check: bool = True) -> tuple[Sample, str]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if check and result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return Sample(wall, cpu), result.stdout
+
+
+def _synth(argv: list[str]) -> Sample:
+    with tempfile.TemporaryDirectory() as outdir:
+        return _run(argv, {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()})[0]
+
+
+def synth_ratio(runs: int) -> tuple[float, str]:
+    """Median over `runs` pairs of (all environments' synth CPU) / (empty app's synth CPU)."""
+    empty_argv, full_argv = [sys.executable, "-c", EMPTY_APP], [sys.executable, "app.py"]
+    _synth(empty_argv)  # warm the file cache (aws-cdk-lib's jsii bundle), outside the figures
+    pairs = []
+    for i in range(runs):
+        # Alternate which goes first, so a load change within a pair does not always favour one side.
+        if i % 2 == 0:
+            empty, full = _synth(empty_argv), _synth(full_argv)
+        else:
+            full, empty = _synth(full_argv), _synth(empty_argv)
+        pairs.append((empty, full))
+    ratios = [f.cpu / e.cpu for e, f in pairs]
+    e_cpu, f_cpu = (statistics.median(p[k].cpu for p in pairs) for k in (0, 1))
+    e_wall, f_wall = (statistics.median(p[k].wall for p in pairs) for k in (0, 1))
+    detail = (
+        f"CPU median {f_cpu:.2f} s vs empty app {e_cpu:.2f} s (wall {f_wall:.2f} vs {e_wall:.2f} s); "
+        f"pair ratios {min(ratios):.2f}-{max(ratios):.2f}, {runs} pairs, node {_node_version()}"
+    )
+    return statistics.median(ratios), detail
+
+
+def suite_wall(_runs: int) -> tuple[float, str]:
+    """One run of what `make test` runs."""
+    sample, out = _run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], check=False)
+    lines = [line for line in out.splitlines() if line.strip()]
+    return sample.wall, lines[-1].strip("= ") if lines else "no output"
+
+
+def rehearse_wall(_runs: int) -> tuple[float, str]:
+    """One run of what `make rehearse` runs (the venv and node_modules exist: make's setup is a no-op)."""
+    env = {**os.environ, "PATH": f"{ROOT / 'node_modules' / '.bin'}:{BIN}:{os.environ['PATH']}"}
+    sample, out = _run([str(BIN / "callsaver-infra"), "rehearse"], env, check=False)
+    lines = [line for line in out.splitlines() if line.strip()]
+    return sample.wall, lines[-1] if lines else "no output"
+
+
+def push_egress_wall(runs: int) -> tuple[float, str]:
+    """hook_bench.py --subprocess: a fresh `callsaver-infra push-egress` per run; the slower case's median."""
+    runs = max(runs, 5)
+    _, out = _run([sys.executable, "benchmarks/hook_bench.py", "--subprocess", "--runs", str(runs), "--json"])
+    medians: dict[str, float] = json.loads(out.splitlines()[-1])
+    detail = "; ".join(f"{label} {m:.2f} s" for label, m in medians.items())
+    return max(medians.values()), f"median of {runs} fresh processes: {detail}"
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    target: float
+    unit: str  # "x" (a ratio) or "s"
+    measure: Callable[[int], tuple[float, str]]
+    skip_flag: str | None = None
+
+
+FIGURES = (
+    Figure("synth, all environments / empty CDK app (CPU, paired)", 1.6, "x", synth_ratio),
+    Figure("test suite (make test), wall", 60.0, "s", suite_wall, "skip_tests"),
+    Figure("make rehearse, wall", 10.0, "s", rehearse_wall, "skip_rehearse"),
+    Figure("push-egress as a process, wall", 1.0, "s", push_egress_wall, "skip_hook"),
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="samples per case (default 5)")
+    parser.add_argument("--runs", type=int, default=5, help="synth pairs and push-egress runs (default 5)")
     parser.add_argument("--skip-tests", action="store_true", help="do not time the test suite")
+    parser.add_argument("--skip-rehearse", action="store_true", help="do not time the rehearsal")
+    parser.add_argument("--skip-hook", action="store_true", help="do not time push-egress")
+    parser.add_argument("--skip-costs", action="store_true", help="do not print the cost-bearing resources")
     args = parser.parse_args()
-    envs = sorted(p.stem for p in (ROOT / "config").glob("*.toml"))
-    cases = {
-        "empty CDK app": [sys.executable, "-c", EMPTY_APP],
-        f"callsaver-infra, all environments ({', '.join(envs)}) + CI": [sys.executable, "app.py"],
-    }
-    print(f"synth wall time, median of {args.runs} fresh processes (node {_node_version()})")
-    medians = {}
-    for label, argv in cases.items():
-        samples = _time(argv, args.runs)
-        medians[label] = statistics.median(samples)
-        print(f"  {label:<70} median {medians[label]:6.2f} s  (min {min(samples):.2f}, max {max(samples):.2f})")
-    base, full = medians.values()
-    print(f"  {'cost of our stacks over an empty app':<70}        {full - base:6.2f} s")
-    _print_costs(envs)
-    if not args.skip_tests:
-        _print_test_time()
+    print(f"speed figures (issue 13 targets), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    rows = []
+    for figure in FIGURES:
+        if figure.skip_flag and getattr(args, figure.skip_flag):
+            continue
+        value, detail = figure.measure(args.runs)
+        verdict = "ok" if value <= figure.target else "OVER"
+        shown = f"{value:.2f}x" if figure.unit == "x" else f"{value:.2f} s"
+        target = f"<= {figure.target:g}x" if figure.unit == "x" else f"<= {figure.target:g} s"
+        rows.append(f"  {figure.label:<56} {shown:>9}  target {target:<8} {verdict:<4}  {detail}")
+        print(rows[-1], flush=True)
+    if not args.skip_costs:
+        _print_costs(sorted(p.stem for p in (ROOT / "config").glob("*.toml")))
 
 
 def _print_costs(envs: list[str]) -> None:
@@ -93,17 +175,6 @@ def _print_costs(envs: list[str]) -> None:
             f" {c.kms_keys:>9}"
         )
         print(f"  {name:<12} {row} {c.task_vcpus:>10.2f} {monitoring}")
-
-
-def _print_test_time() -> None:
-    # One run of what `make test` runs; wall time includes the session's synth and the real-CLI tests.
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True
-    )
-    elapsed = time.perf_counter() - start
-    lines = [line for line in result.stdout.splitlines() if line.strip()]
-    print(f"test suite wall time: {elapsed:.1f} s  ({lines[-1].strip('= ') if lines else 'no output'})")
 
 
 def _node_version() -> str:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra import egress_hook, image_check
+from callsaver_infra import aws_clients, egress_hook, image_check
 from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.secrets_admin import (
     SecretsError,
@@ -253,10 +253,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def aws_client(service: str, config: EnvironmentConfig) -> Any:
-    """A boto3 client in the environment's region."""
-    import boto3
-
-    return boto3.client(service, region_name=config.region)
+    """An AWS client (botocore's, as boto3 builds it) in the environment's region."""
+    return aws_clients.client(service, region_name=config.region)
 
 
 def _secrets_status(config: EnvironmentConfig) -> int:

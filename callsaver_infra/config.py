@@ -10,7 +10,6 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +23,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from callsaver_infra.regions import KNOWN_REGIONS
 
 # The fake account of the local environment: only it may point the tools at local endpoints (rehearsal, tests).
 LOCAL_ACCOUNT = "123456789012"
@@ -563,12 +564,9 @@ def bucket_name_problem(name: str) -> str | None:
     return None
 
 
-@cache
 def known_regions() -> frozenset[str]:
-    """AWS regions known to the pinned aws-cdk-lib (its offline fact table: no network, no credentials)."""
-    from aws_cdk.region_info import RegionInfo
-
-    return frozenset(r.name for r in RegionInfo.regions)
+    """AWS regions known to the pinned aws-cdk-lib (a copy of its offline table: no Node, network or credentials)."""
+    return KNOWN_REGIONS
 
 
 def load_environment(path: Path) -> EnvironmentConfig:

@@ -11,6 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from callsaver_infra import aws_clients
 from callsaver_infra.config import HEALTHCHECK_PREFIX
 
 CHECK_DEPLOYED = "matches the deployed key"
@@ -91,9 +92,7 @@ def _upload(
     object_key = f"{HEALTHCHECK_PREFIX}key-check-{access_key_id[-4:]}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     if not upload:
         return EgressKeyCheck(access_key_id=access_key_id, object_key="")
-    import boto3
-
-    s3 = boto3.client(
+    s3 = aws_clients.client(
         "s3",
         region_name=region,
         endpoint_url=s3_endpoint_url,

@@ -15,6 +15,7 @@ from typing import Any
 
 from callsaver_infra.config import EnvironmentConfig, image_tag_problem
 from callsaver_infra.names import REGISTRY_STACK, EnvNames
+from callsaver_infra.regions import partition
 
 # How many of the existing tags a refusal lists (most recent first).
 RECENT_TAGS = 5
@@ -165,8 +166,6 @@ def _denied_message(config: EnvironmentConfig, tag: str, sts: Any) -> str:
         identity = sts.get_caller_identity()["Arn"]
     except Exception:  # the identity is only for the message; its absence must not hide the real problem
         identity = "<unknown: sts:GetCallerIdentity failed>"
-    from callsaver_infra.constructs.github_oidc import partition
-
     region, account = config.region, config.account
     arn = f"arn:{partition(region)}:ecr:{region}:{account}:repository/{config.agent.image_repository}"
     return (

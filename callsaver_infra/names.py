@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callsaver_infra.regions import partition
+
 PROJECT = "Callsaver"
 EGRESS_POLICY_NAME = "LiveKitEgressS3Access"
 
@@ -254,7 +256,4 @@ class CiNames:
 def iam_arn(*, region: str, account: str, kind: str, name: str) -> str:
     """The ARN of a named IAM role or user (kind "role" or "user"), in the partition of region; known at synth
     time, so a policy can name an identity of another stack without a cross-stack export."""
-    from aws_cdk.region_info import RegionInfo
-
-    partition = RegionInfo.get(region).partition or "aws"
-    return f"arn:{partition}:iam::{account}:{kind}/{name}"
+    return f"arn:{partition(region)}:iam::{account}:{kind}/{name}"

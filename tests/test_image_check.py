@@ -14,6 +14,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
+from callsaver_infra import aws_clients
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.config import load_environments
 from callsaver_infra.image_check import ImageCheckError, check_image, tag_from_cdk_args, tag_in_assembly
@@ -129,8 +130,8 @@ def test_no_permission_names_the_identity_and_the_permission(
     key = iam.create_access_key(UserName="deployer")["AccessKey"]
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
-    # boto3's default session caches the credentials it first resolved: start a new one for the deployer's key.
-    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    # The CLI's session caches the credentials it first resolved: start a new one for the deployer's key.
+    monkeypatch.setattr(aws_clients, "DEFAULT_SESSION", None)
     monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
     assert _run() == EXIT_ERROR
     err = capsys.readouterr().err

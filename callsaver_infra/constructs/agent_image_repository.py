@@ -7,8 +7,9 @@ from aws_cdk import aws_ecr as ecr
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_AUDIENCE, GITHUB_OIDC_HOST, partition
+from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_AUDIENCE, GITHUB_OIDC_HOST
 from callsaver_infra.nag import NIST, acknowledge
+from callsaver_infra.regions import partition
 
 # What `docker push` (and buildx, crane) call on a repository: check and upload layers, then put the manifest.
 # BatchGetImage/GetDownloadUrlForLayer are pull actions, granted to the pusher too because pushes of multi-arch

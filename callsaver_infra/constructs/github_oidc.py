@@ -8,10 +8,10 @@ from typing import Any
 
 from aws_cdk import DefaultStackSynthesizer, RemovalPolicy
 from aws_cdk import aws_iam as iam
-from aws_cdk.region_info import RegionInfo
 from constructs import Construct
 
 from callsaver_infra.nag import NIST, acknowledge
+from callsaver_infra.regions import partition
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
@@ -52,11 +52,6 @@ def bootstrap_role_arn(template: str, *, account: str, region: str) -> str:
         .replace("${AWS::Region}", region)
         .replace("${Qualifier}", DefaultStackSynthesizer.DEFAULT_QUALIFIER)
     )
-
-
-def partition(region: str) -> str:
-    """The ARN partition of a region (aws, aws-cn, aws-us-gov), from aws-cdk-lib's offline region table."""
-    return RegionInfo.get(region).partition or "aws"
 
 
 def lookup_role_arn(*, account: str, region: str) -> str:

@@ -1,0 +1,67 @@
+"""Operator commands never start Node: neither the CLI nor what its subcommands import loads aws_cdk or jsii
+(jsii starts a Node process, ~0.7 s per command, and Node's own warnings would land in the operator's output)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import ROOT
+
+# What `callsaver-infra`'s subcommands import lazily, besides what cli.py imports at the top.
+OPERATOR_MODULES = (
+    "callsaver_infra.cli",
+    "callsaver_infra.egress_hook",
+    "callsaver_infra.status",
+    "callsaver_infra.secrets_admin",
+    "callsaver_infra.image_check",
+    "callsaver_infra.egress_rotation",
+    "callsaver_infra.adopt",
+)
+
+PROBE = textwrap.dedent(
+    """
+    import argparse, contextlib, importlib, io, json, sys
+    for name in MODULES:
+        importlib.import_module(name)
+    from callsaver_infra import cli
+
+    def run(argv, stdin=""):
+        sys.stdin = io.StringIO(stdin)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            try:
+                return cli.main(argv)
+            except SystemExit as e:
+                return e.code
+
+    def commands(parser):
+        return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+    top = commands(cli.build_parser())
+    helped = [run(["--help"])]
+    for name, sub in top.items():
+        helped.append(run([name, "--help"]))
+        helped += [run([name, inner, "--help"]) for inner in commands(sub)]  # secrets status|set
+    # A command that loads and validates every environment file, and stops before any AWS call.
+    dry = run(["secrets", "set", "--env", "local", "agent/OPENAI_API_KEY", "--dry-run"], "sk-fake-not-real-0123")
+    loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("aws_cdk", "jsii", "constructs"))
+    print(json.dumps({"commands": sorted(top), "helped": helped, "dry": dry, "loaded": loaded}))
+    """
+)
+
+
+def test_operator_commands_do_not_import_aws_cdk_or_jsii() -> None:
+    code = f"MODULES = {OPERATOR_MODULES!r}\n{PROBE}"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
+    )
+    probe = json.loads(result.stdout.splitlines()[-1])
+    assert {"push-egress", "secrets", "status"} <= set(probe["commands"])
+    assert len(probe["helped"]) >= len(probe["commands"]) + 3 and set(probe["helped"]) == {0}, (
+        probe
+    )  # every --help ran and exited 0
+    assert probe["dry"] == 0  # the config was loaded and validated
+    assert probe["loaded"] == []
+    assert "node" not in result.stderr.lower()
