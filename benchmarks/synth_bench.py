@@ -67,9 +67,9 @@ def main() -> None:
 
 
 def _print_costs(envs: list[str]) -> None:
-    from callsaver_infra.cost_report import count_templates
-    from callsaver_infra.names import CI_STACK, EnvNames
-    from callsaver_infra.stateful_changes import read_assembly
+    from callsaver_infra.app.names import CI_STACK, EnvNames
+    from callsaver_infra.ops.cloud_assembly import read_assembly
+    from callsaver_infra.ops.cost_report import count_templates
 
     with tempfile.TemporaryDirectory() as outdir:
         env = {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()}

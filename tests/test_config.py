@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from callsaver_infra.config import (
+from callsaver_infra.app.config import (
     ConfigError,
     bucket_name_problem,
     load_environment,

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.cost_report import CostCounts, count_template, count_templates
-from callsaver_infra.names import EnvNames
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EnvNames
+from callsaver_infra.ops.cost_report import CostCounts, count_template, count_templates
 from tests.conftest import Synthesized
 
 

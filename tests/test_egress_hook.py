@@ -23,10 +23,12 @@ import pytest
 from livekit import api
 from livekit.api.twirp_client import ServerError
 
-from callsaver_infra import egress_hook
-from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from callsaver_infra.config import load_environment
-from callsaver_infra.egress_hook import (
+from callsaver_infra.app.config import load_environment
+from callsaver_infra.app.secret_catalog import PLACEHOLDER
+from callsaver_infra.dev.livekit_local import LISTING_MODES, LocalLiveKitServer
+from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
+from callsaver_infra.ops.push_egress import command as egress_hook
+from callsaver_infra.ops.push_egress.command import (
     PROBE_ATTRIBUTE,
     VERIFY_PAGE_URL,
     EgressCredentials,
@@ -39,8 +41,6 @@ from callsaver_infra.egress_hook import (
     mask_key,
     render_diff,
 )
-from callsaver_infra.livekit_local import LISTING_MODES, LocalLiveKitServer
-from callsaver_infra.secret_catalog import PLACEHOLDER
 from tests.conftest import CONFIG_DIR, OperatorAws
 from tests.conftest import hang_up as shared_hang_up
 

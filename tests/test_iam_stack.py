@@ -7,8 +7,8 @@ import re
 
 from aws_cdk.assertions import Capture, Match
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
 from tests.conftest import Synthesized
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import RECORDING_METRICS_FILTER_ID, EnvNames, MonitoringOutputs
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import RECORDING_METRICS_FILTER_ID, EnvNames, MonitoringOutputs
 from tests.conftest import Synthesized, synthesize
 
 

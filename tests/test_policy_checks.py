@@ -11,10 +11,10 @@ import pytest
 from aws_cdk import Environment, Stack
 from aws_cdk import aws_s3 as s3
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.nag import NIST, acknowledge, enable_policy_checks
-from callsaver_infra.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
-from callsaver_infra.stacks.registry import add_registry_stack
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.nag import NIST, acknowledge, enable_policy_checks
+from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
+from callsaver_infra.app.stacks.registry import add_registry_stack
 from tests.conftest import CONFIG_DIR, ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
 
 # Every acknowledged finding, per environment: (rule, construct path below the stack). A new entry here is a

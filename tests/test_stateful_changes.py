@@ -18,19 +18,18 @@ import pytest
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 from moto import mock_aws
 
-from callsaver_infra.names import EnvNames
-from callsaver_infra.pr_comment import MAX_DIFF_CHARS, build_comment, marker
-from callsaver_infra.stateful_changes import (
+from callsaver_infra.app.names import EnvNames
+from callsaver_infra.ops.cloud_assembly import AssemblyStack, read_assembly
+from callsaver_infra.ops.pr_comment import MAX_DIFF_CHARS, build_comment, marker
+from callsaver_infra.ops.stateful_changes import (
     ALLOW_LABEL,
     STATEFUL_CREATE_ONLY,
-    AssemblyStack,
     DeployedTemplates,
     GateResult,
     Impact,
     StatefulChange,
     find_stateful_changes,
     main,
-    read_assembly,
     render_markdown,
 )
 from tests.conftest import Synthesized
@@ -314,7 +313,7 @@ def test_assembly_stack_role_choice() -> None:
 
 
 def test_the_comment_names_the_agent_image_from_the_assembly(synthesized: Any, tmp_path: Path) -> None:
-    from callsaver_infra.pr_comment import main
+    from callsaver_infra.ops.pr_comment import main
 
     out = tmp_path / "comment.md"
     assert main(["--env", "staging", "--commit", "c", "--run-url", "u", "--out", str(out),

@@ -1,0 +1,71 @@
+"""Callsaver-Storage-{env}: the session-recording bucket, its key and its reader."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_cdk import CfnOutput, Stack
+from constructs import Construct
+
+from callsaver_infra.app.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.app.constructs.read_audit_trail import ReadAuditTrail
+from callsaver_infra.app.constructs.session_bucket import SessionBucket
+from callsaver_infra.app.names import CiNames, EnvNames, StorageOutputs, iam_arn
+
+
+class StorageStack(Stack):
+    """Holds the SessionBucket and publishes its name, ARN, region, key and reader for the hook and the backend."""
+
+    def __init__(self, scope: Construct, *, config: EnvironmentConfig, **kwargs: Any) -> None:
+        names = EnvNames(config.name)
+        super().__init__(scope, names.storage_stack, **kwargs)
+
+        def role(name: str) -> str:
+            return iam_arn(region=config.region, account=config.account, kind="role", name=name)
+
+        break_glass = config.security.break_glass_role_arn
+        self.session_bucket = SessionBucket(
+            self,
+            "SessionBucket",
+            bucket_name=config.storage.bucket_name,
+            expiration_days=config.storage.expiration_days,
+            recording_prefix=config.livekit_egress.recording_prefix,
+            key_alias=names.session_key_alias,
+            reader_name=names.recording_reader,
+            # The CI deploy role runs the post-deploy hook, whose --verify reads its test recording.
+            healthcheck_reader_arn=role(CiNames.deploy_role(config.name)),
+            healthcheck_prefix=HEALTHCHECK_PREFIX,
+            break_glass_role_arns=[break_glass] if break_glass else [],
+        )
+        sb = self.session_bucket
+        self.read_audit = ReadAuditTrail(
+            self,
+            "RecordingReads",
+            trail_name=names.recording_reads_trail,
+            # Bucket names are global: the account keeps the name of one environment's log bucket unique.
+            log_bucket_name=f"{names.recording_reads_trail}-{config.account}",
+            bucket=sb.bucket,
+        )
+        bucket = sb.bucket
+        CfnOutput(self, StorageOutputs.BUCKET_NAME, value=bucket.bucket_name, description="Recording bucket")
+        CfnOutput(self, StorageOutputs.BUCKET_ARN, value=bucket.bucket_arn, description="Recording bucket ARN")
+        CfnOutput(self, StorageOutputs.BUCKET_REGION, value=self.region, description="Recording bucket region")
+        CfnOutput(self, StorageOutputs.KEY_ARN, value=sb.key.key_arn, description="KMS key of the recordings")
+        CfnOutput(
+            self,
+            StorageOutputs.READER_ROLE_ARN,
+            value=sb.reader_role.role_arn,
+            description="The role the backend assumes to read recordings (presigned playback URLs)",
+        )
+        CfnOutput(
+            self,
+            StorageOutputs.READER_POLICY_ARN,
+            value=sb.reader_policy.managed_policy_arn,
+            description="Managed policy of the RecordingReader role (effective only on that role)",
+        )
+        CfnOutput(
+            self,
+            StorageOutputs.READS_LOG_BUCKET,
+            value=self.read_audit.log_bucket.bucket_name,
+            description=f"CloudTrail log of every recording read (trail {names.recording_reads_trail})",
+        )
