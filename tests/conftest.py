@@ -140,7 +140,7 @@ class OperatorAws:
 def operator_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> OperatorAws:
     """A fresh moto account (reset), reached by the CLI through AWS_ENDPOINT_URL with fake operator credentials;
     LiveKit retries back off in milliseconds. Services report their desired tasks as running (moto/ecs/models.py)."""
-    from callsaver_infra.ops.push_egress import command as egress_hook
+    from callsaver_infra.ops import push_egress as egress_hook
 
     region = "us-west-1"
     for key, value in {

@@ -26,9 +26,9 @@ from livekit.api.twirp_client import ServerError
 from callsaver_infra.app.config import load_environment
 from callsaver_infra.app.secret_catalog import PLACEHOLDER
 from callsaver_infra.dev.livekit_local import LISTING_MODES, LocalLiveKitServer
+from callsaver_infra.ops import push_egress as egress_hook
 from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from callsaver_infra.ops.push_egress import command as egress_hook
-from callsaver_infra.ops.push_egress.command import (
+from callsaver_infra.ops.push_egress import (
     PROBE_ATTRIBUTE,
     VERIFY_PAGE_URL,
     EgressCredentials,

@@ -25,8 +25,6 @@ from pydantic import (
     model_validator,
 )
 
-# The fake account of the local environment: only it may point the tools at local endpoints (rehearsal, tests).
-LOCAL_ACCOUNT = "123456789012"
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 

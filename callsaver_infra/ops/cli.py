@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments, select_environments
-from callsaver_infra.ops import image_check
-from callsaver_infra.ops.push_egress import command as egress_hook
+from callsaver_infra.ops import image_check, push_egress
 from callsaver_infra.ops.secrets_admin import (
     SecretsError,
     check_settable,
@@ -100,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--timeout",
         type=_seconds,
-        default=egress_hook.DEFAULT_TIMEOUT_SECONDS,
+        default=push_egress.DEFAULT_TIMEOUT_SECONDS,
         metavar="SECONDS",
-        help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
-        f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
+        help=f"per LiveKit request, each of up to {push_egress.DEFAULT_RETRY.attempts} attempts "
+        f"(default: {push_egress.DEFAULT_TIMEOUT_SECONDS:g})",
     )
     rotate = commands.add_parser(
         "rotate-egress-key",
@@ -155,10 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout",
         type=_seconds,
-        default=egress_hook.DEFAULT_TIMEOUT_SECONDS,
+        default=push_egress.DEFAULT_TIMEOUT_SECONDS,
         metavar="SECONDS",
-        help=f"per LiveKit request, each of up to {egress_hook.DEFAULT_RETRY.attempts} attempts "
-        f"(default: {egress_hook.DEFAULT_TIMEOUT_SECONDS:g})",
+        help=f"per LiveKit request, each of up to {push_egress.DEFAULT_RETRY.attempts} attempts "
+        f"(default: {push_egress.DEFAULT_TIMEOUT_SECONDS:g})",
     )
     check.add_argument(
         "--livekit-url",
@@ -223,10 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _adopt_retained(config, args)
         if args.command == "status":
             return _status(config, args, tuple(envs.values()))
-    except egress_hook.NotReadyError as e:
+    except push_egress.NotReadyError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_NOT_READY
-    except (ConfigError, SecretsError, egress_hook.HookError) as e:
+    except (ConfigError, SecretsError, push_egress.HookError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as e:  # botocore's credential and connection errors: say what, never dump a traceback
@@ -267,18 +266,18 @@ def _secrets_set(config: EnvironmentConfig, ref: str, *, dry_run: bool) -> int:
 
 
 def _push_egress(config: EnvironmentConfig, args: argparse.Namespace, envs: tuple[EnvironmentConfig, ...]) -> int:
-    options = egress_hook.HookOptions(
+    options = push_egress.HookOptions(
         outputs_file=args.outputs_file,
         dry_run=args.dry_run,
         verify=args.verify,
         livekit_url=args.livekit_url,
         s3_endpoint_url=args.s3_endpoint_url,
         timeout=args.timeout,
-        retry=egress_hook.DEFAULT_RETRY,
+        retry=push_egress.DEFAULT_RETRY,
         project_envs=envs,
         accept_blanked=tuple(args.accept_blanked_fields),
     )
-    egress_hook.run_hook(config, options, lambda service: aws_client(service, config))
+    push_egress.run_hook(config, options, lambda service: aws_client(service, config))
     return EXIT_OK
 
 
@@ -287,8 +286,8 @@ def _rotate_egress_key(config: EnvironmentConfig, args: argparse.Namespace) -> i
 
     options = RotationOptions(dry_run=args.dry_run, livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
     # The same refusal as push-egress's, before the rotation reads anything from LiveKit: HookError, exit 2.
-    egress_hook.check_local_overrides(
-        config, egress_hook.HookOptions(livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
+    push_egress.check_local_overrides(
+        config, push_egress.HookOptions(livekit_url=args.livekit_url, s3_endpoint_url=args.s3_endpoint_url)
     )
     return Rotation(config, options, lambda service: aws_client(service, config)).run()
 

@@ -310,7 +310,7 @@ class Rotation:
     async def _list_rules(self) -> dict[str, Any]:
         from livekit import api
 
-        from callsaver_infra.ops.push_egress.command import api_url
+        from callsaver_infra.ops.push_egress import api_url
 
         sm = self.aws("secretsmanager")
         key, secret = (
@@ -330,14 +330,14 @@ class Rotation:
         return {rule.sip_dispatch_rule_id: rule for rule in listed.items}
 
     def _run_hook(self) -> None:
-        from callsaver_infra.ops.push_egress import command as egress_hook
+        from callsaver_infra.ops import push_egress
 
-        options = egress_hook.HookOptions(
+        options = push_egress.HookOptions(
             verify=True,
             livekit_url=self.options.livekit_url,
             s3_endpoint_url=self.options.s3_endpoint_url,
         )
         try:
-            egress_hook.run_hook(self.config, options, self.aws, lambda line: self.out(f"           {line}"))
-        except egress_hook.HookError as e:
+            push_egress.run_hook(self.config, options, self.aws, lambda line: self.out(f"           {line}"))
+        except push_egress.HookError as e:
             raise RotationBlocked(f"3 pushed: push-egress failed: {e}") from None

@@ -25,8 +25,8 @@ from livekit import api
 
 from callsaver_infra.app.config import HEALTHCHECK_PREFIX, EnvironmentConfig
 from callsaver_infra.app.names import AgentOutputs, EnvNames, IamOutputs, StorageOutputs
-from callsaver_infra.ops.push_egress import command as egress_hook
-from callsaver_infra.ops.push_egress.command import (
+from callsaver_infra.ops import push_egress
+from callsaver_infra.ops.push_egress import (
     EgressCredentials,
     HookError,
     LiveKitCredentials,
@@ -82,7 +82,7 @@ class StatusOptions:
     outputs_file: Path | None = None
     livekit_url: str | None = None
     s3_endpoint_url: str | None = None
-    timeout: float = egress_hook.DEFAULT_TIMEOUT_SECONDS
+    timeout: float = push_egress.DEFAULT_TIMEOUT_SECONDS
 
 
 @dataclass
@@ -420,7 +420,7 @@ async def _livekit_checks(ctx: StatusContext, creds: LiveKitCredentials) -> list
         env=ctx.config.name,
         redact=ctx.redact,
         timeout=ctx.options.timeout,
-        retry=egress_hook.DEFAULT_RETRY,
+        retry=push_egress.DEFAULT_RETRY,
     ) as session:
         # Dispatch rules first: when they cannot be listed LiveKit is unreachable or refuses the key, and the
         # other calls would only repeat the failure (and its retries).
@@ -746,8 +746,8 @@ GROUPS: tuple[tuple[str, Group], ...] = (
 def check_local_overrides(config: EnvironmentConfig, options: StatusOptions) -> None:
     """Refuse --livekit-url / --s3-endpoint-url for any environment not on the local fake account, as push-egress
     does (HookError)."""
-    egress_hook.check_local_overrides(
-        config, egress_hook.HookOptions(livekit_url=options.livekit_url, s3_endpoint_url=options.s3_endpoint_url)
+    push_egress.check_local_overrides(
+        config, push_egress.HookOptions(livekit_url=options.livekit_url, s3_endpoint_url=options.s3_endpoint_url)
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.app.config import LOCAL_ACCOUNT, EnvironmentConfig
+from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import (
     EGRESS_POLICY_NAME,
     RECORDING_METRICS_FILTER_ID,
@@ -29,6 +29,7 @@ from callsaver_infra.app.names import (
     StorageOutputs,
 )
 from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS
+from callsaver_infra.ops.push_egress import LOCAL_ACCOUNT
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
 MOTO_ACCOUNT = LOCAL_ACCOUNT
