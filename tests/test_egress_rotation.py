@@ -35,14 +35,14 @@ LIVEKIT_KEY, LIVEKIT_SECRET = "APIrotationtest", "fake-livekit-secret-for-rotati
 
 
 def _with_serial(config: EnvironmentConfig, serial: int) -> EnvironmentConfig:
-    return EnvironmentConfig.model_validate({**config.model_dump(), "egress": {"access_key_serial": serial}})
+    return EnvironmentConfig.model_validate({**config.model_dump(), "egress_writer": {"access_key_serial": serial}})
 
 
 @pytest.fixture(scope="module")
 def templates(environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The local environment's Storage template and its IAM template at serials 1 and 2, as synthesized."""
     local = environments["local"]
-    assert local.egress.access_key_serial == 1
+    assert local.egress_writer.access_key_serial == 1
     names = EnvNames("local")
     one = synthesize([local], tmp_path_factory.mktemp("serial1"))
     two = synthesize([_with_serial(local, 2)], tmp_path_factory.mktemp("serial2"))

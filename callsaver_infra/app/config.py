@@ -132,7 +132,7 @@ class StorageConfig(_Section):
         return v
 
 
-class EgressConfig(_Section):
+class EgressWriterConfig(_Section):
     """The IAM identity LiveKit egress uses to upload recordings."""
 
     access_key_serial: int = Field(
@@ -325,7 +325,7 @@ HEALTHCHECK_PREFIX = "_healthcheck/"
 DISPATCH_RULE_ID_PATTERN = re.compile(r"^SDR_[A-Za-z0-9]+$")
 
 
-class EgressHookConfig(_Section):
+class CallRecordingConfig(_Section):
     """What `callsaver-infra push-egress` pushes into LiveKit: automatic recording of inbound calls.
 
     The environment's inbound dispatch rules are the rules whose `room_config.agents` dispatch its agent
@@ -457,10 +457,10 @@ class EnvironmentConfig(_Section):
     termination_protection: bool = Field(description="Protect this environment's stacks from deletion")
     livekit: LiveKitConfig
     storage: StorageConfig
-    egress: EgressConfig
+    egress_writer: EgressWriterConfig
     agent: AgentConfig
     network: NetworkConfig = Field(default_factory=NetworkConfig, description="Optional; default: a new VPC")
-    livekit_egress: EgressHookConfig
+    call_recording: CallRecordingConfig
     security: SecurityConfig = Field(default_factory=SecurityConfig, description="Optional; default: no break-glass")
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig, description="Optional; default: alarms without e-mail subscriptions"
@@ -536,6 +536,11 @@ def known_regions() -> frozenset[str]:
     return frozenset(r.name for r in RegionInfo.regions)
 
 
+# Sections renamed for what they hold: [egress] held the egress writer's key serial, [livekit_egress] which calls
+# are recorded and where. A file with an old name gets an error naming the new one, never a silent default.
+RENAMED_SECTIONS: Mapping[str, str] = {"egress": "egress_writer", "livekit_egress": "call_recording"}
+
+
 def load_environment(path: Path) -> EnvironmentConfig:
     """Read and validate one environment file; raise ConfigError naming the file, key and fix."""
     try:
@@ -544,6 +549,11 @@ def load_environment(path: Path) -> EnvironmentConfig:
         raise ConfigError(f"{path}: file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for section, renamed in RENAMED_SECTIONS.items():
+        if section in data:
+            raise ConfigError(
+                f"{path}: section [{section}] is now [{renamed}] (same keys): rename the section header to [{renamed}]"
+            )
     if "name" in data:
         raise ConfigError(
             f"{path}: unknown key 'name': the environment's name is the file's name ({path.stem!r}); "
@@ -598,10 +608,10 @@ def check_livekit_identities(config_dir: Path, envs: Mapping[str, EnvironmentCon
                     f"{config_dir / (rename.name + '.toml')})"
                 )
             for key in ("dispatch_rule_ids", "dispatch_rule_names"):
-                shared = sorted(set(getattr(first.livekit_egress, key)) & set(getattr(second.livekit_egress, key)))
+                shared = sorted(set(getattr(first.call_recording, key)) & set(getattr(second.call_recording, key)))
                 if shared:
                     problems.append(
-                        f"{a} and {b}: key 'livekit_egress.{key}' both select {', '.join(shared)} in the same LiveKit "
+                        f"{a} and {b}: key 'call_recording.{key}' both select {', '.join(shared)} in the same LiveKit "
                         f"project: calls through it would be recorded into whichever environment pushed last; "
                         f"list each rule in one environment only"
                     )

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
         "rules (automatic recording of inbound calls); idempotent",
         description="Read the deployed stacks' outputs and the egress access key, and write LiveKit's automatic "
         "room recording (audio-only OGG to the environment's bucket) into the environment's inbound SIP dispatch "
-        "rules: those whose agents include livekit.worker_name, narrowed by [livekit_egress] of config/<env>.toml. "
+        "rules: those whose agents include livekit.worker_name, narrowed by [call_recording] of config/<env>.toml. "
         "Only room_config.egress.room is written; a rule whose other fields LiveKit lists masked is refused. "
         "Nothing is pushed if anything is missing. Exit 0 when done, 1 when a stack, output or secret is not there "
         "yet, 2 on errors (a refused rule, no rule for the agent, a failed --verify).",
@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rotate = commands.add_parser(
         "rotate-egress-key",
-        help="after bumping egress.access_key_serial and deploying: check and push the new egress key, then delete "
-        "the old one once nothing uses it; re-run it any time, it says where the rotation stands",
+        help="after bumping egress_writer.access_key_serial and deploying: check and push the new egress key, then "
+        "delete the old one once nothing uses it; re-run it any time, it says where the rotation stands",
         description="Walks the rotation of the egress access key from the live state: 1 deployed (the IAM stack holds "
         "config's serial; the old key is kept), 2 checked (the new key is the deployed one, active, and uploads), "
         "3 pushed (push-egress --verify to every dispatch rule of config), 4 retired (the old key is deleted, "

@@ -2,8 +2,8 @@
 IAM has deleted.
 
 The IAM stack keeps a replaced key (`UpdateReplacePolicy: Retain` on the access key), so bumping
-`egress.access_key_serial` and deploying creates the new key while the old one stays active. This command then walks
-the rest from what it reads (nothing is remembered between runs, so it can be re-run after any interruption):
+`egress_writer.access_key_serial` and deploying creates the new key while the old one stays active. This command then
+walks the rest from what it reads (nothing is remembered between runs, so it can be re-run after any interruption):
 
 1. deployed   the IAM stack holds the key of config's serial (else: `make deploy ENV=<env>` first)
 2. checked    check_egress_key: the secret's key is the deployed one, active in IAM, and can upload
@@ -106,7 +106,8 @@ class Rotation:
     def run(self) -> int:
         """Walk every step; returns the exit code (0 rotation complete, 1 waiting for a deploy, 2 refused)."""
         self.out(
-            f"Rotating the egress access key of {self.config.name} (serial {self.config.egress.access_key_serial}):"
+            f"Rotating the egress access key of {self.config.name} "
+            f"(serial {self.config.egress_writer.access_key_serial}):"
         )
         try:
             deployed = self._step_deployed()
@@ -143,10 +144,10 @@ class Rotation:
         ]
         serial = serials[0] if len(serials) == 1 else None
         outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
-        if serial != self.config.egress.access_key_serial or stack["StackStatus"].endswith("_IN_PROGRESS"):
+        if serial != self.config.egress_writer.access_key_serial or stack["StackStatus"].endswith("_IN_PROGRESS"):
             raise RotationBlocked(
                 f"1 deployed: {self.names.iam_stack} holds key serial {serial} ({stack['StackStatus']}), config/"
-                f"{self.config.name}.toml says {self.config.egress.access_key_serial}: run make deploy "
+                f"{self.config.name}.toml says {self.config.egress_writer.access_key_serial}: run make deploy "
                 f"ENV={self.config.name}, then this command again (the old key stays active meanwhile)",
                 EXIT_WAITING,
             )
@@ -184,7 +185,7 @@ class Rotation:
         )
 
     def _step_pushed(self, key: DeployedKey) -> None:
-        hook = self.config.livekit_egress
+        hook = self.config.call_recording
         if not hook.auto_egress:
             self.out("  skip   3 pushed    auto_egress is off: the backend reads the key from the secret per recording")
             return
@@ -242,7 +243,7 @@ class Rotation:
 
         old = set(old)
         users = []
-        if self.config.livekit_egress.auto_egress or self.options.livekit_url:
+        if self.config.call_recording.auto_egress or self.options.livekit_url:
             # Every rule LiveKit has, not only config's: a rule added by hand may carry the key too.
             for rule_id, rule in sorted(self._rules().items()):
                 if rule_id in self.will_push:

@@ -327,7 +327,7 @@ def agent_checks(ctx: StatusContext) -> list[Check]:
 def recording_checks(ctx: StatusContext) -> list[Check]:
     """The newest recording under the recording prefix (not _healthcheck/) and its age, listed with your credentials."""
     bucket = ctx.bucket
-    prefix = ctx.config.livekit_egress.recording_prefix
+    prefix = ctx.config.call_recording.recording_prefix
     where = f"s3://{bucket}/{prefix}"
     newest: dict[str, Any] | None = None
     listed = 0
@@ -569,7 +569,7 @@ def rule_checks(
     selection = select_rules(config, rules, project_envs)
     for problem in selection.problems:
         checks.append(Check("dispatch rules", "selection", False, problem))
-    if not selection.rules and config.livekit_egress.auto_egress:
+    if not selection.rules and config.call_recording.auto_egress:
         agent = config.livekit.worker_name
         checks.append(
             Check(
@@ -611,7 +611,7 @@ def _own_rule_problems(
     """(problems, notes) of one of config's own rules."""
     egress = current_room_egress(rule)
     if egress is None:
-        return (["not recorded"] if config.livekit_egress.auto_egress else []), []
+        return (["not recorded"] if config.call_recording.auto_egress else []), []
     problems: list[str] = []
     notes: list[str] = []
     if not egress.file_outputs:

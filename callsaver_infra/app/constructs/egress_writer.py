@@ -129,14 +129,15 @@ class EgressWriter(Construct):
             self.credentials_secret,
             "SMG4",
             "An IAM access key cannot be rotated by Secrets Manager without a rotation Lambda (none in this app); "
-            "it is rotated by bumping egress.access_key_serial in config and deploying, which replaces the key "
+            "it is rotated by bumping egress_writer.access_key_serial in config and deploying, which replaces the key "
             "and rewrites this secret.",
         )
         for rule, reason in (
             (
                 "SecretsManagerRotationEnabled",
                 "An IAM access key cannot be rotated by Secrets Manager without a rotation Lambda (none in this app); "
-                "it is rotated by bumping egress.access_key_serial and deploying, which replaces key and secret.",
+                "it is rotated by bumping egress_writer.access_key_serial and deploying, which replaces key and "
+                "secret.",
             ),
             (
                 "SecretsManagerUsingKMSKey",

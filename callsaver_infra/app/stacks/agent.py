@@ -64,7 +64,7 @@ class AgentStack(Stack):
                 "LIVEKIT_SIP_ENDPOINT": config.livekit.sip_endpoint,
                 AgentEnvironment.RECORDING_BUCKET: config.storage.bucket_name,
                 AgentEnvironment.RECORDING_REGION: config.region,
-                AgentEnvironment.RECORDING_FILEPATH: config.livekit_egress.filepath_template,
+                AgentEnvironment.RECORDING_FILEPATH: config.call_recording.filepath_template,
             },
             secrets=secrets,
             vpc=self.network.vpc,

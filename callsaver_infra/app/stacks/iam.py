@@ -34,7 +34,7 @@ class IamStack(Stack):
             bucket_arn=bucket_arn(config),
             bucket_region=config.region,
             key_alias=names.session_key_alias,
-            access_key_serial=config.egress.access_key_serial,
+            access_key_serial=config.egress_writer.access_key_serial,
             credentials_secret_name=names.egress_credentials_secret,
             # The hook pushes the key pair to LiveKit, and the agent's tasks receive its two JSON keys too
             # (the agent starts outbound-call recordings with them): the agent's execution role must read it.

@@ -53,7 +53,7 @@ class MonitoringStack(Stack):
             env_name=config.name,
             bucket_name=config.storage.bucket_name,
             filter_id=RECORDING_METRICS_FILTER_ID,
-            recording_prefix=config.livekit_egress.recording_prefix,
+            recording_prefix=config.call_recording.recording_prefix,
             errors_threshold=monitoring.upload_errors_threshold,
             errors_period_minutes=monitoring.upload_errors_period_minutes,
             max_hours_without_recording=monitoring.max_hours_without_recording,

@@ -29,7 +29,7 @@ class StorageStack(Stack):
             "SessionBucket",
             bucket_name=config.storage.bucket_name,
             expiration_days=config.storage.expiration_days,
-            recording_prefix=config.livekit_egress.recording_prefix,
+            recording_prefix=config.call_recording.recording_prefix,
             key_alias=names.session_key_alias,
             reader_name=names.recording_reader,
             # The CI deploy role runs the post-deploy hook, whose --verify reads its test recording.

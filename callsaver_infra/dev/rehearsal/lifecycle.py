@@ -34,7 +34,7 @@ LIFECYCLE_RULE_ID = "SDR_lifecycle"
 def variant(config: EnvironmentConfig, *, serial: int, expiration_days: int, image_tag: str) -> EnvironmentConfig:
     """config with another key serial, expiry and image tag, validated like a config file."""
     data = config.model_dump()
-    data["egress"] = {**data["egress"], "access_key_serial": serial}
+    data["egress_writer"] = {**data["egress_writer"], "access_key_serial": serial}
     data["storage"] = {**data["storage"], "expiration_days": expiration_days}
     data["agent"] = {**data["agent"], "image_tag": image_tag}
     return EnvironmentConfig.model_validate(data)
@@ -128,7 +128,7 @@ class LifecycleRehearsal(Rehearsal):
         assert self.current is not None
         updated = variant(
             self.config,
-            serial=self.config.egress.access_key_serial + 1,
+            serial=self.config.egress_writer.access_key_serial + 1,
             expiration_days=UPDATED_EXPIRATION_DAYS,
             image_tag=UPDATED_IMAGE_TAG,
         )

@@ -262,7 +262,7 @@ class Rehearsal:
         lookup = [s for s in policy["Statement"] if s.get("Sid") == "DenyCdkLookupRoles"]
         c.expect("CDK lookup roles may not list or read recordings", [s["Effect"] for s in lookup], ["Deny"])
         metrics = s3.get_bucket_metrics_configuration(Bucket=bucket, Id=RECORDING_METRICS_FILTER_ID)
-        prefix = self.config.livekit_egress.recording_prefix
+        prefix = self.config.call_recording.recording_prefix
         c.expect(
             "request metrics of the recordings",
             metrics["MetricsConfiguration"].get("Filter", {}).get("Prefix", ""),
@@ -538,9 +538,9 @@ class Rehearsal:
         from livekit.protocol import room as proto_room
         from livekit.protocol import sip as proto_sip
 
-        hook = self.config.livekit_egress
+        hook = self.config.call_recording
         if not hook.auto_egress:
-            raise StepFailed(f"config/{self.config.name}.toml: livekit_egress.auto_egress is off; nothing to rehearse")
+            raise StepFailed(f"config/{self.config.name}.toml: call_recording.auto_egress is off; nothing to rehearse")
         # The project's inbound trunk (Twilio) and the environment's inbound rule, both created in the dashboard;
         # the rule is found by the agent it dispatches, not by id.
         self.livekit.add_inbound_trunk(proto_sip.SIPInboundTrunkInfo(name="rehearsal trunk", numbers=["+15550100002"]))

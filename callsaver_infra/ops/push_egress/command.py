@@ -110,7 +110,7 @@ def run_hook(
     secretsmanager = aws("secretsmanager")
     egress_creds = read_egress_credentials(secretsmanager, config, outputs.credentials_secret_arn)
     redact.add_egress(egress_creds)
-    pushing = config.livekit_egress.auto_egress and not options.dry_run
+    pushing = config.call_recording.auto_egress and not options.dry_run
     try:
         # The key must be the deployed one and able to upload before LiveKit gets it (a dry run writes nothing).
         checked = check_egress_key(
@@ -133,9 +133,9 @@ def run_hook(
     )
     if checked.object_key:
         out(f"egress key checked: it is the deployed key and uploaded s3://{settings.bucket}/{checked.object_key}")
-    if not config.livekit_egress.auto_egress:
+    if not config.call_recording.auto_egress:
         out(
-            f"recording of inbound calls is off (livekit_egress.auto_egress = false in config/{config.name}.toml): "
+            f"recording of inbound calls is off (call_recording.auto_egress = false in config/{config.name}.toml): "
             "nothing is pushed to LiveKit"
         )
         if not options.verify:
@@ -166,7 +166,7 @@ async def _talk_to_livekit(
     async with LiveKitSession(
         url, credentials, env=config.name, redact=redact, timeout=options.timeout, retry=options.retry
     ) as session:
-        if config.livekit_egress.auto_egress:
+        if config.call_recording.auto_egress:
             await _push(config, options, settings, session, receipt, out)
         if s3 is None:
             return None
@@ -203,7 +203,7 @@ async def _push(
             "\n".join(reasons)
             + f"\nnothing was pushed. Point this environment's inbound rule at its agent: add {agent!r} to the "
             "rule's agents (room_config.agents) in the LiveKit dashboard or with `lk sip dispatch update`, or narrow "
-            f"with livekit_egress.dispatch_rule_ids in config/{config.name}.toml. The project's rules:\n"
+            f"with call_recording.dispatch_rule_ids in config/{config.name}.toml. The project's rules:\n"
             + inventory(rules, project)
         )
     desired = room_composite_request(settings)

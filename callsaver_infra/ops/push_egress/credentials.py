@@ -131,7 +131,7 @@ def read_egress_credentials(client: Any, config: EnvironmentConfig, secret_arn: 
         # Never quote the value: it is (or contains) the secret access key.
         raise HookError(
             f"secret {secret_arn} is not JSON with non-empty accessKeyId and secretAccessKey: it is written by "
-            f"{names.iam_stack}; redeploy it (bump egress.access_key_serial in config/{config.name}.toml to issue "
-            "a new key)"
+            f"{names.iam_stack}; redeploy it (bump egress_writer.access_key_serial in config/{config.name}.toml to "
+            "issue a new key)"
         )
     return EgressCredentials(key_id, secret)

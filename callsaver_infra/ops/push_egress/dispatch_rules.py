@@ -1,7 +1,7 @@
 """Which SIP dispatch rules belong to which environment, and what each records: shared by push-egress and status.
 
 An environment's inbound rules are the rules whose `room_config.agents` dispatch its agent (`livekit.worker_name`),
-narrowed by `livekit_egress.dispatch_rule_ids` / `dispatch_rule_names` when config sets them. A rule is found by
+narrowed by `call_recording.dispatch_rule_ids` / `dispatch_rule_names` when config sets them. A rule is found by
 what it does, not by an id copied into config, so a rule recreated in the dashboard is still found.
 """
 
@@ -48,7 +48,7 @@ def selects(config: EnvironmentConfig, rule: api.SIPDispatchRuleInfo) -> bool:
     """True if rule is one of config's environment's inbound rules."""
     if config.livekit.worker_name not in dispatched_agents(rule):
         return False
-    hook = config.livekit_egress
+    hook = config.call_recording
     if not hook.narrowed:
         return True
     return rule.sip_dispatch_rule_id in hook.dispatch_rule_ids or rule.name in hook.dispatch_rule_names
@@ -74,7 +74,7 @@ def select_rules(
 ) -> RuleSelection:
     """config's inbound rules among rules; project_envs (other environments of the same project) flag shared rules."""
     agent = config.livekit.worker_name
-    hook = config.livekit_egress
+    hook = config.call_recording
     problems: list[str] = []
     by_id = {r.sip_dispatch_rule_id: r for r in rules}
     names = {r.name for r in rules}
@@ -82,15 +82,15 @@ def select_rules(
     for rule_id in hook.dispatch_rule_ids:
         rule = by_id.get(rule_id)
         if rule is None:
-            problems.append(f"dispatch rule {rule_id} (livekit_egress.dispatch_rule_ids in {where}) does not exist")
+            problems.append(f"dispatch rule {rule_id} (call_recording.dispatch_rule_ids in {where}) does not exist")
         elif agent not in dispatched_agents(rule):
             problems.append(
-                f"dispatch rule {rule_label(rule)} (livekit_egress.dispatch_rule_ids in {where}) does not dispatch "
+                f"dispatch rule {rule_label(rule)} (call_recording.dispatch_rule_ids in {where}) does not dispatch "
                 f"agent {agent!r}: its calls would not reach this environment's agent; add {agent!r} to its agents"
             )
     for name in hook.dispatch_rule_names:
         if name not in names:
-            problems.append(f'no dispatch rule is named "{name}" (livekit_egress.dispatch_rule_names in {where})')
+            problems.append(f'no dispatch rule is named "{name}" (call_recording.dispatch_rule_names in {where})')
     chosen = [r for r in rules if selects(config, r)]
     others = [e for e in project_envs if e.name != config.name and e.livekit.url == config.livekit.url]
     for rule in chosen:

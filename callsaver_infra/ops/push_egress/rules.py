@@ -64,7 +64,7 @@ def build_settings(
     return EgressSettings(
         bucket=outputs.bucket_name,
         region=outputs.bucket_region,
-        filepath_template=config.livekit_egress.filepath_template,
+        filepath_template=config.call_recording.filepath_template,
         credentials=credentials,
         s3_endpoint_url=s3_endpoint_url,
     )
