@@ -25,6 +25,8 @@ from pydantic import (
     model_validator,
 )
 
+from callsaver_infra.app.names import HEALTHCHECK_PREFIX
+
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -321,7 +323,6 @@ class NetworkConfig(_Section):
 # Variables livekit/egress expands in an output's filepath; anything else in braces would be written literally.
 EGRESS_FILEPATH_VARIABLES = ("{room_name}", "{room_id}", "{time}", "{utc}", "{retry}")
 # The post-deploy hook's --verify writes its test recordings here; recordings of calls must never land under it.
-HEALTHCHECK_PREFIX = "_healthcheck/"
 DISPATCH_RULE_ID_PATTERN = re.compile(r"^SDR_[A-Za-z0-9]+$")
 
 

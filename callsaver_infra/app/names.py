@@ -10,6 +10,10 @@ from dataclasses import dataclass
 
 PROJECT = "Callsaver"
 EGRESS_POLICY_NAME = "LiveKitEgressS3Access"
+# The egress writer's key pair, written by the IAM stack under callsaver/{env}/ beside the catalog's secrets.
+EGRESS_CREDENTIALS_REF = "egress/s3-access-key"
+# Objects push-egress --verify and the key check write, which the recording alarms and status leave out.
+HEALTHCHECK_PREFIX = "_healthcheck/"
 
 
 class StorageOutputs:
@@ -100,7 +104,7 @@ class EnvNames:
 
     @property
     def egress_credentials_secret(self) -> str:
-        return f"callsaver/{self.env}/egress/s3-access-key"
+        return self.secret(EGRESS_CREDENTIALS_REF)
 
     @property
     def secrets_stack(self) -> str:
@@ -191,8 +195,8 @@ RECORDING_METRICS_FILTER_ID = "Recordings"
 CI_STACK = f"{PROJECT}-CI"
 
 
-def _pascal(env: str) -> str:
-    # Output ids must be alphanumeric: "qa-eu" -> "QaEu".
+def pascal_case(env: str) -> str:
+    """An environment name as part of a construct id or output key (alphanumeric): "qa-eu" -> "QaEu"."""
     return "".join(part.capitalize() for part in env.split("-"))
 
 
@@ -220,7 +224,7 @@ class CiOutputs:
     @staticmethod
     def deploy_role_arn(env: str) -> str:
         """Output key of env's deploy role ARN: DeployRoleArnStaging."""
-        return f"DeployRoleArn{_pascal(env)}"
+        return f"DeployRoleArn{pascal_case(env)}"
 
     @staticmethod
     def deploy_role_variable(env: str) -> str:

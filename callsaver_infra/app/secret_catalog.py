@@ -37,10 +37,16 @@ class SecretSpec:
         return self.from_config is not None
 
 
+# The LiveKit API key pair: the agent's, and the one push-egress, status and rotate-egress-key sign LiveKit calls with.
+LIVEKIT_API_KEY = SecretSpec("backend", "LIVEKIT_API_KEY", for_agent=True)
+LIVEKIT_API_SECRET = SecretSpec("backend", "LIVEKIT_API_SECRET", for_agent=True)
+LIVEKIT_KEY_REF = LIVEKIT_API_KEY.ref
+LIVEKIT_SECRET_REF = LIVEKIT_API_SECRET.ref
+
 SECRETS: tuple[SecretSpec, ...] = (
     SecretSpec("backend", "LIVEKIT_URL", from_config=lambda c: c.livekit.url),
-    SecretSpec("backend", "LIVEKIT_API_KEY", for_agent=True),
-    SecretSpec("backend", "LIVEKIT_API_SECRET", for_agent=True),
+    LIVEKIT_API_KEY,
+    LIVEKIT_API_SECRET,
     SecretSpec("backend", "SESSION_S3_BUCKET", from_config=lambda c: c.storage.bucket_name),
     SecretSpec("agent", "LIVEKIT_OUTBOUND_TRUNK_ID", for_agent=True),
     SecretSpec("agent", "OPENAI_API_KEY", for_agent=True),

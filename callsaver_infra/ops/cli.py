@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments, select_environments
+from callsaver_infra.app.names import EnvNames
 from callsaver_infra.ops import image_check, push_egress
 from callsaver_infra.ops.secrets_admin import (
     SecretsError,
@@ -256,7 +257,7 @@ def _secrets_set(config: EnvironmentConfig, ref: str, *, dry_run: bool) -> int:
     else:
         raw = sys.stdin.read()
     value = validate_value(ref, raw)
-    name = f"callsaver/{config.name}/{ref}"
+    name = EnvNames(config.name).secret(ref)
     if dry_run:
         print(f"dry run: would set {name} ({len(value)} characters); nothing changed")
         return EXIT_OK

@@ -311,12 +311,13 @@ class Rotation:
     async def _list_rules(self) -> dict[str, Any]:
         from livekit import api
 
+        from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF
         from callsaver_infra.ops.push_egress import api_url
 
         sm = self.aws("secretsmanager")
         key, secret = (
             sm.get_secret_value(SecretId=self.names.secret(ref))["SecretString"].strip()
-            for ref in ("backend/LIVEKIT_API_KEY", "backend/LIVEKIT_API_SECRET")
+            for ref in (LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF)
         )
         url = api_url(self.options.livekit_url or self.config.livekit.url)
         lk = api.LiveKitAPI(url, key, secret, failover=False)

@@ -23,8 +23,15 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from livekit import api
 
-from callsaver_infra.app.config import HEALTHCHECK_PREFIX, EnvironmentConfig
-from callsaver_infra.app.names import AgentOutputs, EnvNames, IamOutputs, StorageOutputs
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import (
+    EGRESS_CREDENTIALS_REF,
+    HEALTHCHECK_PREFIX,
+    AgentOutputs,
+    EnvNames,
+    IamOutputs,
+    StorageOutputs,
+)
 from callsaver_infra.ops import push_egress
 from callsaver_infra.ops.push_egress import (
     EgressCredentials,
@@ -250,7 +257,7 @@ def secret_checks(ctx: StatusContext) -> list[Check]:
 
 def _egress_secret_check(ctx: StatusContext) -> Check:
     n = ctx.names
-    ref = n.egress_credentials_secret.removeprefix(f"callsaver/{ctx.config.name}/")
+    ref = EGRESS_CREDENTIALS_REF
     arn = ctx.output(n.iam_stack, IamOutputs.CREDENTIALS_SECRET_ARN) or n.egress_credentials_secret
     deploy = f"make deploy ENV={ctx.config.name}"
     try:

@@ -12,6 +12,7 @@ from aws_cdk.region_info import RegionInfo
 from constructs import Construct
 
 from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.names import pascal_case
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
@@ -196,7 +197,7 @@ class GitHubOidcRoles(Construct):
         arn_partition = partition(target.region)
         secrets_prefix = f"arn:{arn_partition}:secretsmanager:{target.region}:{target.account}:secret:"
         healthcheck_objects = f"arn:{arn_partition}:s3:::{target.bucket_name}/{target.healthcheck_prefix}*"
-        env_id = "".join(part.capitalize() for part in target.env.split("-"))
+        env_id = pascal_case(target.env)
         role = iam.Role(
             self,
             f"DeployRole{env_id}",

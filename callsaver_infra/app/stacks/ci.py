@@ -10,9 +10,9 @@ from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from callsaver_infra.app.ci_config import CI_CONFIG_FILE, CiConfig, require_real_repository
-from callsaver_infra.app.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.constructs.github_oidc import DeployTarget, GitHubOidcRoles
-from callsaver_infra.app.names import CI_STACK, CiNames, CiOutputs, EnvNames
+from callsaver_infra.app.names import CI_STACK, HEALTHCHECK_PREFIX, CiNames, CiOutputs, EnvNames
 from callsaver_infra.app.secret_catalog import SECRETS
 
 

@@ -7,10 +7,10 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from callsaver_infra.app.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.constructs.read_audit_trail import ReadAuditTrail
 from callsaver_infra.app.constructs.session_bucket import SessionBucket
-from callsaver_infra.app.names import CiNames, EnvNames, StorageOutputs, iam_arn
+from callsaver_infra.app.names import HEALTHCHECK_PREFIX, CiNames, EnvNames, StorageOutputs, iam_arn
 
 
 class StorageStack(Stack):

@@ -23,7 +23,7 @@ from typing import Any
 
 from callsaver_infra.app.config import EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.app.names import EnvNames
-from callsaver_infra.app.secret_catalog import SECRETS
+from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF, SECRETS
 from callsaver_infra.dev.rehearsal.runner import Checks, Rehearsal, StepFailed, check_rehearsable
 
 UPDATED_EXPIRATION_DAYS = 45
@@ -94,9 +94,9 @@ class LifecycleRehearsal(Rehearsal):
         for spec in SECRETS:
             if spec.owned_by_stack:
                 continue
-            if spec.ref == "backend/LIVEKIT_API_KEY":
+            if spec.ref == LIVEKIT_KEY_REF:
                 value = LIVEKIT_API_KEY
-            elif spec.ref == "backend/LIVEKIT_API_SECRET":
+            elif spec.ref == LIVEKIT_SECRET_REF:
                 value = self.livekit_secret
             else:
                 value = f"fake-{spec.ref.replace('/', '-').lower()}-rehearsal-only"

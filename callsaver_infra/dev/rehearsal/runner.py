@@ -21,6 +21,7 @@ from typing import Any
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import (
     EGRESS_POLICY_NAME,
+    HEALTHCHECK_PREFIX,
     RECORDING_METRICS_FILTER_ID,
     AgentEnvironment,
     EnvNames,
@@ -28,7 +29,7 @@ from callsaver_infra.app.names import (
     MonitoringOutputs,
     StorageOutputs,
 )
-from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS
+from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF, PLACEHOLDER, SECRETS
 from callsaver_infra.ops.push_egress import LOCAL_ACCOUNT
 
 # moto's one built-in account: an environment rehearsed here must use it (and so can never be a real one).
@@ -524,7 +525,7 @@ class Rehearsal:
         from callsaver_infra.ops.secrets_admin import set_secret
 
         sm = self._client("secretsmanager")
-        real = {"backend/LIVEKIT_API_KEY": LIVEKIT_API_KEY, "backend/LIVEKIT_API_SECRET": self.livekit_secret}
+        real = {LIVEKIT_KEY_REF: LIVEKIT_API_KEY, LIVEKIT_SECRET_REF: self.livekit_secret}
         operator = [spec for spec in SECRETS if not spec.owned_by_stack]
         for spec in operator:
             set_secret(sm, self.config, spec, real.get(spec.ref, f"rehearsal-fake-{spec.key.lower()}"))
@@ -587,7 +588,7 @@ class Rehearsal:
             True,
         )
         c.expect("dispatch rule keeps its name", rule.name, "rehearsal inbound calls")
-        listed = self._client("s3").list_objects_v2(Bucket=self.config.storage.bucket_name, Prefix="_healthcheck/")
+        listed = self._client("s3").list_objects_v2(Bucket=self.config.storage.bucket_name, Prefix=HEALTHCHECK_PREFIX)
         c.expect("verify wrote a health-check recording", listed.get("KeyCount", 0) >= 1, True)
         c.expect("verify used a web egress", "(web egress, audio only)" in result.stdout, True)
         c.raise_if_failed()

@@ -9,8 +9,6 @@ push receipt), verify (--verify's web egress), dispatch_rules (which rules an en
 
 from callsaver_infra.ops.push_egress.command import LOCAL_ACCOUNT, HookOptions, check_local_overrides, run_hook
 from callsaver_infra.ops.push_egress.credentials import (
-    LIVEKIT_KEY_REF,
-    LIVEKIT_SECRET_REF,
     EgressCredentials,
     LiveKitCredentials,
     Redactor,
@@ -42,8 +40,6 @@ from callsaver_infra.ops.push_egress.verify import VERIFY_PAGE_URL, verify_egres
 __all__ = [
     "DEFAULT_RETRY",
     "DEFAULT_TIMEOUT_SECONDS",
-    "LIVEKIT_KEY_REF",
-    "LIVEKIT_SECRET_REF",
     "LOCAL_ACCOUNT",
     "OWNED_FIELD",
     "PROBE_ATTRIBUTE",

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.app.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import (
+    HEALTHCHECK_PREFIX,
     EnvNames,
 )
 from callsaver_infra.ops.push_egress.credentials import (

@@ -15,16 +15,11 @@ from callsaver_infra.app.names import (
     EnvNames,
     IamOutputs,
 )
-from callsaver_infra.app.secret_catalog import PLACEHOLDER
+from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF, PLACEHOLDER
 from callsaver_infra.ops.push_egress.dispatch_rules import (
     mask_key,
 )
 from callsaver_infra.ops.push_egress.errors import HookError, NotReadyError
-
-LIVEKIT_KEY_REF = "backend/LIVEKIT_API_KEY"
-
-
-LIVEKIT_SECRET_REF = "backend/LIVEKIT_API_SECRET"
 
 
 @dataclass(frozen=True, repr=False)

@@ -11,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from callsaver_infra.app.config import HEALTHCHECK_PREFIX
+from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 
 CHECK_DEPLOYED = "matches the deployed key"
 CHECK_IAM = "exists in IAM"

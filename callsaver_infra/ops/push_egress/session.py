@@ -14,12 +14,8 @@ from livekit.api.twirp_client import ServerError
 from callsaver_infra.app.names import (
     EnvNames,
 )
-from callsaver_infra.ops.push_egress.credentials import (
-    LIVEKIT_KEY_REF,
-    LIVEKIT_SECRET_REF,
-    LiveKitCredentials,
-    Redactor,
-)
+from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF
+from callsaver_infra.ops.push_egress.credentials import LiveKitCredentials, Redactor
 from callsaver_infra.ops.push_egress.errors import HookError
 
 T = TypeVar("T")

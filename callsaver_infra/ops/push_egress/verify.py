@@ -14,7 +14,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 from livekit import api
 
-from callsaver_infra.app.config import HEALTHCHECK_PREFIX
+from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 from callsaver_infra.ops.push_egress.credentials import Redactor
 from callsaver_infra.ops.push_egress.errors import HookError
 from callsaver_infra.ops.push_egress.rules import EgressSettings, s3_upload
