@@ -19,8 +19,6 @@ from callsaver_infra.ops.push_egress.credentials import LiveKitCredentials, Reda
 from callsaver_infra.ops.push_egress.errors import HookError
 
 T = TypeVar("T")
-
-
 DEFAULT_TIMEOUT_SECONDS = 10.0
 
 

@@ -22,17 +22,9 @@ from callsaver_infra.ops.push_egress.session import LiveKitSession
 
 # How long --verify lets its test egress record before stopping it, and how long it then waits for the upload.
 VERIFY_RECORD_SECONDS = 3.0
-
-
 VERIFY_WAIT_SECONDS = 60.0
-
-
 _POLL_SECONDS = 0.25
-
-
 _FINAL_OK = api.EgressStatus.EGRESS_COMPLETE
-
-
 _ACTIVE = (api.EgressStatus.EGRESS_STARTING, api.EgressStatus.EGRESS_ACTIVE, api.EgressStatus.EGRESS_ENDING)
 
 
@@ -40,8 +32,6 @@ _ACTIVE = (api.EgressStatus.EGRESS_STARTING, api.EgressStatus.EGRESS_ACTIVE, api
 # isHttp) and fails the egress when the page answers >= 400 (pkg/pipeline/source/web.go navigate); example.com is
 # IANA's reserved, always-200, script-free page, so the recording is a few seconds of silence and nothing else.
 VERIFY_PAGE_URL = "https://example.com/"
-
-
 VERIFY_START_SECONDS = 60.0
 
 
