@@ -33,10 +33,10 @@ node_modules/.installed: package.json package-lock.json
 	touch $@
 
 rehearse: setup ## Deploy every stack into a local AWS endpoint, check it, run the hook, tear down (no AWS needed)
-	$(VENV)/bin/callsaver-infra rehearse
+	$(PY) -m callsaver_infra.dev.rehearsal
 
 rehearse-lifecycle: setup ## Rehearse deploy, operator secrets, recorded calls, update with key rotation, destroy (local)
-	$(PY) -m callsaver_infra.rehearsal.lifecycle
+	$(PY) -m callsaver_infra.dev.rehearsal.lifecycle
 
 synth: setup ## Synthesize and validate every environment (or ENV=name) into cdk.out
 	rm -rf cdk.out

@@ -22,25 +22,26 @@ from pathlib import Path
 
 from aws_cdk import App, Stage
 
-from callsaver_infra.assembly import add_environment, cli_context
-from callsaver_infra.ci_config import (
+from callsaver_infra.app.environment import add_environment, cli_context
+from callsaver_infra.app.ci_config import (
     CI_CONFIG_FILE,
     CI_ENV_NAME,
     check_reserved_environment_names,
     load_ci_config,
     placeholder_problem,
 )
-from callsaver_infra.config import ConfigError, load_environments, select_environments, with_image_tag
-from callsaver_infra.nag import enable_policy_checks
-from callsaver_infra.registry_config import (
+from callsaver_infra.app.config import ConfigError, load_environments, select_environments, with_image_tag
+from callsaver_infra.app.environment import add_environment
+from callsaver_infra.app.nag import enable_policy_checks
+from callsaver_infra.app.registry_config import (
     REGISTRY_CONFIG_FILE,
     REGISTRY_ENV_NAME,
     check_reserved_registry_name,
     load_registry_config,
     registry_for,
 )
-from callsaver_infra.stacks.ci import add_ci_stack
-from callsaver_infra.stacks.registry import add_registry_stack
+from callsaver_infra.app.stacks.ci import add_ci_stack
+from callsaver_infra.app.stacks.registry import add_registry_stack
 
 PROJECT_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PROJECT_DIR / "config"

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Print the estimated monthly cost of each environment (from its synthesized templates and the pinned, dated price
-table in callsaver_infra/cost_report.py) beside the same environment in the common layout with a NAT gateway and an
+table in callsaver_infra/ops/cost_report.py) beside the same environment in the common layout with a NAT gateway and an
 application load balancer, then the prices and usage assumptions the figures rest on.
 
 Usage: python benchmarks/cost_bench.py [--details]
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from callsaver_infra.cost_report import (  # noqa: E402
+from callsaver_infra.ops.cost_report import (  # noqa: E402
     ASSUMED,
     PRICES,
     PRICES_AS_OF,
@@ -27,8 +27,8 @@ from callsaver_infra.cost_report import (  # noqa: E402
     count_templates,
     monthly_cost,
 )
-from callsaver_infra.names import REGISTRY_STACK, EnvNames  # noqa: E402
-from callsaver_infra.stateful_changes import read_assembly  # noqa: E402
+from callsaver_infra.app.names import REGISTRY_STACK, EnvNames  # noqa: E402
+from callsaver_infra.ops.cloud_assembly import read_assembly  # noqa: E402
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the median wall time of `callsaver-infra push-egress` (a run that changes the rule, and one that does not).
 
-LiveKit is the local server (callsaver_infra.livekit_local) on 127.0.0.1 and AWS is moto's server on 127.0.0.1,
+LiveKit is the local server (callsaver_infra.dev.livekit_local) on 127.0.0.1 and AWS is moto's server on 127.0.0.1,
 so this measures the hook itself: reading outputs and secrets, one ListSIPDispatchRule, and an
 UpdateSIPDispatchRule when something changed. Runs are in-process (imports are paid once); --subprocess times the
 console script in a fresh process each time instead, as an operator sees it.
@@ -31,8 +31,8 @@ import boto3
 from livekit import api
 from moto.server import ThreadedMotoServer
 
-from callsaver_infra.cli import EXIT_OK, main
-from callsaver_infra.livekit_local import LocalLiveKitServer
+from callsaver_infra.dev.livekit_local import LocalLiveKitServer
+from callsaver_infra.ops.cli import EXIT_OK, main
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV, REGION, BUCKET = "local", "us-west-1", "callsaver-sessions-local"

@@ -5,7 +5,7 @@
   the registry stack with the cdk-nag gate (app.py, as `cdk synth` runs it), divided by an empty CDK app's; the two
   run alternately (paired), so load from other work weighs on both, and the figure is the median of the pairs'
   ratios. Each sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does).
-- the test suite's wall time (what `make test` runs), `make rehearse`'s wall time (`callsaver-infra rehearse`),
+- the test suite's wall time (what `make test` runs), `make rehearse`'s wall time (`python -m callsaver_infra.dev.rehearsal`),
 - push-egress as a process (the `callsaver-infra` console script, fresh process per run) against the local LiveKit
   server and moto: benchmarks/hook_bench.py --subprocess, median of several runs.
 Each figure is one entry of FIGURES: (label, target, unit, function); add a line there for one more.
@@ -149,9 +149,9 @@ def main() -> None:
 
 
 def _print_costs(envs: list[str]) -> None:
-    from callsaver_infra.cost_report import count_templates
-    from callsaver_infra.names import CI_STACK, EnvNames
-    from callsaver_infra.stateful_changes import read_assembly
+    from callsaver_infra.app.names import CI_STACK, EnvNames
+    from callsaver_infra.ops.cloud_assembly import read_assembly
+    from callsaver_infra.ops.cost_report import count_templates
 
     with tempfile.TemporaryDirectory() as outdir:
         env = {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()}

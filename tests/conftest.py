@@ -14,9 +14,10 @@ import pytest
 from aws_cdk import App, cx_api
 from aws_cdk.assertions import Template
 
-from callsaver_infra.assembly import add_environment, cli_context
-from callsaver_infra.config import EnvironmentConfig, load_environments
-from callsaver_infra.nag import enable_policy_checks
+from callsaver_infra.app.environment import add_environment, cli_context
+from callsaver_infra.app.config import EnvironmentConfig, load_environments
+from callsaver_infra.app.environment import add_environment
+from callsaver_infra.app.nag import enable_policy_checks
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -134,7 +135,7 @@ class OperatorAws:
 def operator_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> OperatorAws:
     """A fresh moto account (reset), reached by the CLI through AWS_ENDPOINT_URL with fake operator credentials;
     LiveKit retries back off in milliseconds. Services report their desired tasks as running (moto/ecs/models.py)."""
-    from callsaver_infra import egress_hook
+    from callsaver_infra.ops import push_egress as egress_hook
 
     region = "us-west-1"
     for key, value in {

@@ -12,11 +12,11 @@ from typing import Any
 import boto3
 import pytest
 
-from callsaver_infra.adopt import AdoptError, adopt
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EnvNames
-from callsaver_infra.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
-from callsaver_infra.rehearsal.lifecycle import synthesize
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EnvNames
+from callsaver_infra.dev.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
+from callsaver_infra.dev.rehearsal.lifecycle import synthesize
+from callsaver_infra.ops.adopt import AdoptError, adopt
 
 OPERATOR_VALUE = "fake-openai-key-for-adopt-test"
 

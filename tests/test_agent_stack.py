@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Capture, Match
 
-from callsaver_infra.config import EnvironmentConfig, NetworkConfig
-from callsaver_infra.names import AgentOutputs, EnvNames
+from callsaver_infra.app.config import EnvironmentConfig, NetworkConfig
+from callsaver_infra.app.names import AgentOutputs, EnvNames
 from tests.conftest import Synthesized, synthesize
 
 AGENT_SECRETS = {

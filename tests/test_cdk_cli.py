@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from callsaver_infra.config import load_environments
+from callsaver_infra.app.config import load_environments
 from tests.conftest import CONFIG_DIR, ENV_NAMES, ROOT, Synthesized, synthesize
 
 CDK = ROOT / "node_modules" / ".bin" / "cdk"

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from callsaver_infra.ci_config import (
+from callsaver_infra.app.ci_config import (
     CI_CONFIG_FILE,
     PLACEHOLDER_REPOSITORY,
     CiConfig,
     check_reserved_environment_names,
     load_ci_config,
 )
-from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments
-from callsaver_infra.stacks.ci import add_ci_stack
+from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments
+from callsaver_infra.app.stacks.ci import add_ci_stack
 from tests.conftest import CI_FIXTURE, CONFIG_DIR, new_app
 from tests.test_cdk_cli import _cdk
 

@@ -11,12 +11,12 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from callsaver_infra.ci_config import CiConfig, load_ci_config
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
-from callsaver_infra.nag import enable_policy_checks
-from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
-from callsaver_infra.stacks.ci import add_ci_stack
+from callsaver_infra.app.ci_config import CiConfig, load_ci_config
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
+from callsaver_infra.app.nag import enable_policy_checks
+from callsaver_infra.app.names import CI_STACK, CiNames, CiOutputs, EnvNames
+from callsaver_infra.app.stacks.ci import add_ci_stack
 from tests.conftest import CI_FIXTURE, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
 from tests.test_snapshots import _mask_asset_hashes
 

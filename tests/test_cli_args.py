@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from callsaver_infra.cli import main
+from callsaver_infra.ops.cli import main
 from tests.conftest import CONFIG_DIR
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from callsaver_infra.config import (
+from callsaver_infra.app.config import (
     ConfigError,
     bucket_name_problem,
     load_environment,
@@ -107,8 +107,8 @@ def test_name_key_is_rejected_because_the_file_name_is_the_name(tmp_path: Path) 
 
 
 def test_missing_key(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, egress__access_key_serial=None))
-    assert "missing key 'egress.access_key_serial'" in msg
+    msg = _error(_staging_with(tmp_path, egress_writer__access_key_serial=None))
+    assert "missing key 'egress_writer.access_key_serial'" in msg
     assert "Fix: add it" in msg and "Bump by one" in msg
 
 
@@ -240,26 +240,26 @@ def test_empty_config_directory(tmp_path: Path) -> None:
         load_environments(tmp_path)
 
 
-# --------------------------------------------------------------------------- [livekit_egress] (post-deploy hook)
+# --------------------------------------------------------------------------- [call_recording] (post-deploy hook)
 
 
-def test_livekit_egress_of_the_committed_environments() -> None:
+def test_call_recording_of_the_committed_environments() -> None:
     """Recording is on everywhere, and no environment pins rule ids: each finds its rules by its agent name."""
     envs = load_environments(CONFIG_DIR)
     for env in envs.values():
-        hook = env.livekit_egress
+        hook = env.call_recording
         assert (hook.auto_egress, hook.dispatch_rule_ids, hook.dispatch_rule_names) == (True, (), ())
         assert hook.filepath_template == "{room_name}/{time}" and hook.recording_prefix == ""
 
 
 def test_dispatch_rule_ids_list_becomes_a_tuple(tmp_path: Path) -> None:
-    env = load_environment(_staging_with(tmp_path, livekit_egress__dispatch_rule_ids=["SDR_abc123"]))
-    assert env.livekit_egress.dispatch_rule_ids == ("SDR_abc123",) and env.livekit_egress.narrowed
+    env = load_environment(_staging_with(tmp_path, call_recording__dispatch_rule_ids=["SDR_abc123"]))
+    assert env.call_recording.dispatch_rule_ids == ("SDR_abc123",) and env.call_recording.narrowed
 
 
 def test_recording_is_on_by_default(tmp_path: Path) -> None:
     env = load_environment(_staging_with(tmp_path))
-    assert env.livekit_egress.auto_egress is True and not env.livekit_egress.narrowed
+    assert env.call_recording.auto_egress is True and not env.call_recording.narrowed
 
 
 @pytest.mark.parametrize(
@@ -267,8 +267,8 @@ def test_recording_is_on_by_default(tmp_path: Path) -> None:
     [([" "], "holds an empty name"), (["main", "main"], "lists a dispatch rule name more than once")],
 )
 def test_dispatch_rule_names_rules(tmp_path: Path, names: list[str], expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, livekit_egress__dispatch_rule_names=names))
-    assert "livekit_egress.dispatch_rule_names = " in msg and expected in msg
+    msg = _error(_staging_with(tmp_path, call_recording__dispatch_rule_names=names))
+    assert "call_recording.dispatch_rule_names = " in msg and expected in msg
 
 
 @pytest.mark.parametrize("name", ["", "-agent", "agent name", "a" * 65])
@@ -312,12 +312,12 @@ def test_two_projects_may_use_one_agent_name(tmp_path: Path) -> None:
 )
 def test_overlapping_rule_selections_in_one_project_are_refused(tmp_path: Path, key: str, value: list[str]) -> None:
     directory = _project(
-        tmp_path, staging={f"livekit_egress__{key}": value}, production={f"livekit_egress__{key}": value}
+        tmp_path, staging={f"call_recording__{key}": value}, production={f"call_recording__{key}": value}
     )
     with pytest.raises(ConfigError) as e:
         load_environments(directory)
     msg = str(e.value)
-    assert f"key 'livekit_egress.{key}' both select {value[0]} in the same LiveKit project" in msg
+    assert f"key 'call_recording.{key}' both select {value[0]} in the same LiveKit project" in msg
     assert "production.toml" in msg and "staging.toml" in msg
 
 
@@ -330,8 +330,8 @@ def test_overlapping_rule_selections_in_one_project_are_refused(tmp_path: Path, 
     ],
 )
 def test_dispatch_rule_ids_must_be_rule_ids(tmp_path: Path, ids: list[str], expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, livekit_egress__dispatch_rule_ids=ids))
-    assert "livekit_egress.dispatch_rule_ids = " in msg and expected in msg
+    msg = _error(_staging_with(tmp_path, call_recording__dispatch_rule_ids=ids))
+    assert "call_recording.dispatch_rule_ids = " in msg and expected in msg
 
 
 @pytest.mark.parametrize(
@@ -344,19 +344,19 @@ def test_dispatch_rule_ids_must_be_rule_ids(tmp_path: Path, ids: list[str], expe
     ],
 )
 def test_filepath_template_rules(tmp_path: Path, template: str, expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, livekit_egress__filepath_template=template))
-    assert f"livekit_egress.filepath_template = {template!r}: {expected}" in msg
+    msg = _error(_staging_with(tmp_path, call_recording__filepath_template=template))
+    assert f"call_recording.filepath_template = {template!r}: {expected}" in msg
 
 
 @pytest.mark.parametrize("template", ["{room_id}", "recordings/{room_name}-{utc}-{retry}.ogg"])
 def test_filepath_template_accepts_livekit_variables(tmp_path: Path, template: str) -> None:
-    env = load_environment(_staging_with(tmp_path, livekit_egress__filepath_template=template))
-    assert env.livekit_egress.filepath_template == template
+    env = load_environment(_staging_with(tmp_path, call_recording__filepath_template=template))
+    assert env.call_recording.filepath_template == template
 
 
-def test_livekit_egress_section_is_required(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, livekit_egress=None))
-    assert "missing key 'livekit_egress'" in msg
+def test_call_recording_section_is_required(tmp_path: Path) -> None:
+    msg = _error(_staging_with(tmp_path, call_recording=None))
+    assert "missing key 'call_recording'" in msg
 
 
 def test_break_glass_role_is_optional_and_read_from_the_security_section(tmp_path: Path) -> None:
@@ -431,3 +431,11 @@ def test_alarm_periods_beyond_what_cloudwatch_evaluates(tmp_path: Path) -> None:
 def test_unknown_monitoring_key(tmp_path: Path) -> None:
     msg = _error(_staging_with(tmp_path, monitoring={"emails": ["a@example.com"]}))
     assert "unknown key 'monitoring.emails'; allowed keys here: email_subscriptions, max_hours_without_recording" in msg
+
+
+@pytest.mark.parametrize(("old", "new"), [("egress", "egress_writer"), ("livekit_egress", "call_recording")])
+def test_an_old_section_name_names_the_file_and_the_new_one(tmp_path: Path, old: str, new: str) -> None:
+    data = tomllib.loads(STAGING.read_text())
+    data[old] = data.pop(new)
+    path = _write(tmp_path / "staging.toml", data)
+    assert _error(path) == f"{path}: section [{old}] is now [{new}] (same keys): rename the section header to [{new}]"

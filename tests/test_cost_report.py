@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.cost_report import (
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.ops.cost_report import (
     ASSUMED,
     HOURS_PER_MONTH,
     PRICES,
@@ -21,7 +21,8 @@ from callsaver_infra.cost_report import (
     count_templates,
     monthly_cost,
 )
-from callsaver_infra.names import EnvNames
+from callsaver_infra.app.names import EnvNames
+from callsaver_infra.ops.cost_report import CostCounts, count_template, count_templates
 from tests.conftest import Synthesized
 
 

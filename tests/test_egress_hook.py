@@ -23,10 +23,12 @@ import pytest
 from livekit import api
 from livekit.api.twirp_client import ServerError
 
-from callsaver_infra import egress_hook
-from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from callsaver_infra.config import load_environment
-from callsaver_infra.egress_hook import (
+from callsaver_infra.app.config import load_environment
+from callsaver_infra.app.secret_catalog import PLACEHOLDER
+from callsaver_infra.dev.livekit_local import LISTING_MODES, LocalLiveKitServer
+from callsaver_infra.ops import push_egress as egress_hook
+from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
+from callsaver_infra.ops.push_egress import (
     PROBE_ATTRIBUTE,
     VERIFY_PAGE_URL,
     EgressCredentials,
@@ -39,8 +41,6 @@ from callsaver_infra.egress_hook import (
     mask_key,
     render_diff,
 )
-from callsaver_infra.livekit_local import LISTING_MODES, LocalLiveKitServer
-from callsaver_infra.secret_catalog import PLACEHOLDER
 from tests.conftest import CONFIG_DIR, OperatorAws
 from tests.conftest import hang_up as shared_hang_up
 
@@ -139,9 +139,9 @@ def _toml(value: Any) -> str:
 
 
 def config_dir(tmp_path: Path, **egress: Any) -> Path:
-    """config/local.toml with [livekit_egress] keys replaced, in its own directory."""
+    """config/local.toml with [call_recording] keys replaced, in its own directory."""
     data = tomllib.loads((CONFIG_DIR / f"{ENV}.toml").read_text())
-    data["livekit_egress"] = {**data["livekit_egress"], **egress}
+    data["call_recording"] = {**data["call_recording"], **egress}
     lines = [f"{k} = {_toml(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for section, values in data.items():
         if isinstance(values, dict):
@@ -706,7 +706,7 @@ def test_dispatch_rule_not_found_lists_the_rules_that_exist(
         str(outputs),
     )
     assert result.code == EXIT_ERROR
-    assert "dispatch rule SDR_doesnotexist (livekit_egress.dispatch_rule_ids in config/local.toml) does not exist" in (
+    assert "dispatch rule SDR_doesnotexist (call_recording.dispatch_rule_ids in config/local.toml) does not exist" in (
         result.err
     )
     assert f'{first} "main-line": agents {AGENT}; ST_trunkfake01; belongs to local' in result.err
@@ -923,7 +923,7 @@ def stored_unowned(lk: LocalLiveKitServer, rule_id: str) -> bytes:
 
 
 def rotate(aws: OperatorAws, outputs: Path, key_id: str, secret: str) -> None:
-    """A new access key, as an IAM stack update after egress.access_key_serial was bumped leaves it."""
+    """A new access key, as an IAM stack update after egress_writer.access_key_serial was bumped leaves it."""
     aws.secrets.put_secret_value(
         SecretId=EGRESS_SECRET, SecretString=json.dumps({"accessKeyId": key_id, "secretAccessKey": secret})
     )

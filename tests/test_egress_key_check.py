@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from callsaver_infra.egress_key_check import (
+from callsaver_infra.ops.push_egress.egress_key_check import (
     CHECK_DEPLOYED,
     CHECK_IAM,
     CHECK_UPLOAD,

@@ -17,8 +17,11 @@ import boto3
 import pytest
 from livekit.protocol import sip as proto_sip
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.egress_rotation import (
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EnvNames, IamOutputs
+from callsaver_infra.dev.livekit_local import LocalLiveKitServer
+from callsaver_infra.dev.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
+from callsaver_infra.ops.rotate_egress_key import (
     EXIT_DONE,
     EXIT_REFUSED,
     EXIT_WAITING,
@@ -26,23 +29,20 @@ from callsaver_infra.egress_rotation import (
     RotationOptions,
     upload_key_ids,
 )
-from callsaver_infra.livekit_local import LocalLiveKitServer
-from callsaver_infra.names import EnvNames, IamOutputs
-from callsaver_infra.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
 from tests.conftest import synthesize
 
 LIVEKIT_KEY, LIVEKIT_SECRET = "APIrotationtest", "fake-livekit-secret-for-rotation-tests-0000"
 
 
 def _with_serial(config: EnvironmentConfig, serial: int) -> EnvironmentConfig:
-    return EnvironmentConfig.model_validate({**config.model_dump(), "egress": {"access_key_serial": serial}})
+    return EnvironmentConfig.model_validate({**config.model_dump(), "egress_writer": {"access_key_serial": serial}})
 
 
 @pytest.fixture(scope="module")
 def templates(environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The local environment's Storage template and its IAM template at serials 1 and 2, as synthesized."""
     local = environments["local"]
-    assert local.egress.access_key_serial == 1
+    assert local.egress_writer.access_key_serial == 1
     names = EnvNames("local")
     one = synthesize([local], tmp_path_factory.mktemp("serial1"))
     two = synthesize([_with_serial(local, 2)], tmp_path_factory.mktemp("serial2"))
@@ -137,7 +137,7 @@ def _iam_keys(world: dict[str, Any]) -> dict[str, str]:
 
 
 def _call_is_recorded(world: dict[str, Any]) -> bool:
-    from callsaver_infra.rehearsal.lifecycle import call_and_hang_up
+    from callsaver_infra.dev.rehearsal.lifecycle import call_and_hang_up
 
     info = call_and_hang_up(world["lk"], world["rule"], LIVEKIT_KEY, LIVEKIT_SECRET)
     return bool(info is not None and info.status == 3)  # EGRESS_COMPLETE
@@ -223,7 +223,7 @@ def test_upload_key_ids_finds_keys_in_every_output_kind() -> None:
 
 
 def test_cli_wires_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from callsaver_infra.cli import build_parser
+    from callsaver_infra.ops.cli import build_parser
 
     args = build_parser().parse_args(["rotate-egress-key", "--env", "staging", "--dry-run"])
     assert (args.command, args.env, args.dry_run) == ("rotate-egress-key", "staging", True)
@@ -234,7 +234,7 @@ def test_retiring_is_refused_while_agent_tasks_started_with_the_old_injected_sec
 ) -> None:
     """An agent deployment that injects the egress secret and started before the rotation rewrote it still signs
     with the old key; a deployment started afterwards does not."""
-    from callsaver_infra.egress_rotation import DeployedKey
+    from callsaver_infra.ops.rotate_egress_key import DeployedKey
 
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
     config = environments["local"]

@@ -7,8 +7,8 @@ import re
 
 from aws_cdk.assertions import Capture, Match
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
 from tests.conftest import Synthesized
 
 
@@ -77,7 +77,7 @@ def test_access_key_serial_comes_from_config(synthesized: Synthesized, env: Envi
     template = synthesized.template(EnvNames(env.name).iam_stack)
     user_id, _ = _only(template.find_resources("AWS::IAM::User"), "user")
     template.has_resource_properties(
-        "AWS::IAM::AccessKey", {"Serial": env.egress.access_key_serial, "UserName": {"Ref": user_id}}
+        "AWS::IAM::AccessKey", {"Serial": env.egress_writer.access_key_serial, "UserName": {"Ref": user_id}}
     )
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import boto3
 from livekit.protocol import sip as proto_sip
 
-from callsaver_infra.config import load_environments
-from callsaver_infra.livekit_local import LocalLiveKitServer
-from callsaver_infra.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
-from callsaver_infra.rehearsal.lifecycle import LIFECYCLE_RULE_ID, LifecycleRehearsal
+from callsaver_infra.app.config import load_environments
+from callsaver_infra.dev.livekit_local import LocalLiveKitServer
+from callsaver_infra.dev.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
+from callsaver_infra.dev.rehearsal.lifecycle import LIFECYCLE_RULE_ID, LifecycleRehearsal
 from tests.conftest import CONFIG_DIR, ROOT
 
 STEPS = ("bootstrap", "deploy", "set operator secrets", "record calls", "update", "destroy", "redeploy over retained")
@@ -31,7 +31,7 @@ def test_lifecycle_rehearsal_passes_with_zero_failed_uploads() -> None:
         "HOME": os.environ.get("HOME", "/tmp"),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "callsaver_infra.rehearsal.lifecycle"],
+        [sys.executable, "-m", "callsaver_infra.dev.rehearsal.lifecycle"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,7 +63,7 @@ def test_the_probe_fails_for_a_key_iam_deleted(moto_endpoint: str, tmp_path: Pat
         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [statement]}),
     )
     key = iam.create_access_key(UserName="probe-user")["AccessKey"]
-    from callsaver_infra.rehearsal.runner import LIVEKIT_API_KEY
+    from callsaver_infra.dev.rehearsal.runner import LIVEKIT_API_KEY
 
     secret = "fake-probe-secret-0000000000000000"
     lk = LocalLiveKitServer(LIVEKIT_API_KEY, secret, s3_endpoint_url=moto_endpoint).start()

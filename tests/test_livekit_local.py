@@ -1,4 +1,4 @@
-"""Tests of callsaver_infra.livekit_local, driven by the real ``livekit-api`` client.
+"""Tests of callsaver_infra.dev.livekit_local, driven by the real ``livekit-api`` client.
 
 LiveKit Cloud is unreachable from here, so every test talks to a LocalLiveKitServer bound to 127.0.0.1 that
 speaks LiveKit's Twirp protocol (protobuf bodies, HS256 bearer tokens); the S3 side of egress is a moto server
@@ -24,7 +24,7 @@ import pytest
 from livekit import api
 from livekit.api.twirp_client import TwirpError
 
-from callsaver_infra.livekit_local import (
+from callsaver_infra.dev.livekit_local import (
     LISTING_MODES,
     LocalLiveKitServer,
     clone_proto_redacted,
@@ -865,7 +865,7 @@ def test_no_secret_reaches_logs_state_or_responses(
 
     Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
     """
-    caplog.set_level(logging.DEBUG, logger="callsaver_infra.livekit_local")
+    caplog.set_level(logging.DEBUG, logger="callsaver_infra.dev.livekit_local")
     s3.create_bucket(Bucket="rec-hygiene")
     lk.add_room("hygiene")
     lk.publish_audio("hygiene")

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import RECORDING_METRICS_FILTER_ID, EnvNames, MonitoringOutputs
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import RECORDING_METRICS_FILTER_ID, EnvNames, MonitoringOutputs
 from tests.conftest import Synthesized, synthesize
 
 
@@ -63,7 +63,7 @@ def configured(environments: dict[str, EnvironmentConfig], tmp_path_factory: pyt
             "upload_errors_threshold": 3,
             "upload_errors_period_minutes": 10,
         },
-        livekit_egress={**local.livekit_egress.model_dump(), "filepath_template": "recordings/{room_name}/{time}"},
+        call_recording={**local.call_recording.model_dump(), "filepath_template": "recordings/{room_name}/{time}"},
     )
     return config, synthesize([config], tmp_path_factory.mktemp("configured"))
 
@@ -236,8 +236,8 @@ def test_no_recording_alarm_only_when_configured(synthesized: Synthesized, env: 
 def test_bucket_metrics_configuration_feeds_the_upload_alarms(synthesized: Synthesized, env: EnvironmentConfig) -> None:
     storage = synthesized.template(EnvNames(env.name).storage_stack)
     expected: dict[str, str] = {"Id": RECORDING_METRICS_FILTER_ID}
-    if env.livekit_egress.recording_prefix:
-        expected["Prefix"] = env.livekit_egress.recording_prefix
+    if env.call_recording.recording_prefix:
+        expected["Prefix"] = env.call_recording.recording_prefix
     _one(storage, "AWS::S3::Bucket", {"MetricsConfigurations": [expected]})
 
 
@@ -375,9 +375,9 @@ def test_recording_prefix_is_the_text_before_the_first_variable(
     environments: dict[str, EnvironmentConfig], template: str, prefix: str
 ) -> None:
     local = environments["local"]
-    egress = {**local.livekit_egress.model_dump(), "filepath_template": template}
-    config = EnvironmentConfig.model_validate({**local.model_dump(), "livekit_egress": egress})
-    assert config.livekit_egress.recording_prefix == prefix
+    egress = {**local.call_recording.model_dump(), "filepath_template": template}
+    config = EnvironmentConfig.model_validate({**local.model_dump(), "call_recording": egress})
+    assert config.call_recording.recording_prefix == prefix
 
 
 def test_cdk_nag_and_cfn_lint_pass_with_everything_configured(configured: Any) -> None:

@@ -10,8 +10,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from callsaver_infra.rehearsal import moto_ext  # registers the extension before the server starts
-from callsaver_infra.rehearsal.runner import not_emulated
+from callsaver_infra.dev.rehearsal import moto_ext  # registers the extension before the server starts
+from callsaver_infra.dev.rehearsal.runner import not_emulated
 
 REGION = "us-west-1"
 

@@ -12,13 +12,13 @@ from tests.conftest import ROOT
 
 # What `callsaver-infra`'s subcommands import lazily, besides what cli.py imports at the top.
 OPERATOR_MODULES = (
-    "callsaver_infra.cli",
-    "callsaver_infra.egress_hook",
-    "callsaver_infra.status",
-    "callsaver_infra.secrets_admin",
-    "callsaver_infra.image_check",
-    "callsaver_infra.egress_rotation",
-    "callsaver_infra.adopt",
+    "callsaver_infra.ops.cli",
+    "callsaver_infra.ops.push_egress",
+    "callsaver_infra.ops.status",
+    "callsaver_infra.ops.secrets_admin",
+    "callsaver_infra.ops.image_check",
+    "callsaver_infra.ops.rotate_egress_key",
+    "callsaver_infra.ops.adopt",
 )
 
 PROBE = textwrap.dedent(
@@ -26,7 +26,7 @@ PROBE = textwrap.dedent(
     import argparse, contextlib, importlib, io, json, sys
     for name in MODULES:
         importlib.import_module(name)
-    from callsaver_infra import cli
+    from callsaver_infra.ops import cli
 
     def run(argv, stdin=""):
         sys.stdin = io.StringIO(stdin)

@@ -13,10 +13,10 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.nag import NIST, acknowledge, enable_policy_checks, flatten_cfn_reference
-from callsaver_infra.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
-from callsaver_infra.stacks.registry import add_registry_stack
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.nag import NIST, acknowledge, enable_policy_checks, flatten_cfn_reference
+from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
+from callsaver_infra.app.stacks.registry import add_registry_stack
 from tests.conftest import (
     CONFIG_DIR,
     ENV_NAMES,

@@ -1,10 +1,10 @@
-"""The pinned region table (callsaver_infra/regions.py) is aws-cdk-lib's: same regions, same partitions."""
+"""The pinned region table (callsaver_infra/app/regions.py) is aws-cdk-lib's: same regions, same partitions."""
 
 from __future__ import annotations
 
 from aws_cdk.region_info import RegionInfo
 
-from callsaver_infra.regions import REGION_PARTITIONS, partition
+from callsaver_infra.app.regions import REGION_PARTITIONS, partition
 
 
 def test_table_equals_aws_cdk_libs() -> None:

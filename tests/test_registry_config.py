@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from callsaver_infra.config import (
+from callsaver_infra.app.config import (
     ConfigError,
     EnvironmentConfig,
     image_tag_problem,
@@ -18,7 +18,7 @@ from callsaver_infra.config import (
     load_environments,
     with_image_tag,
 )
-from callsaver_infra.registry_config import (
+from callsaver_infra.app.registry_config import (
     REGISTRY_CONFIG_FILE,
     check_reserved_registry_name,
     load_registry_config,

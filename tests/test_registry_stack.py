@@ -11,12 +11,12 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.constructs.agent_image_repository import PUSH_ACTIONS
-from callsaver_infra.nag import enable_policy_checks
-from callsaver_infra.names import REGISTRY_STACK, EnvNames, RegistryOutputs
-from callsaver_infra.registry_config import REGISTRY_CONFIG_FILE, RegistryConfig, load_registry_config
-from callsaver_infra.stacks.registry import add_registry_stack
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.constructs.agent_image_repository import PUSH_ACTIONS
+from callsaver_infra.app.nag import enable_policy_checks
+from callsaver_infra.app.names import REGISTRY_STACK, EnvNames, RegistryOutputs
+from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, RegistryConfig, load_registry_config
+from callsaver_infra.app.stacks.registry import add_registry_stack
 from tests.conftest import CONFIG_DIR, ENV_NAMES, Synthesized, new_app
 from tests.test_snapshots import _mask_asset_hashes
 

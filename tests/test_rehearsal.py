@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from callsaver_infra.config import load_environments
-from callsaver_infra.rehearsal.runner import Rehearsal, StepFailed, check_rehearsable
+from callsaver_infra.app.config import load_environments
+from callsaver_infra.dev.rehearsal.runner import Rehearsal, StepFailed, check_rehearsable
 from tests.conftest import CONFIG_DIR, ROOT
 
 STEPS = (
@@ -53,7 +53,7 @@ def rehearsal_run() -> subprocess.CompletedProcess[str]:
         "AWS_SECRET_ACCESS_KEY": "should-not-be-used",
     }
     return subprocess.run(
-        [sys.executable, "-m", "callsaver_infra.cli", "rehearse"],
+        [sys.executable, "-m", "callsaver_infra.dev.rehearsal"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS, find
+from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS, find
+from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from tests.conftest import CONFIG_DIR, ENV_NAMES
 
 FAKE_VALUE = "sk-fake-not-a-real-key-0123456789"
@@ -176,7 +176,7 @@ def test_a_read_denied_by_the_resource_policy_says_who_may_read() -> None:
     moto, which evaluates no secret resource policies): the error names the roles that may read."""
     from botocore.exceptions import ClientError
 
-    from callsaver_infra.secrets_admin import SecretsError, _read
+    from callsaver_infra.ops.secrets_admin import SecretsError, _read
 
     class Denied:
         def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803 (boto3's parameter name)

@@ -12,7 +12,7 @@ import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
-from callsaver_infra.names import EnvNames
+from callsaver_infra.app.names import EnvNames
 from tests.conftest import ENV_NAMES, Synthesized
 
 # Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.

@@ -8,13 +8,13 @@ import typing
 
 import pytest
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EnvNames
-from callsaver_infra.stacks.agent import AgentStack
-from callsaver_infra.stacks.iam import IamStack
-from callsaver_infra.stacks.monitoring import MonitoringStack
-from callsaver_infra.stacks.secrets import SecretsStack
-from callsaver_infra.stacks.storage import StorageStack
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EnvNames
+from callsaver_infra.app.stacks.agent import AgentStack
+from callsaver_infra.app.stacks.iam import IamStack
+from callsaver_infra.app.stacks.monitoring import MonitoringStack
+from callsaver_infra.app.stacks.secrets import SecretsStack
+from callsaver_infra.app.stacks.storage import StorageStack
 
 
 @pytest.mark.parametrize("stack", [StorageStack, IamStack, SecretsStack, AgentStack, MonitoringStack])

@@ -19,22 +19,10 @@ import pytest
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 from moto import mock_aws
 
-from callsaver_infra.names import EnvNames, pr_comment_marker
-from callsaver_infra.pr_comment import MAX_DIFF_CHARS, build_comment
-from callsaver_infra.stateful_changes import (
-    ALLOW_LABEL,
-    CREATE_ONLY,
-    SAFE_TO_REPLACE,
-    AssemblyStack,
-    DeployedTemplates,
-    DestructiveChange,
-    GateResult,
-    Impact,
-    find_destructive_changes,
-    main,
-    read_assembly,
-    render_markdown,
-)
+from callsaver_infra.app.names import EnvNames, pr_comment_marker
+from callsaver_infra.ops.pr_comment import MAX_DIFF_CHARS, build_comment
+from callsaver_infra.ops.stateful_changes import ALLOW_LABEL, CREATE_ONLY, SAFE_TO_REPLACE, DeployedTemplates, DestructiveChange, GateResult, Impact, find_destructive_changes, main, render_markdown
+from callsaver_infra.ops.cloud_assembly import AssemblyStack, read_assembly
 from tests.conftest import Synthesized
 from tests.test_cdk_cli import _cdk
 
@@ -455,7 +443,7 @@ def test_assembly_stack_role_choice() -> None:
 
 
 def test_the_comment_names_the_agent_image_from_the_assembly(synthesized: Any, tmp_path: Path) -> None:
-    from callsaver_infra.pr_comment import main
+    from callsaver_infra.ops.pr_comment import main
 
     out = tmp_path / "comment.md"
     assert main(["--env", "staging", "--commit", "c", "--run-url", "u", "--out", str(out),

@@ -20,12 +20,12 @@ import boto3
 import pytest
 from livekit import api
 
-from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from callsaver_infra.config import EnvironmentConfig, load_environments
-from callsaver_infra.egress_hook import EgressCredentials, Redactor, credential_fingerprint
-from callsaver_infra.livekit_local import LocalLiveKitServer
-from callsaver_infra.secret_catalog import PLACEHOLDER
-from callsaver_infra.status import Check, DeployedKey, egress_checks, rule_checks, trunk_checks
+from callsaver_infra.app.config import EnvironmentConfig, load_environments
+from callsaver_infra.app.secret_catalog import PLACEHOLDER
+from callsaver_infra.dev.livekit_local import LocalLiveKitServer
+from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
+from callsaver_infra.ops.push_egress import EgressCredentials, Redactor, credential_fingerprint
+from callsaver_infra.ops.status import Check, DeployedKey, egress_checks, rule_checks, trunk_checks
 from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, OperatorAws
 from tests.conftest import hang_up as shared_hang_up
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from aws_cdk.assertions import Capture, Match
 
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import EnvNames, StorageOutputs
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EnvNames, StorageOutputs
 from tests.conftest import Synthesized
 
 

@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
-from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, load_ci_config
-from callsaver_infra.config import EnvironmentConfig
-from callsaver_infra.names import CiOutputs, pr_comment_header, pr_comment_marker
-from callsaver_infra.pr_comment import main as pr_comment_main
-from callsaver_infra.stateful_changes import ALLOW_INPUT, ALLOW_LABEL
+from callsaver_infra.app.ci_config import CI_CONFIG_FILE, CiConfig, load_ci_config
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import CiOutputs, pr_comment_header, pr_comment_marker
+from callsaver_infra.ops.pr_comment import main as pr_comment_main
+from callsaver_infra.ops.stateful_changes import ALLOW_INPUT, ALLOW_LABEL
 from tests.conftest import CONFIG_DIR, ROOT
 
 GITHUB = ROOT / ".github"
@@ -229,7 +229,7 @@ def test_pull_request_jobs_run_the_make_targets(workflows: dict[str, dict[str, A
     assert "make synth" in runs["synth"]
     assert "cfn-lint 'cdk.out/**/*.template.json'" in runs["cfn-lint"]
     assert 'make diff ENV="$ENVIRONMENT" CDK_ARGS="--method=template' in runs["diff"]
-    assert "callsaver_infra.stateful_changes --assembly cdk.out --role base" in runs["diff"]
+    assert "callsaver_infra.ops.stateful_changes --assembly cdk.out --role base" in runs["diff"]
     assert workflows["pull-request.yml"]["on"]["pull_request"]["types"] == [
         "opened",
         "synchronize",
@@ -332,7 +332,7 @@ def test_deploys_run_make_deploy_on_the_checked_assembly(workflows: dict[str, di
         runs = [s.get("run", "") for s in jobs[name]["steps"]]
         deploys = [r for r in runs if "make deploy" in r]
         assert deploys == ['make deploy ENV="$ENVIRONMENT" CDK_ARGS="--app cdk.out --require-approval never"']
-        gate = next(i for i, r in enumerate(runs) if "callsaver_infra.stateful_changes" in r)
+        gate = next(i for i, r in enumerate(runs) if "callsaver_infra.ops.stateful_changes" in r)
         assert gate < runs.index(deploys[0]) and "--role deploy" in runs[gate]
     for name in ("staging", "production-plan"):
         scripts = " ".join(s.get("run", "") for s in jobs[name]["steps"])
@@ -492,7 +492,7 @@ def test_deploys_check_the_image_before_anything_deploys(workflows: dict[str, di
     for name in ("staging", "production"):
         runs = [s.get("run", "") for s in jobs[name]["steps"]]
         assert runs.count(check) == 1, name
-        gate = next(i for i, r in enumerate(runs) if "callsaver_infra.stateful_changes" in r)
+        gate = next(i for i, r in enumerate(runs) if "callsaver_infra.ops.stateful_changes" in r)
         deploy = next(i for i, r in enumerate(runs) if "make deploy" in r)
         assert runs.index(check) < gate < deploy
         uses = [s.get("uses", "") for s in jobs[name]["steps"]]

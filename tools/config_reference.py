@@ -23,9 +23,9 @@ OUTPUT = ROOT / "docs" / "configuration.md"
 
 # The one place that names the models: (file it validates, module, class). Fix these lines when a model moves.
 MODELS = (
-    ("config/<env>.toml", "callsaver_infra.config", "EnvironmentConfig"),
-    ("config/ci/github.toml", "callsaver_infra.ci_config", "CiConfig"),
-    ("config/ci/registry.toml", "callsaver_infra.registry_config", "RegistryConfig"),
+    ("config/<env>.toml", "callsaver_infra.app.config", "EnvironmentConfig"),
+    ("config/ci/github.toml", "callsaver_infra.app.ci_config", "CiConfig"),
+    ("config/ci/registry.toml", "callsaver_infra.app.registry_config", "RegistryConfig"),
 )
 # Fields that are not keys of the file (the environment's name is the file's name).
 NOT_KEYS = {"name"}

@@ -1,1 +1,0 @@
-"""The local deploy rehearsal (`callsaver-infra rehearse`, `make rehearse`)."""
