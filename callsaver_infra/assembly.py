@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from aws_cdk import Environment, Stack, Tags
+from aws_cdk import DefaultStackSynthesizer, Environment, Stack, Tags, aws_iam
 from constructs import Construct
 
+from callsaver_infra import bootstrap
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.names import EnvNames
 from callsaver_infra.stacks.agent import AgentStack
@@ -35,10 +37,13 @@ def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentS
     synth never looks anything up. Stack names are explicit, so they are the same at the top level and in a Stage."""
     app = scope
     names = EnvNames(config.name)
-    common = {
+    common: dict[str, Any] = {
         "env": Environment(account=config.account, region=config.region),
         "termination_protection": config.termination_protection,
     }
+    if config.bootstrap.qualifier:
+        # The environment's own bootstrap (callsaver-infra bootstrap): its roles deploy only this environment.
+        common["synthesizer"] = DefaultStackSynthesizer(qualifier=config.bootstrap.qualifier)
     storage = StorageStack(
         app,
         config=config,
@@ -86,5 +91,12 @@ def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentS
     stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent, monitoring=monitoring)
     for stack in stacks.all():
         Tags.of(stack).add("project", "callsaver")
-        Tags.of(stack).add("environment", config.name)
+        # The environment's bootstrap allows actions on keys and VPC parts by this tag: never rename it.
+        Tags.of(stack).add(bootstrap.ENVIRONMENT_TAG, config.name)
+        if config.bootstrap.qualifier:
+            # Its execution role creates roles and users only with the environment's permissions boundary.
+            boundary = aws_iam.ManagedPolicy.from_managed_policy_name(
+                stack, "PermissionsBoundary", bootstrap.permissions_boundary_name(config)
+            )
+            aws_iam.PermissionsBoundary.of(stack).apply(boundary)
     return stacks

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra import egress_hook, image_check
+from callsaver_infra import bootstrap, egress_hook, image_check
 from callsaver_infra.config import ConfigError, EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.secrets_admin import (
     SecretsError,
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("--assembly", type=Path, default=Path("cdk.out"), help="synthesized assembly (default: cdk.out)")
     adopt.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")
     image_check.add_parser(commands)
+    bootstrap.add_parser(commands)
 
     check = commands.add_parser(
         "status",
@@ -229,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push_egress(config, args, tuple(envs.values()))
         if args.command == "check-image":
             return image_check.run(config, args, lambda service: aws_client(service, config))
+        if args.command == "bootstrap":
+            return bootstrap.run(config, args)
         if args.command == "rehearse":
             return _rehearse(config)
         if args.command == "rotate-egress-key":

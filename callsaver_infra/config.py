@@ -134,6 +134,31 @@ class StorageConfig(_Section):
         return v
 
 
+# CDK's bootstrap qualifier: the template's own AllowedPattern is [A-Za-z0-9_-]{1,10}, but the qualifier is also part
+# of the assets bucket's name (cdk-<qualifier>-assets-<account>-<region>), which S3 wants in lowercase, without "_".
+QUALIFIER_PATTERN = re.compile(r"^[a-z0-9]{1,10}$")
+
+
+class BootstrapConfig(_Section):
+    """Which CDK bootstrap (toolkit stack and roles) the environment's stacks deploy through."""
+
+    qualifier: str | None = Field(
+        default=None,
+        description="CDK bootstrap qualifier of this environment's own bootstrap (`callsaver-infra bootstrap`); "
+        "unset: the account's default bootstrap (qualifier hnb659fds, AdministratorAccess)",
+    )
+
+    @field_validator("qualifier")
+    @classmethod
+    def _qualifier(cls, v: str | None) -> str | None:
+        if v is not None and not QUALIFIER_PATTERN.fullmatch(v):
+            raise ValueError(
+                "is not a CDK bootstrap qualifier usable in the assets bucket's name; use 1-10 lowercase letters "
+                "and digits, e.g. 'cstaging'"
+            )
+        return v
+
+
 class EgressConfig(_Section):
     """The IAM identity LiveKit egress uses to upload recordings."""
 
@@ -467,6 +492,9 @@ class EnvironmentConfig(_Section):
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig, description="Optional; default: alarms without e-mail subscriptions"
     )
+    bootstrap: BootstrapConfig = Field(
+        default_factory=BootstrapConfig, description="Optional; default: the account's default CDK bootstrap"
+    )
 
     @field_validator("name")
     @classmethod
@@ -572,7 +600,44 @@ def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
                 f"is already used by {config_dir / (other + '.toml')}; each environment needs its own bucket"
             )
     check_livekit_identities(config_dir, envs)
+    check_bootstrap_qualifiers(config_dir, envs)
     return envs
+
+
+def effective_qualifier(config: EnvironmentConfig) -> str:
+    """The CDK bootstrap qualifier the environment deploys through: its own, or CDK's default."""
+    from aws_cdk import DefaultStackSynthesizer
+
+    return config.bootstrap.qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
+
+
+def check_bootstrap_qualifiers(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:
+    """Environments in one account and region need their own bootstrap qualifier: with one, both deploy through the
+    same bootstrap roles, so either environment's deploy path can change the other's stacks."""
+    problems: list[str] = []
+    ordered = [envs[name] for name in sorted(envs)]
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if (first.account, first.region) != (second.account, second.region):
+                continue
+            qualifier = effective_qualifier(first)
+            if qualifier != effective_qualifier(second):
+                continue
+            a, b = (config_dir / f"{e.name}.toml" for e in (first, second))
+            shown = (
+                f"= {qualifier!r} in both"
+                if first.bootstrap.qualifier
+                else f"unset in both (CDK's default {qualifier!r})"
+            )
+            problems.append(
+                f"{a} and {b}: key 'bootstrap.qualifier' {shown}, with the same account {first.account} and region "
+                f"{first.region}: both environments would deploy through one set of CDK bootstrap roles, so either "
+                f"one's deploy path could change or delete the other's stacks; give each its own qualifier (e.g. "
+                f"qualifier = 'c{second.name.replace('-', '')[:9]}' under [bootstrap] in {b}) and run "
+                f"`callsaver-infra bootstrap --env {second.name}`"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def check_livekit_identities(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:

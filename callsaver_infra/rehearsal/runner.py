@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.config import LOCAL_ACCOUNT, EnvironmentConfig
+from callsaver_infra.config import LOCAL_ACCOUNT, EnvironmentConfig, effective_qualifier
 from callsaver_infra.names import (
     EGRESS_POLICY_NAME,
     RECORDING_METRICS_FILTER_ID,
@@ -183,8 +183,38 @@ class Rehearsal:
             stop()
 
     def _bootstrap(self) -> str:
+        """The account's default bootstrap (the registry stack is account-level), then the environment's own, from
+        the template `callsaver-infra bootstrap` generates: the environment's stacks then deploy through it."""
+        from callsaver_infra import bootstrap
+
         self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}")
-        return "CDKToolkit"
+        template = bootstrap.write_template(self.config, self.workdir / "bootstrap", self.root / bootstrap.CLI_TEMPLATE)
+        _, _, *args = bootstrap.bootstrap_command(self.config, template)
+        self._cdk("bootstrap", *args)
+        c, iam = Checks(), self._client("iam")
+        execution = bootstrap.bootstrap_role_name(self.config, "cfn-exec")
+        c.expect(
+            "execution role has no managed policy (no AdministratorAccess)",
+            iam.list_attached_role_policies(RoleName=execution)["AttachedPolicies"],
+            [],
+        )
+        c.expect(
+            "execution role's policy is the environment's",
+            json.loads(
+                json.dumps(
+                    iam.get_role_policy(RoleName=execution, PolicyName=f"callsaver-{self.config.name}-only")[
+                        "PolicyDocument"
+                    ]
+                )
+            ),
+            bootstrap.execution_policy(self.config),
+        )
+        boundary = iam.get_policy(PolicyArn=bootstrap.permissions_boundary_arn(self.config))["Policy"]
+        c.expect(
+            "permissions boundary exists", boundary["PolicyName"], bootstrap.permissions_boundary_name(self.config)
+        )
+        c.raise_if_failed()
+        return f"CDKToolkit, {bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier})"
 
     def _deploy_base(self) -> str:
         names = EnvNames(self.config.name)
@@ -646,7 +676,7 @@ class Rehearsal:
         )
         reader_role = self._output(names.storage_stack, StorageOutputs.READER_ROLE_ARN)
         diff_policy = {"Version": "2012-10-17", "Statement": diff_statements(
-            [DeployedStack(stack, account, region) for stack in names.stacks]
+            [DeployedStack(stack, account, region, effective_qualifier(self.config)) for stack in names.stacks]
         )}  # fmt: skip
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}

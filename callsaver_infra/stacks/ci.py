@@ -10,7 +10,7 @@ from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from callsaver_infra.ci_config import CI_CONFIG_FILE, CiConfig, require_real_repository
-from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig
+from callsaver_infra.config import HEALTHCHECK_PREFIX, EnvironmentConfig, effective_qualifier
 from callsaver_infra.constructs.github_oidc import DeployTarget, GitHubOidcRoles
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
 from callsaver_infra.secret_catalog import SECRETS
@@ -34,6 +34,7 @@ def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
         receipt_parameter=names.egress_push_receipt,
         image_repository=config.agent.image_repository,
         stack_names=names.stacks,
+        qualifier=effective_qualifier(config),
     )
 
 
