@@ -413,7 +413,7 @@ def boundary_policy(config: EnvironmentConfig) -> dict[str, Any]:
                 "Sid": "DenyRemovalOfPermBoundaryFromAnyUserOrRole",
                 "Effect": "Deny",
                 "Action": ["iam:DeleteUserPermissionsBoundary", "iam:DeleteRolePermissionsBoundary"],
-                "Resource": f"arn:{x.p}:iam::{x.a}:*",
+                "Resource": [f"arn:{x.p}:iam::{x.a}:role/*", f"arn:{x.p}:iam::{x.a}:user/*"],
             },
         ],
     }
@@ -517,6 +517,11 @@ def run(config: EnvironmentConfig, args: Any) -> int:
     command = bootstrap_command(config, template)
     print(f"template: {template}")
     print(f"command: {shlex.join(command)}")
+    # The CLI prints its default whenever --cloudformation-execution-policies is absent; this template uses none.
+    print(
+        "note: the CLI's line \"Using default execution policy of 'arn:aws:iam::aws:policy/AdministratorAccess'\" "
+        "does not apply: this template's execution role has no managed policy, only the environment's own"
+    )
     if args.dry_run:
         print("dry run: nothing deployed")
         return 0

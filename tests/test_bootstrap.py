@@ -384,7 +384,7 @@ def test_creating_in_productions_network_or_tagging_as_production_is_denied(stag
 
 
 def test_staging_creates_roles_and_users_only_with_its_boundary(
-    staging_exec: list[Any], environments: dict[str, EnvironmentConfig]
+    staging_exec: list[Any], staging_boundary: Any, environments: dict[str, EnvironmentConfig]
 ) -> None:
     role = f"arn:aws:iam::{ACCOUNT}:role/callsaver-agent-execution-staging"
     own = {"iam:PermissionsBoundary": bootstrap.permissions_boundary_arn(environments["staging"])}
@@ -395,6 +395,10 @@ def test_staging_creates_roles_and_users_only_with_its_boundary(
         assert decide(staging_exec, Request(action, role, prod)) == "ImplicitDeny"
     for action in ("iam:DeleteRolePermissionsBoundary", "iam:DeleteUserPermissionsBoundary"):
         assert decide(staging_exec, Request(action, role)) == "ImplicitDeny"
+    # A role under the boundary cannot shed it, whatever its own policies say.
+    user = f"arn:aws:iam::{ACCOUNT}:user/callsaver-livekit-egress-staging"
+    assert decide([staging_boundary], Request("iam:DeleteRolePermissionsBoundary", role)) == "Deny"
+    assert decide([staging_boundary], Request("iam:DeleteUserPermissionsBoundary", user)) == "Deny"
     # The boundary itself (and the bootstrap's own roles) are out of reach.
     boundary = bootstrap.permissions_boundary_arn(environments["staging"])
     assert decide(staging_exec, Request("iam:CreatePolicyVersion", boundary)) == "ImplicitDeny"
