@@ -217,7 +217,18 @@ class Rehearsal:
     def _deploy_base(self) -> str:
         names = EnvNames(self.config.name)
         base = (names.storage_stack, names.iam_stack, names.secrets_stack)
-        return self._deploy(*base)
+        deployed = self._deploy(*base)
+        # Through the environment's own bootstrap: CloudFormation acts as its execution role, not the default one.
+        from callsaver_infra import bootstrap
+
+        c, cfn = Checks(), self._client("cloudformation")
+        execution = f"arn:aws:iam::{self.config.account}:role/{bootstrap.bootstrap_role_name(self.config, 'cfn-exec')}"
+        for stack in base:
+            c.expect(
+                f"{stack} deployed as", cfn.describe_stacks(StackName=stack)["Stacks"][0].get("RoleARN"), execution
+            )
+        c.raise_if_failed()
+        return f"{deployed} (as {bootstrap.bootstrap_role_name(self.config, 'cfn-exec')})"
 
     def _deploy(self, *stacks: str) -> str:
         outputs_file = self.workdir / "outputs.json"
