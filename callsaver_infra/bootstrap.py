@@ -452,6 +452,9 @@ def bootstrap_template(config: EnvironmentConfig, cli_template: dict[str, Any]) 
         raise ConfigError(f"{CLI_TEMPLATE}: CloudFormationExecutionRole no longer defaults to AdministratorAccess; "
                           "review callsaver_infra/bootstrap.py against the new CLI template")  # fmt: skip
     del execution["ManagedPolicyArns"]
+    # Only the managed policies and the example boundary used these; cfn-lint flags unused conditions.
+    for unused in ("HasCloudFormationExecutionPolicies", "ShouldCreatePermissionsBoundary"):
+        del template["Conditions"][unused]
     execution["Policies"] = [
         {"PolicyName": f"callsaver-{config.name}-only", "PolicyDocument": execution_policy(config)}
     ]

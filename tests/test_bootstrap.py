@@ -130,6 +130,19 @@ def test_the_template_is_the_clis_with_only_the_documented_changes(
     assert "Condition" not in t["Resources"]["CdkBoostrapPermissionsBoundaryPolicy"]
 
 
+def test_the_template_lints_as_clean_as_the_clis(
+    templates: dict[str, dict[str, Any]], cli_template: dict[str, Any]
+) -> None:
+    import cfnlint.api
+
+    def findings(template: dict[str, Any]) -> set[str]:
+        matches = cfnlint.api.lint(json.dumps(template), regions=[REGION])
+        return {m.rule.id for m in matches if m.rule.id[0] in "EW"}
+
+    # The CLI's own template has W2001 (unused parameter) and W3045 (legacy AccessControl); nothing more here.
+    assert findings(templates["staging"]) <= findings(cli_template) == {"W2001", "W3045"}
+
+
 def test_bootstrap_command_dry_run_prints_the_template_and_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
