@@ -458,7 +458,6 @@ def bootstrap_template(config: EnvironmentConfig, cli_template: dict[str, Any]) 
     execution["Policies"] = [
         {"PolicyName": f"callsaver-{config.name}-only", "PolicyDocument": execution_policy(config)}
     ]
-    execution["Tags"] = [{"Key": ENVIRONMENT_TAG, "Value": config.name}]
 
     boundary = resources["CdkBoostrapPermissionsBoundaryPolicy"]
     del boundary["Condition"]  # always created: every role and user of the environment carries it

@@ -611,6 +611,10 @@ def effective_qualifier(config: EnvironmentConfig) -> str:
     return config.bootstrap.qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
 
 
+def _suggested_qualifier(config: EnvironmentConfig) -> str:
+    return "c" + config.name.replace("-", "")[:9]
+
+
 def check_bootstrap_qualifiers(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:
     """Environments in one account and region need their own bootstrap qualifier: with one, both deploy through the
     same bootstrap roles, so either environment's deploy path can change the other's stacks."""
@@ -624,6 +628,8 @@ def check_bootstrap_qualifiers(config_dir: Path, envs: Mapping[str, EnvironmentC
             if qualifier != effective_qualifier(second):
                 continue
             a, b = (config_dir / f"{e.name}.toml" for e in (first, second))
+            # Suggest a change to the one whose qualifier is not already its own name's (a copied file).
+            rename = next((e for e in (second, first) if e.bootstrap.qualifier != _suggested_qualifier(e)), second)
             shown = (
                 f"= {qualifier!r} in both"
                 if first.bootstrap.qualifier
@@ -633,8 +639,8 @@ def check_bootstrap_qualifiers(config_dir: Path, envs: Mapping[str, EnvironmentC
                 f"{a} and {b}: key 'bootstrap.qualifier' {shown}, with the same account {first.account} and region "
                 f"{first.region}: both environments would deploy through one set of CDK bootstrap roles, so either "
                 f"one's deploy path could change or delete the other's stacks; give each its own qualifier (e.g. "
-                f"qualifier = 'c{second.name.replace('-', '')[:9]}' under [bootstrap] in {b}) and run "
-                f"`callsaver-infra bootstrap --env {second.name}`"
+                f'qualifier = "{_suggested_qualifier(rename)}" under [bootstrap] in '
+                f"{config_dir / (rename.name + '.toml')}) and run `callsaver-infra bootstrap --env {rename.name}`"
             )
     if problems:
         raise ConfigError("\n".join(problems))

@@ -76,6 +76,16 @@ def test_two_environments_of_one_account_and_region_need_their_own_qualifier(
     assert "callsaver-infra bootstrap --env staging" in message
 
 
+def test_a_copied_environment_is_told_to_take_its_own_qualifier(tmp_path: Path) -> None:
+    _configs(tmp_path)
+    text = (tmp_path / "staging.toml").read_text().replace("-staging", "-qa")
+    (tmp_path / "qa.toml").write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_environments(tmp_path)
+    assert f'qualifier = "cqa" under [bootstrap] in {tmp_path / "qa.toml"}' in str(e.value)
+    assert "callsaver-infra bootstrap --env qa" in str(e.value)
+
+
 def test_one_environment_on_the_default_bootstrap_is_allowed(tmp_path: Path) -> None:
     envs = load_environments(_configs(tmp_path, staging=None))
     assert envs["staging"].bootstrap.qualifier is None and envs["production"].bootstrap.qualifier == "cprod"
