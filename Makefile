@@ -16,7 +16,7 @@ ENV_CONTEXT := $(if $(ENV),-c env=$(ENV))
 # Extra CDK CLI arguments for synth/diff/deploy, e.g. CDK_ARGS="--app cdk.out --require-approval never" (CI).
 CDK_ARGS ?=
 
-.PHONY: help setup rehearse rehearse-lifecycle synth test snapshot-update lint docs bench bench-hook diff deploy status constraints clean
+.PHONY: help setup rehearse rehearse-lifecycle synth test snapshot-update lint docs bench bench-hook bootstrap diff deploy status constraints clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ bench: setup ## Print the speed figures beside their targets (synth vs empty app
 
 bench-hook: setup ## Print push-egress timings against the local LiveKit server and moto
 	$(PY) benchmarks/hook_bench.py
+
+bootstrap: setup ## Deploy one environment's own CDK bootstrap (admin credentials): make bootstrap ENV=staging [DRY_RUN=1]
+	@test -n "$(ENV)" || { echo "usage: make bootstrap ENV=<environment> [DRY_RUN=1]"; exit 2; }
+	$(VENV)/bin/callsaver-infra bootstrap --env $(ENV) $(if $(DRY_RUN),--dry-run)
 
 diff: setup ## cdk diff against the real account (needs AWS credentials): make diff ENV=staging
 	@test -n "$(ENV)" || { echo "usage: make diff ENV=<environment>"; exit 2; }

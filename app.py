@@ -22,7 +22,6 @@ from pathlib import Path
 
 from aws_cdk import App, Stage
 
-from callsaver_infra.app.environment import add_environment, cli_context
 from callsaver_infra.app.ci_config import (
     CI_CONFIG_FILE,
     CI_ENV_NAME,
@@ -31,7 +30,7 @@ from callsaver_infra.app.ci_config import (
     placeholder_problem,
 )
 from callsaver_infra.app.config import ConfigError, load_environments, select_environments, with_image_tag
-from callsaver_infra.app.environment import add_environment
+from callsaver_infra.app.environment import add_environment, cli_context
 from callsaver_infra.app.nag import enable_policy_checks
 from callsaver_infra.app.registry_config import (
     REGISTRY_CONFIG_FILE,

@@ -18,6 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from callsaver_infra.app.names import REGISTRY_STACK, EnvNames  # noqa: E402
+from callsaver_infra.ops.cloud_assembly import read_assembly  # noqa: E402
 from callsaver_infra.ops.cost_report import (  # noqa: E402
     ASSUMED,
     PRICES,
@@ -27,8 +29,6 @@ from callsaver_infra.ops.cost_report import (  # noqa: E402
     count_templates,
     monthly_cost,
 )
-from callsaver_infra.app.names import REGISTRY_STACK, EnvNames  # noqa: E402
-from callsaver_infra.ops.cloud_assembly import read_assembly  # noqa: E402
 
 
 def main() -> None:

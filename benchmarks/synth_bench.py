@@ -5,7 +5,8 @@
   the registry stack with the cdk-nag gate (app.py, as `cdk synth` runs it), divided by an empty CDK app's; the two
   run alternately (paired), so load from other work weighs on both, and the figure is the median of the pairs'
   ratios. Each sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does).
-- the test suite's wall time (what `make test` runs), `make rehearse`'s wall time (`python -m callsaver_infra.dev.rehearsal`),
+- the test suite's wall time (what `make test` runs), `make rehearse`'s wall time
+  (`python -m callsaver_infra.dev.rehearsal`),
 - push-egress as a process (the `callsaver-infra` console script, fresh process per run) against the local LiveKit
   server and moto: benchmarks/hook_bench.py --subprocess, median of several runs.
 Each figure is one entry of FIGURES: (label, target, unit, function); add a line there for one more.

@@ -38,7 +38,7 @@ def test_destroyed_environment_comes_back_by_import_without_losing_a_value(
     def aws(service: str) -> Any:
         return boto3.client(service, region_name=config.region, endpoint_url=moto_endpoint, **creds)
 
-    aws("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="30", Type="String")
+    aws("ssm").put_parameter(Name=f"/cdk-bootstrap/{config.bootstrap.qualifier}/version", Value="30", Type="String")
     names = EnvNames("local")
     cfn = aws("cloudformation")
     templates = {s: (assembly / f"{s}.template.json").read_text() for s in (names.storage_stack, names.secrets_stack)}

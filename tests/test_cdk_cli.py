@@ -80,8 +80,8 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
     config_dir = tmp_path / "config"
     config_dir.mkdir()
     shutil.copy(CONFIG_DIR / "staging.toml", config_dir / "staging.toml")
-    # What the README says: every "-staging" (bucket, agent name) becomes "-qa".
-    qa = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-qa")
+    # What the README says: every "-staging" (bucket, agent name) becomes "-qa", and the bootstrap qualifier its own.
+    qa = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-qa").replace('"cstaging"', '"cqa"')
     (config_dir / "qa.toml").write_text(qa)
     result = synthesize(list(load_environments(config_dir).values()), tmp_path / "out")
     assert [n for n in result.stack_names() if n.endswith("-qa")] == [

@@ -129,7 +129,7 @@ def test_missing_and_broken_files(tmp_path: Path, environments: dict[str, Enviro
 
 def test_an_environment_named_ci_is_rejected(tmp_path: Path) -> None:
     shutil.copy(CONFIG_DIR / "staging.toml", tmp_path / "staging.toml")
-    text = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-ci")
+    text = (CONFIG_DIR / "staging.toml").read_text().replace("-staging", "-ci").replace('"cstaging"', '"cci"')
     (tmp_path / "ci.toml").write_text(text)
     envs = load_environments(tmp_path)  # a valid environment file on its own...
     with pytest.raises(ConfigError) as e:

@@ -154,9 +154,13 @@ def test_the_diff_role_reads_deployed_templates_and_the_bootstrap_version_only(t
     }
     assert sorted(r for s in read for r in _as_list(s["Resource"])) == sorted(stacks)
     version = [s for s in statements if s["Sid"] == "ReadBootstrapVersion"]
-    assert {(s["Action"], s["Resource"]) for s in version} == {
-        ("ssm:GetParameter", f"arn:aws:ssm:{region}:{account}:parameter/cdk-bootstrap/hnb659fds/version")
-    }
+    # Each environment's own bootstrap (config's bootstrap.qualifier): cstaging, cprod.
+    assert [(s["Action"], sorted(_as_list(s["Resource"]))) for s in version] == [
+        (
+            "ssm:GetParameter",
+            [f"arn:aws:ssm:{region}:{account}:parameter/cdk-bootstrap/{q}/version" for q in ("cprod", "cstaging")],
+        )
+    ]
     assert {s["Sid"] for s in statements} == {"ReadDeployedTemplates", "ReadBootstrapVersion"}
     # No role to assume: neither the lookup role (ReadOnlyAccess) nor any other.
     assert "sts:AssumeRole" not in json.dumps(statements)
@@ -168,9 +172,11 @@ def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any],
     statements = {s["Sid"]: s for s in _statements(role)}
     account, region = "836347236108", "us-west-1"
     assert statements["AssumeCdkDeployRoles"]["Action"] == "sts:AssumeRole"
+    # Only the roles of the environment's own bootstrap (tests/test_bootstrap.py evaluates what that denies).
+    q = {"staging": "cstaging", "production": "cprod"}[env_name]
     assert statements["AssumeCdkDeployRoles"]["Resource"] == [
-        f"arn:aws:iam::{account}:role/cdk-hnb659fds-deploy-role-{account}-{region}",
-        f"arn:aws:iam::{account}:role/cdk-hnb659fds-file-publishing-role-{account}-{region}",
+        f"arn:aws:iam::{account}:role/cdk-{q}-deploy-role-{account}-{region}",
+        f"arn:aws:iam::{account}:role/cdk-{q}-file-publishing-role-{account}-{region}",
     ]
     secrets = f"arn:aws:secretsmanager:{region}:{account}:secret:callsaver/{env_name}"
     assert statements["ReadHookSecrets"]["Action"] == "secretsmanager:GetSecretValue"

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.names import EnvNames
 from callsaver_infra.ops.cost_report import (
     ASSUMED,
     HOURS_PER_MONTH,
@@ -21,8 +22,6 @@ from callsaver_infra.ops.cost_report import (
     count_templates,
     monthly_cost,
 )
-from callsaver_infra.app.names import EnvNames
-from callsaver_infra.ops.cost_report import CostCounts, count_template, count_templates
 from tests.conftest import Synthesized
 
 

@@ -1092,7 +1092,9 @@ def test_a_rule_dispatching_two_environments_agents_is_refused(
     other = tomllib.loads((configs / f"{ENV}.toml").read_text())
     text = (configs / f"{ENV}.toml").read_text()
     (configs / "qa.toml").write_text(
-        text.replace(other["livekit"]["worker_name"], "callsaver-agent-qa").replace(BUCKET, "callsaver-sessions-qa")
+        text.replace(other["livekit"]["worker_name"], "callsaver-agent-qa")
+        .replace(BUCKET, "callsaver-sessions-qa")
+        .replace(f'qualifier = "{other["bootstrap"]["qualifier"]}"', 'qualifier = "cqa"')
     )
     rule = seeded_rule()
     rule.room_config.agents.append(api.RoomAgentDispatch(agent_name="callsaver-agent-qa"))

@@ -66,7 +66,7 @@ def world(
         return boto3.client(service, region_name=config.region, endpoint_url=moto_endpoint, **creds)
 
     # What `cdk bootstrap` leaves behind and the templates' BootstrapVersion parameter reads.
-    aws("ssm").put_parameter(Name="/cdk-bootstrap/hnb659fds/version", Value="30", Type="String")
+    aws("ssm").put_parameter(Name=f"/cdk-bootstrap/{config.bootstrap.qualifier}/version", Value="30", Type="String")
     names = EnvNames("local")
     for stack, template in ((names.storage_stack, templates["storage"]), (names.iam_stack, templates["iam1"])):
         aws("cloudformation").create_stack(StackName=stack, TemplateBody=json.dumps(template))

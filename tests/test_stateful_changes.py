@@ -20,9 +20,20 @@ from cfnlint.schema import PROVIDER_SCHEMA_MANAGER
 from moto import mock_aws
 
 from callsaver_infra.app.names import EnvNames, pr_comment_marker
-from callsaver_infra.ops.pr_comment import MAX_DIFF_CHARS, build_comment
-from callsaver_infra.ops.stateful_changes import ALLOW_LABEL, CREATE_ONLY, SAFE_TO_REPLACE, DeployedTemplates, DestructiveChange, GateResult, Impact, find_destructive_changes, main, render_markdown
 from callsaver_infra.ops.cloud_assembly import AssemblyStack, read_assembly
+from callsaver_infra.ops.pr_comment import MAX_DIFF_CHARS, build_comment
+from callsaver_infra.ops.stateful_changes import (
+    ALLOW_LABEL,
+    CREATE_ONLY,
+    SAFE_TO_REPLACE,
+    DeployedTemplates,
+    DestructiveChange,
+    GateResult,
+    Impact,
+    find_destructive_changes,
+    main,
+    render_markdown,
+)
 from tests.conftest import Synthesized
 from tests.test_cdk_cli import _cdk
 
@@ -286,12 +297,13 @@ def test_gate_agrees_with_the_cdk_cli(synthesized: Synthesized, tmp_path: Path) 
 
 
 def test_read_assembly_finds_stacks_and_bootstrap_roles(synthesized: Synthesized) -> None:
+    """The roles come from the manifest, which carries the environment's bootstrap qualifier (staging: cstaging)."""
     stacks = {s.name: s for s in read_assembly(synthesized.outdir)}
     assert set(stacks) == set(synthesized.stack_names())
     s = stacks[STORAGE]
     assert (s.account, s.region) == ("836347236108", "us-west-1")
     assert s.lookup_role_arn == (
-        "arn:${AWS::Partition}:iam::836347236108:role/cdk-hnb659fds-lookup-role-836347236108-us-west-1"
+        "arn:${AWS::Partition}:iam::836347236108:role/cdk-cstaging-lookup-role-836347236108-us-west-1"
     )
     assert s.template() == synthesized.template_json(STORAGE)
 
@@ -313,8 +325,8 @@ def fake_aws(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("role", "expected_role"),
     [
-        ("lookup", "cdk-hnb659fds-lookup-role-836347236108-us-west-1"),
-        ("deploy", "cdk-hnb659fds-deploy-role-836347236108-us-west-1"),
+        ("lookup", "cdk-cstaging-lookup-role-836347236108-us-west-1"),
+        ("deploy", "cdk-cstaging-deploy-role-836347236108-us-west-1"),
     ],
 )
 def test_deployed_templates_are_read_through_the_bootstrap_role(

@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 from callsaver_infra.app.regions import KNOWN_REGIONS
 
-from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
 AGENT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
@@ -134,6 +134,31 @@ class StorageConfig(_Section):
             raise ValueError(
                 f"is not a valid S3 bucket name: {problem}; use 3-63 characters of a-z, 0-9, '.' and '-', "
                 "starting and ending with a letter or digit"
+            )
+        return v
+
+
+# CDK's bootstrap qualifier: the template's own AllowedPattern is [A-Za-z0-9_-]{1,10}, but the qualifier is also part
+# of the assets bucket's name (cdk-<qualifier>-assets-<account>-<region>), which S3 wants in lowercase, without "_".
+QUALIFIER_PATTERN = re.compile(r"^[a-z0-9]{1,10}$")
+
+
+class BootstrapConfig(_Section):
+    """Which CDK bootstrap (toolkit stack and roles) the environment's stacks deploy through."""
+
+    qualifier: str | None = Field(
+        default=None,
+        description="CDK bootstrap qualifier of this environment's own bootstrap (`callsaver-infra bootstrap`); "
+        "unset: the account's default bootstrap (qualifier hnb659fds, AdministratorAccess)",
+    )
+
+    @field_validator("qualifier")
+    @classmethod
+    def _qualifier(cls, v: str | None) -> str | None:
+        if v is not None and not QUALIFIER_PATTERN.fullmatch(v):
+            raise ValueError(
+                "is not a CDK bootstrap qualifier usable in the assets bucket's name; use 1-10 lowercase letters "
+                "and digits, e.g. 'cstaging'"
             )
         return v
 
@@ -499,6 +524,9 @@ class EnvironmentConfig(_Section):
     monitoring: MonitoringConfig = Field(
         default_factory=MonitoringConfig, description="Optional; default: alarms without e-mail subscriptions"
     )
+    bootstrap: BootstrapConfig = Field(
+        default_factory=BootstrapConfig, description="Optional; default: the account's default CDK bootstrap"
+    )
 
     @field_validator("name")
     @classmethod
@@ -611,7 +639,50 @@ def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
                 f"is already used by {config_dir / (other + '.toml')}; each environment needs its own bucket"
             )
     check_livekit_identities(config_dir, envs)
+    check_bootstrap_qualifiers(config_dir, envs)
     return envs
+
+
+def effective_qualifier(config: EnvironmentConfig) -> str:
+    """The CDK bootstrap qualifier the environment deploys through: its own, or CDK's default."""
+    from aws_cdk import DefaultStackSynthesizer
+
+    return config.bootstrap.qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
+
+
+def _suggested_qualifier(config: EnvironmentConfig) -> str:
+    return "c" + config.name.replace("-", "")[:9]
+
+
+def check_bootstrap_qualifiers(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:
+    """Environments in one account and region need their own bootstrap qualifier: with one, both deploy through the
+    same bootstrap roles, so either environment's deploy path can change the other's stacks."""
+    problems: list[str] = []
+    ordered = [envs[name] for name in sorted(envs)]
+    for i, first in enumerate(ordered):
+        for second in ordered[i + 1 :]:
+            if (first.account, first.region) != (second.account, second.region):
+                continue
+            qualifier = effective_qualifier(first)
+            if qualifier != effective_qualifier(second):
+                continue
+            a, b = (config_dir / f"{e.name}.toml" for e in (first, second))
+            # Suggest a change to the one whose qualifier is not already its own name's (a copied file).
+            rename = next((e for e in (second, first) if e.bootstrap.qualifier != _suggested_qualifier(e)), second)
+            shown = (
+                f"= {qualifier!r} in both"
+                if first.bootstrap.qualifier
+                else f"unset in both (CDK's default {qualifier!r})"
+            )
+            problems.append(
+                f"{a} and {b}: key 'bootstrap.qualifier' {shown}, with the same account {first.account} and region "
+                f"{first.region}: both environments would deploy through one set of CDK bootstrap roles, so either "
+                f"one's deploy path could change or delete the other's stacks; give each its own qualifier (e.g. "
+                f'qualifier = "{_suggested_qualifier(rename)}" under [bootstrap] in '
+                f"{config_dir / (rename.name + '.toml')}) and run `callsaver-infra bootstrap --env {rename.name}`"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def check_livekit_identities(config_dir: Path, envs: Mapping[str, EnvironmentConfig]) -> None:

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import Environment, Stack, Tags
+from aws_cdk import DefaultStackSynthesizer, Environment, Stack, Tags, aws_iam
 from constructs import Construct
 
+from callsaver_infra.app import bootstrap
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import SECRETS
@@ -57,11 +58,14 @@ def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentS
     Each stack gets the config sections and names it uses, never the whole EnvironmentConfig."""
     app = scope
     names = EnvNames(config.name)
-    common = {
+    common: dict[str, Any] = {
         "env": Environment(account=config.account, region=config.region),
         "termination_protection": config.termination_protection,
     }
     readers = secret_readers(names, account=config.account, region=config.region, security=config.security)
+    if config.bootstrap.qualifier:
+        # The environment's own bootstrap (callsaver-infra bootstrap): its roles deploy only this environment.
+        common["synthesizer"] = DefaultStackSynthesizer(qualifier=config.bootstrap.qualifier)
     storage = StorageStack(
         app,
         names=names,
@@ -76,7 +80,7 @@ def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentS
         app,
         names=names,
         storage=config.storage,
-        egress=config.egress,
+        egress_writer=config.egress_writer,
         credentials_readers=readers,
         stack_name=names.iam_stack,
         description=f"CallSaver {config.name}: LiveKit egress identity",
@@ -126,5 +130,12 @@ def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentS
     stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent, monitoring=monitoring)
     for stack in stacks.all():
         Tags.of(stack).add("project", "callsaver")
-        Tags.of(stack).add("environment", config.name)
+        # The environment's bootstrap allows actions on keys and VPC parts by this tag: never rename it.
+        Tags.of(stack).add(bootstrap.ENVIRONMENT_TAG, config.name)
+        if config.bootstrap.qualifier:
+            # Its execution role creates roles and users only with the environment's permissions boundary.
+            boundary = aws_iam.ManagedPolicy.from_managed_policy_name(
+                stack, "PermissionsBoundary", bootstrap.permissions_boundary_name(config)
+            )
+            aws_iam.PermissionsBoundary.of(stack).apply(boundary)
     return stacks

@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.ops import aws_clients
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.app.names import EnvNames
-from callsaver_infra.ops import image_check, push_egress
+from callsaver_infra.ops import aws_clients, bootstrap, image_check, push_egress
 from callsaver_infra.ops.secrets_admin import (
     SecretsError,
     check_settable,
@@ -136,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     adopt.add_argument("--assembly", type=Path, default=Path("cdk.out"), help="synthesized assembly (default: cdk.out)")
     adopt.add_argument("--dry-run", action="store_true", help="list what would be imported; change nothing")
     image_check.add_parser(commands)
+    bootstrap.add_parser(commands)
 
     check = commands.add_parser(
         "status",
@@ -219,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _push_egress(config, args, tuple(envs.values()))
         if args.command == "check-image":
             return image_check.run(config, args, lambda service: aws_client(service, config))
+        if args.command == "bootstrap":
+            return bootstrap.run(config, args)
         if args.command == "rotate-egress-key":
             return _rotate_egress_key(config, args)
         if args.command == "adopt-retained":

@@ -115,8 +115,8 @@ SAFE_TO_REPLACE: Mapping[str, str] = {
         "create-only); the service rolls onto it behind its circuit breaker, and the old revision holds no data"
     ),
     "AWS::IAM::AccessKey": (
-        "bumping egress_writer.access_key_serial replaces the egress key by design (rotate-egress-key); the replaced key "
-        "is retained (UpdateReplacePolicy Retain, still checked here) until the rotation retires it"
+        "bumping egress_writer.access_key_serial replaces the egress key by design (rotate-egress-key); the replaced "
+        "key is retained (UpdateReplacePolicy Retain, still checked here) until the rotation retires it"
     ),
     "AWS::CloudWatch::Alarm": (
         "configuration only, rebuilt from the template; the no-recording alarm comes and goes with "

@@ -13,8 +13,8 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from callsaver_infra.app.config import AgentConfig
-from callsaver_infra.app.constructs.github_oidc import partition
 from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.regions import partition
 
 # livekit-agents drains active jobs on SIGTERM; 120 s is the most Fargate waits before SIGKILL.
 STOP_TIMEOUT_SECONDS = 120

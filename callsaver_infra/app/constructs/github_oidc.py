@@ -11,8 +11,8 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from callsaver_infra.app.nag import NIST, acknowledge
-from callsaver_infra.app.regions import partition
 from callsaver_infra.app.names import pascal_case
+from callsaver_infra.app.regions import partition
 
 GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
 GITHUB_OIDC_URL = f"https://{GITHUB_OIDC_HOST}"
@@ -41,9 +41,12 @@ class DeployTarget:
     stack_names: tuple[str, ...]
     receipt_parameter: str  # the SSM parameter push-egress records its pushes in
     image_repository: str
+    qualifier: str = DefaultStackSynthesizer.DEFAULT_QUALIFIER  # of the CDK bootstrap the environment deploys through
 
 
-def bootstrap_role_arn(template: str, *, account: str, region: str) -> str:
+def bootstrap_role_arn(
+    template: str, *, account: str, region: str, qualifier: str = DefaultStackSynthesizer.DEFAULT_QUALIFIER
+) -> str:
     """A CDK bootstrap role's ARN, filled in from the default synthesizer's own template, e.g.
     arn:aws:iam::<account>:role/cdk-hnb659fds-lookup-role-<account>-<region>. Using the synthesizer's templates keeps
     these ARNs identical to the ones `cdk deploy` and `cdk diff` assume (they are written into the cloud assembly)."""
@@ -51,7 +54,7 @@ def bootstrap_role_arn(template: str, *, account: str, region: str) -> str:
         template.replace("${AWS::Partition}", partition(region))
         .replace("${AWS::AccountId}", account)
         .replace("${AWS::Region}", region)
-        .replace("${Qualifier}", DefaultStackSynthesizer.DEFAULT_QUALIFIER)
+        .replace("${Qualifier}", qualifier)
     )
 
 
@@ -60,31 +63,39 @@ def lookup_role_arn(*, account: str, region: str) -> str:
     return bootstrap_role_arn(DefaultStackSynthesizer.DEFAULT_LOOKUP_ROLE_ARN, account=account, region=region)
 
 
-def deploy_role_arns(*, account: str, region: str) -> tuple[str, str]:
-    """The CDK bootstrap deploy role and file-publishing role `cdk deploy` assumes (no image assets: no image role)."""
+def deploy_role_arns(
+    *, account: str, region: str, qualifier: str = DefaultStackSynthesizer.DEFAULT_QUALIFIER
+) -> tuple[str, str]:
+    """The CDK bootstrap deploy role and file-publishing role `cdk deploy` assumes (no image assets: no image role),
+    of the bootstrap with this qualifier: an environment with its own bootstrap reaches only its own roles."""
     return (
-        bootstrap_role_arn(DefaultStackSynthesizer.DEFAULT_DEPLOY_ROLE_ARN, account=account, region=region),
         bootstrap_role_arn(
-            DefaultStackSynthesizer.DEFAULT_FILE_ASSET_PUBLISHING_ROLE_ARN, account=account, region=region
+            DefaultStackSynthesizer.DEFAULT_DEPLOY_ROLE_ARN, account=account, region=region, qualifier=qualifier
+        ),
+        bootstrap_role_arn(
+            DefaultStackSynthesizer.DEFAULT_FILE_ASSET_PUBLISHING_ROLE_ARN,
+            account=account,
+            region=region,
+            qualifier=qualifier,
         ),
     )
 
 
-def bootstrap_version_parameter_arn(*, account: str, region: str) -> str:
+def bootstrap_version_parameter_arn(
+    *, account: str, region: str, qualifier: str = DefaultStackSynthesizer.DEFAULT_QUALIFIER
+) -> str:
     """The SSM parameter holding the CDK bootstrap version, which the CLI reads before a template diff."""
-    return (
-        f"arn:{partition(region)}:ssm:{region}:{account}:parameter"
-        f"/cdk-bootstrap/{DefaultStackSynthesizer.DEFAULT_QUALIFIER}/version"
-    )
+    return f"arn:{partition(region)}:ssm:{region}:{account}:parameter/cdk-bootstrap/{qualifier}/version"
 
 
 @dataclass(frozen=True)
 class DeployedStack:
-    """A stack `cdk diff` compares against: its name and where it is deployed."""
+    """A stack `cdk diff` compares against: its name, where it is deployed and the bootstrap it deploys through."""
 
     name: str
     account: str
     region: str
+    qualifier: str = DefaultStackSynthesizer.DEFAULT_QUALIFIER
 
 
 def diff_statements(stacks: Sequence[DeployedStack]) -> list[dict[str, Any]]:
@@ -93,7 +104,9 @@ def diff_statements(stacks: Sequence[DeployedStack]) -> list[dict[str, Any]]:
     stack_arns = sorted(
         {f"arn:{partition(s.region)}:cloudformation:{s.region}:{s.account}:stack/{s.name}/*" for s in stacks}
     )
-    versions = sorted({bootstrap_version_parameter_arn(account=s.account, region=s.region) for s in stacks})
+    versions = sorted(
+        {bootstrap_version_parameter_arn(account=s.account, region=s.region, qualifier=s.qualifier) for s in stacks}
+    )
     return [
         {
             "Sid": "ReadDeployedTemplates",
@@ -145,7 +158,7 @@ class GitHubOidcRoles(Construct):
         # Pull requests run unreviewed code with this role: it reads the deployed templates of the environments'
         # stacks and the bootstrap version, nothing else. No CDK lookup role (ReadOnlyAccess: every bucket listing,
         # every log group), no change sets (they need the deploy role, which can change the stacks).
-        deployed = [DeployedStack(name, t.account, t.region) for t in targets for name in t.stack_names]
+        deployed = [DeployedStack(name, t.account, t.region, t.qualifier) for t in targets for name in t.stack_names]
         statements = [iam.PolicyStatement.from_json(statement) for statement in diff_statements(deployed)]
         self.diff_role = iam.Role(
             self,
@@ -202,11 +215,16 @@ class GitHubOidcRoles(Construct):
             inline_policies={
                 "CdkDeploy": iam.PolicyDocument(
                     statements=[
-                        # Everything CloudFormation does runs as the bootstrap roles; this role only assumes them.
+                        # Everything CloudFormation does runs as the bootstrap roles; this role only assumes them,
+                        # those of its environment's own bootstrap (qualifier), which deploy no other environment.
                         iam.PolicyStatement(
                             sid="AssumeCdkDeployRoles",
                             actions=["sts:AssumeRole"],
-                            resources=list(deploy_role_arns(account=target.account, region=target.region)),
+                            resources=list(
+                                deploy_role_arns(
+                                    account=target.account, region=target.region, qualifier=target.qualifier
+                                )
+                            ),
                         )
                     ]
                 ),

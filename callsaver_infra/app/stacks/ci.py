@@ -10,7 +10,7 @@ from aws_cdk import CfnOutput, Environment, Stack, Tags
 from constructs import Construct
 
 from callsaver_infra.app.ci_config import CI_CONFIG_FILE, CiConfig, require_real_repository
-from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.config import EnvironmentConfig, effective_qualifier
 from callsaver_infra.app.constructs.github_oidc import DeployTarget, GitHubOidcRoles
 from callsaver_infra.app.names import CI_STACK, HEALTHCHECK_PREFIX, CiNames, CiOutputs, EnvNames
 from callsaver_infra.app.secret_catalog import SECRETS
@@ -34,6 +34,7 @@ def deploy_target(ci: CiConfig, config: EnvironmentConfig) -> DeployTarget:
         receipt_parameter=names.egress_push_receipt,
         image_repository=config.agent.image_repository,
         stack_names=names.stacks,
+        qualifier=effective_qualifier(config),
     )
 
 

@@ -29,7 +29,7 @@ class IamStack(Stack):
         *,
         names: EnvNames,
         storage: StorageConfig,
-        egress: EgressWriterConfig,
+        egress_writer: EgressWriterConfig,
         credentials_readers: Sequence[str],
         **kwargs: Any,
     ) -> None:

@@ -7,9 +7,7 @@ from typing import Any
 from aws_cdk import CfnOutput, Stack
 from constructs import Construct
 
-from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 from callsaver_infra.app.config import CallRecordingConfig, SecurityConfig, StorageConfig
-from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.constructs.read_audit_trail import ReadAuditTrail
 from callsaver_infra.app.constructs.session_bucket import SessionBucket
 from callsaver_infra.app.names import HEALTHCHECK_PREFIX, CiNames, EnvNames, StorageOutputs, iam_arn

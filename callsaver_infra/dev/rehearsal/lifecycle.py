@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from callsaver_infra.app import bootstrap
 from callsaver_infra.app.config import EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF, SECRETS
@@ -192,7 +193,10 @@ class LifecycleRehearsal(Rehearsal):
         live = [
             s["StackName"]
             for s in cfn.list_stacks()["StackSummaries"]
-            if s["StackStatus"] != "DELETE_COMPLETE" and s["StackName"].endswith(f"-{self.config.name}")
+            if s["StackStatus"] != "DELETE_COMPLETE"
+            and s["StackName"].endswith(f"-{self.config.name}")
+            # The environment's bootstrap stays, as `cdk destroy` leaves CDKToolkit: the redeploy goes through it.
+            and s["StackName"] != bootstrap.toolkit_stack_name(self.config)
         ]
         c.expect("no stack of the environment left", live, [])
         logs = self._client("logs")

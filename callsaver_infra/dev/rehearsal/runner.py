@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.config import EnvironmentConfig, effective_qualifier
 from callsaver_infra.app.names import (
     EGRESS_POLICY_NAME,
     HEALTHCHECK_PREFIX,
@@ -185,13 +185,53 @@ class Rehearsal:
             stop()
 
     def _bootstrap(self) -> str:
+        """The account's default bootstrap (the registry stack is account-level), then the environment's own, from
+        the template `callsaver-infra bootstrap` generates: the environment's stacks then deploy through it."""
+        from callsaver_infra.app import bootstrap
+        from callsaver_infra.ops.bootstrap import bootstrap_command, write_template
+
         self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}")
-        return "CDKToolkit"
+        template = write_template(self.config, self.workdir / "bootstrap", self.root / bootstrap.CLI_TEMPLATE)
+        _, _, *args = bootstrap_command(self.config, template)
+        self._cdk("bootstrap", *args)
+        c, iam = Checks(), self._client("iam")
+        execution = bootstrap.bootstrap_role_name(self.config, "cfn-exec")
+        c.expect(
+            "execution role has no managed policy (no AdministratorAccess)",
+            iam.list_attached_role_policies(RoleName=execution)["AttachedPolicies"],
+            [],
+        )
+        document: Any = iam.get_role_policy(RoleName=execution, PolicyName=f"callsaver-{self.config.name}-only")[
+            "PolicyDocument"
+        ]
+        if isinstance(document, str):
+            # moto keeps a policy CloudFormation created as the repr of its dict, not JSON.
+            import ast
+
+            document = ast.literal_eval(document)
+        c.expect("execution role's policy is the environment's", document, bootstrap.execution_policy(self.config))
+        boundary = iam.get_policy(PolicyArn=bootstrap.permissions_boundary_arn(self.config))["Policy"]
+        c.expect(
+            "permissions boundary exists", boundary["PolicyName"], bootstrap.permissions_boundary_name(self.config)
+        )
+        c.raise_if_failed()
+        return f"CDKToolkit, {bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier})"
 
     def _deploy_base(self) -> str:
         names = EnvNames(self.config.name)
         base = (names.storage_stack, names.iam_stack, names.secrets_stack)
-        return self._deploy(*base)
+        deployed = self._deploy(*base)
+        # Through the environment's own bootstrap: CloudFormation acts as its execution role, not the default one.
+        from callsaver_infra.app import bootstrap
+
+        c, cfn = Checks(), self._client("cloudformation")
+        execution = f"arn:aws:iam::{self.config.account}:role/{bootstrap.bootstrap_role_name(self.config, 'cfn-exec')}"
+        for stack in base:
+            c.expect(
+                f"{stack} deployed as", cfn.describe_stacks(StackName=stack)["Stacks"][0].get("RoleARN"), execution
+            )
+        c.raise_if_failed()
+        return f"{deployed} (as {bootstrap.bootstrap_role_name(self.config, 'cfn-exec')})"
 
     def _deploy(self, *stacks: str) -> str:
         outputs_file = self.workdir / "outputs.json"
@@ -648,7 +688,7 @@ class Rehearsal:
         )
         reader_role = self._output(names.storage_stack, StorageOutputs.READER_ROLE_ARN)
         diff_policy = {"Version": "2012-10-17", "Statement": diff_statements(
-            [DeployedStack(stack, account, region) for stack in names.stacks]
+            [DeployedStack(stack, account, region, effective_qualifier(self.config)) for stack in names.stacks]
         )}  # fmt: skip
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}

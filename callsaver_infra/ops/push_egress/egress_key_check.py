@@ -11,8 +11,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from callsaver_infra.ops import aws_clients
 from callsaver_infra.app.names import HEALTHCHECK_PREFIX
+from callsaver_infra.ops import aws_clients
 
 CHECK_DEPLOYED = "matches the deployed key"
 CHECK_IAM = "exists in IAM"
