@@ -16,6 +16,7 @@ from callsaver_infra.app import bootstrap
 from callsaver_infra.app.ci_config import CiConfig, load_ci_config
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments
 from callsaver_infra.app.names import CI_STACK, CiNames, EnvNames
+from callsaver_infra.ops import bootstrap as bootstrap_command
 from callsaver_infra.ops import cli
 from tests.conftest import CI_FIXTURE, ROOT, Synthesized
 from tests.iam_policy_eval import Request, allowed, decide, resolve
@@ -162,7 +163,7 @@ def test_bootstrap_command_dry_run_prints_the_template_and_command(
     def no_run(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("--dry-run must run nothing")
 
-    monkeypatch.setattr(bootstrap.subprocess, "run", no_run)
+    monkeypatch.setattr(bootstrap_command.subprocess, "run", no_run)
     assert cli.main(["bootstrap", "--env", "production", "--dry-run", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.splitlines()
     template = tmp_path / "bootstrap-production.template.json"
@@ -550,3 +551,12 @@ def test_the_app_identities_still_work_under_the_boundary(staging_boundary: Any)
         Request("iam:CreateRole", f"arn:aws:iam::{a}:role/callsaver-x-staging"),
         staging_boundary,
     )
+
+
+def test_default_qualifier_is_aws_cdk_libs() -> None:
+    """Config knows CDK's default qualifier without importing aws-cdk-lib (no Node for operator commands)."""
+    from aws_cdk import DefaultStackSynthesizer
+
+    from callsaver_infra.app.names import CDK_DEFAULT_QUALIFIER
+
+    assert CDK_DEFAULT_QUALIFIER == DefaultStackSynthesizer.DEFAULT_QUALIFIER

@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from callsaver_infra.app.names import HEALTHCHECK_PREFIX
+from callsaver_infra.app.names import CDK_DEFAULT_QUALIFIER, HEALTHCHECK_PREFIX
 from callsaver_infra.app.regions import KNOWN_REGIONS
 
 ENV_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,19}$")
@@ -645,9 +645,7 @@ def load_environments(config_dir: Path) -> dict[str, EnvironmentConfig]:
 
 def effective_qualifier(config: EnvironmentConfig) -> str:
     """The CDK bootstrap qualifier the environment deploys through: its own, or CDK's default."""
-    from aws_cdk import DefaultStackSynthesizer
-
-    return config.bootstrap.qualifier or DefaultStackSynthesizer.DEFAULT_QUALIFIER
+    return config.bootstrap.qualifier or CDK_DEFAULT_QUALIFIER
 
 
 def _suggested_qualifier(config: EnvironmentConfig) -> str:

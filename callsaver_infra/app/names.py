@@ -15,6 +15,9 @@ EGRESS_POLICY_NAME = "LiveKitEgressS3Access"
 # The egress writer's key pair, written by the IAM stack under callsaver/{env}/ beside the catalog's secrets.
 EGRESS_CREDENTIALS_REF = "egress/s3-access-key"
 # Objects push-egress --verify and the key check write, which the recording alarms and status leave out.
+# aws-cdk-lib's DefaultStackSynthesizer.DEFAULT_QUALIFIER, as data: loading config must not start Node (operator
+# commands); tests/test_bootstrap.py keeps it equal to the library's.
+CDK_DEFAULT_QUALIFIER = "hnb659fds"
 HEALTHCHECK_PREFIX = "_healthcheck/"
 
 
