@@ -3,52 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
-import pytest
-
 from callsaver_infra.config import load_environments
-from tests.conftest import CONFIG_DIR, ENV_NAMES, ROOT, Synthesized, synthesize
-
-CDK = ROOT / "node_modules" / ".bin" / "cdk"
-
-
-def _offline_env() -> dict[str, str]:
-    """No AWS credentials or config, and every HTTP(S) request sent to a closed local port: synth must not care."""
-    path = os.pathsep.join([str(ROOT / "node_modules" / ".bin"), str(ROOT / ".venv" / "bin"), os.defpath])
-    return {
-        "PATH": path,
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "CDK_DISABLE_VERSION_CHECK": "1",
-        "CDK_DISABLE_CLI_TELEMETRY": "true",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "",
-    }
-
-
-def _cdk(*args: str) -> subprocess.CompletedProcess[str]:
-    if not CDK.exists():
-        pytest.fail(f"{CDK} is missing: run `make setup` (npm ci) first")
-    return subprocess.run(
-        [str(CDK), *args],
-        cwd=ROOT,
-        env=_offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, cdk, synthesize
 
 
 def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: Path, synthesized: Synthesized) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=staging", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     stacks = sorted(k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
@@ -67,7 +30,7 @@ def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: P
 
 
 def test_cli_rejects_an_unknown_environment_and_lists_the_known_ones(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=prod", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=prod", "-o", str(tmp_path))
     assert result.returncode != 0
     assert (
         f"error: unknown environment 'prod'; known environments: {', '.join(ENV_NAMES)} "
@@ -95,13 +58,13 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
 
 
 def test_cli_image_tag_context_overrides_config(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "/callsaver-agent:v1.0.1" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
 
 
 def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=-bad tag", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=-bad tag", "-o", str(tmp_path))
     assert result.returncode != 0
     assert "error: context agentImageTag='-bad tag': is not a container image tag" in result.stderr
 
@@ -110,7 +73,7 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
     """`cdk list` of the app with no `-c env`: every stack sits in its environment's Stage (`production/...`), and the
     CLI's `--all` selects only top-level stacks, so a bare `cdk deploy --all` finds nothing to deploy. Offline: no
     credentials and every HTTP(S) request to a closed port, so nothing could reach an account anyway."""
-    listed = _cdk("list", "-o", str(tmp_path / "all"))
+    listed = cdk("list", "-o", str(tmp_path / "all"))
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.split("\n")
     stacks = [line for line in lines if line]
@@ -130,10 +93,10 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
     # And the registry stack in its own Stage; the CI stack is left out while config/ci/github.toml holds the
     # placeholder repository (fail closed, tests/test_ci_config.py).
     assert len(stacks) == 5 * len(ENV_NAMES) + 1
-    deploy = _cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
+    deploy = cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
     assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
     # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all.
-    one = _cdk("list", "-c", "env=staging", "-o", str(tmp_path / "staging"))
+    one = cdk("list", "-c", "env=staging", "-o", str(tmp_path / "staging"))
     assert one.returncode == 0, one.stderr
     assert one.stdout.split() == [
         "Callsaver-Storage-staging",

@@ -17,8 +17,7 @@ from callsaver_infra.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
 from callsaver_infra.nag import enable_policy_checks
 from callsaver_infra.names import CI_STACK, CiNames, CiOutputs, EnvNames
 from callsaver_infra.stacks.ci import add_ci_stack
-from tests.conftest import CI_FIXTURE, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
-from tests.test_snapshots import _mask_asset_hashes
+from tests.helpers import CI_FIXTURE, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, mask_asset_hashes, new_app
 
 SUB = "token.actions.githubusercontent.com:sub"
 AUD = "token.actions.githubusercontent.com:aud"
@@ -300,4 +299,4 @@ def test_cfn_lint_finds_no_errors_or_warnings(ci_synth: Synthesized) -> None:
 
 
 def test_template_matches_snapshot(template: dict[str, Any], snapshot: SnapshotAssertion) -> None:
-    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=_mask_asset_hashes)
+    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=mask_asset_hashes)

@@ -9,7 +9,7 @@ import pytest
 from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.cost_report import CostCounts, count_template, count_templates
 from callsaver_infra.names import EnvNames
-from tests.conftest import Synthesized
+from tests.helpers import Synthesized
 
 
 def test_each_environment_runs_only_its_agent_tasks(synthesized: Synthesized, env: EnvironmentConfig) -> None:

@@ -29,7 +29,7 @@ from callsaver_infra.egress_rotation import (
 from callsaver_infra.livekit_local import LocalLiveKitServer
 from callsaver_infra.names import EnvNames, IamOutputs
 from callsaver_infra.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
-from tests.conftest import synthesize
+from tests.helpers import synthesize
 
 LIVEKIT_KEY, LIVEKIT_SECRET = "APIrotationtest", "fake-livekit-secret-for-rotation-tests-0000"
 

@@ -15,7 +15,7 @@ from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.nag import NIST, acknowledge, enable_policy_checks
 from callsaver_infra.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
 from callsaver_infra.stacks.registry import add_registry_stack
-from tests.conftest import CONFIG_DIR, ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
+from tests.helpers import CONFIG_DIR, ENV_NAMES, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
 
 # Every acknowledged finding, per environment: (rule, construct path below the stack). A new entry here is a
 # security decision and must be reviewed with its reason in the code.

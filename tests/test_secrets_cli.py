@@ -13,7 +13,7 @@ import pytest
 
 from callsaver_infra.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.secret_catalog import PLACEHOLDER, SECRETS, find
-from tests.conftest import CONFIG_DIR, ENV_NAMES
+from tests.helpers import CONFIG_DIR, ENV_NAMES
 
 FAKE_VALUE = "sk-fake-not-a-real-key-0123456789"
 ENV = "staging"

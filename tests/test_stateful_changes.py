@@ -33,8 +33,7 @@ from callsaver_infra.stateful_changes import (
     read_assembly,
     render_markdown,
 )
-from tests.conftest import Synthesized
-from tests.test_cdk_cli import _cdk
+from tests.helpers import Synthesized, cdk
 
 STORAGE = EnvNames("staging").storage_stack
 SECRETS = EnvNames("staging").secrets_stack
@@ -131,7 +130,7 @@ def _cli_destructive(assembly: Path, stack: str, deployed: dict[str, Any], tmp_p
     """The stateful resources the real CLI's `cdk diff --fail-on destructive` reports, as (logical id, impact)."""
     old = tmp_path / f"{stack}.deployed.json"
     old.write_text(json.dumps(deployed))
-    result = _cdk("diff", "--app", str(assembly), "--template", str(old), stack, "--fail-on", "destructive")
+    result = cdk("diff", "--app", str(assembly), "--template", str(old), stack, "--fail-on", "destructive")
     assert result.returncode == 1, result.stdout + result.stderr
     lines = re.findall(rf"^  {re.escape(stack)}: (AWS::\S+) .*?(\S+) (will be \w+)$", result.stderr, re.M)
     return {(logical_id, impact) for kind, logical_id, impact in lines if kind in STATEFUL_CREATE_ONLY}

@@ -19,7 +19,7 @@ from callsaver_infra.config import EnvironmentConfig
 from callsaver_infra.names import CiOutputs
 from callsaver_infra.pr_comment import marker
 from callsaver_infra.stateful_changes import ALLOW_INPUT, ALLOW_LABEL
-from tests.conftest import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, ROOT
 
 GITHUB = ROOT / ".github"
 WORKFLOW_FILES = sorted((GITHUB / "workflows").glob("*.yml"))
