@@ -11,10 +11,26 @@ import pytest
 from callsaver_infra.config import EnvironmentConfig, load_environments
 from tests.helpers import CONFIG_DIR, ENV_NAMES, OperatorAws, Synthesized, synthesize
 
+# The suite runs on two pytest-xdist workers (addopts in pyproject.toml: --dist loadfile --no-loadscope-reorder).
+# Each module is one unit of work (its module-scoped fixtures run once), and the modules that wait on long
+# subprocesses (the two rehearsals, the CDK CLI's synths) are handed out first, so the rest fills in beside them.
+SLOW_FIRST = (
+    "test_lifecycle_rehearsal.py",
+    "test_rehearsal.py",
+    "test_cdk_cli.py",
+    "test_registry_config.py",
+    "test_ci_config.py",
+)
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    """moto's server on 127.0.0.1 (a local AWS endpoint: real AWS is unreachable here), fresh for each test module."""
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1 (a local AWS endpoint: real AWS is unreachable here), one per worker."""
     from moto.server import ThreadedMotoServer
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -22,6 +38,23 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint(moto_server: str) -> str:
+    """moto's server, empty for each test module: every account's state reset and IAM enforcement off (starting a
+    server per module costs half a second each to stop)."""
+    reset(moto_server)
+    return moto_server
+
+
+def reset(endpoint: str) -> None:
+    """Empty moto: every backend reset; IAM enforcement off (an unlimited count of unauthenticated requests)."""
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"))
+    request = urllib.request.Request(
+        f"{endpoint}/moto-api/reset-auth", data=b"inf", method="POST", headers={"Content-Type": "text/plain"}
+    )
+    urllib.request.urlopen(request).read()
 
 
 @pytest.fixture(scope="session")

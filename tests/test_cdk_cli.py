@@ -4,14 +4,26 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from callsaver_infra.config import load_environments
 from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, cdk, synthesize
 
 
-def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: Path, synthesized: Synthesized) -> None:
-    result = cdk("synth", "-q", "-c", "env=staging", "-o", str(tmp_path))
+@pytest.fixture(scope="module")
+def staging_synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`cdk synth -c env=staging`, once for the tests that read its assembly."""
+    outdir = tmp_path_factory.mktemp("staging")
+    return cdk("synth", "-q", "-c", "env=staging", "-o", str(outdir)), outdir
+
+
+def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(
+    staging_synth: tuple[subprocess.CompletedProcess[str], Path], synthesized: Synthesized
+) -> None:
+    result, tmp_path = staging_synth
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     stacks = sorted(k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
@@ -69,7 +81,9 @@ def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
     assert "error: context agentImageTag='-bad tag': is not a container image tag" in result.stderr
 
 
-def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) -> None:
+def test_without_env_all_selects_no_stack_so_never_production(
+    tmp_path: Path, staging_synth: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
     """`cdk list` of the app with no `-c env`: every stack sits in its environment's Stage (`production/...`), and the
     CLI's `--all` selects only top-level stacks, so a bare `cdk deploy --all` finds nothing to deploy. Offline: no
     credentials and every HTTP(S) request to a closed port, so nothing could reach an account anyway."""
@@ -95,8 +109,9 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
     assert len(stacks) == 5 * len(ENV_NAMES) + 1
     deploy = cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
     assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
-    # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all.
-    one = cdk("list", "-c", "env=staging", "-o", str(tmp_path / "staging"))
+    # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all
+    # (listed from the assembly `cdk synth -c env=staging` wrote, as CI lists and deploys with --app cdk.out).
+    one = cdk("list", "--app", str(staging_synth[1]))
     assert one.returncode == 0, one.stderr
     assert one.stdout.split() == [
         "Callsaver-Storage-staging",
