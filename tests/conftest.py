@@ -3,10 +3,13 @@ server; operator clients on it. Helpers that are not fixtures are in tests/helpe
 
 from __future__ import annotations
 
+import fcntl
+import os
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from aws_cdk import cx_api
 
 from callsaver_infra.config import EnvironmentConfig, load_environments
 from tests.helpers import CONFIG_DIR, ENV_NAMES, OperatorAws, Synthesized, synthesize
@@ -66,7 +69,20 @@ def environments() -> dict[str, EnvironmentConfig]:
 def synthesized(
     environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Synthesized]:
-    yield synthesize(list(environments.values()), tmp_path_factory.mktemp("cdk.out"))
+    """Every committed environment, synthesized once per run: under xdist the first worker to need it writes the
+    assembly into the run's shared temporary directory, and the other reads that assembly."""
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    if run is None:
+        yield synthesize(list(environments.values()), tmp_path_factory.mktemp("cdk.out"))
+        return
+    shared = tmp_path_factory.getbasetemp().parent / f"cdk.out-{run}"
+    with open(shared.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while synthesizing; released when the file closes
+        if (shared / "manifest.json").exists():
+            yield Synthesized(assembly=cx_api.CloudAssembly(str(shared)), outdir=shared)
+            return
+        synthesized = synthesize(list(environments.values()), shared)
+    yield synthesized
 
 
 @pytest.fixture(params=ENV_NAMES)
