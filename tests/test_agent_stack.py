@@ -9,7 +9,7 @@ from aws_cdk.assertions import Capture, Match
 
 from callsaver_infra.app.config import EnvironmentConfig, NetworkConfig
 from callsaver_infra.app.names import AgentOutputs, EnvNames
-from tests.conftest import Synthesized, synthesize
+from tests.helpers import Synthesized, synthesize
 
 AGENT_SECRETS = {
     "LIVEKIT_API_KEY": "backend",

@@ -18,9 +18,8 @@ from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_envi
 from callsaver_infra.app.names import CI_STACK, CiNames, EnvNames
 from callsaver_infra.ops import bootstrap as bootstrap_command
 from callsaver_infra.ops import cli
-from tests.conftest import CI_FIXTURE, ROOT, Synthesized
+from tests.helpers import CI_FIXTURE, ROOT, Synthesized, role_of, synth_ci
 from tests.iam_policy_eval import Request, allowed, decide, resolve
-from tests.test_ci_stack import _role, _synth
 
 CLI_TEMPLATE = ROOT / bootstrap.CLI_TEMPLATE
 ACCOUNT, REGION = "836347236108", "us-west-1"
@@ -240,7 +239,7 @@ def staging_boundary(templates: dict[str, dict[str, Any]], environments: dict[st
 @pytest.fixture(scope="module")
 def ci_template(environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory) -> Any:
     ci: CiConfig = load_ci_config(CI_FIXTURE, environments)
-    return _synth(ci, environments, tmp_path_factory.mktemp("ci.out")).template_json(CI_STACK)
+    return synth_ci(ci, environments, tmp_path_factory.mktemp("ci.out")).template_json(CI_STACK)
 
 
 def _stack(env: str, kind: str = "Storage") -> str:
@@ -254,20 +253,20 @@ def _bootstrap_role(q: str, role: str) -> str:
 
 
 def test_stagings_ci_deploy_role_assumes_only_stagings_bootstrap_roles(ci_template: Any) -> None:
-    policies = [p["PolicyDocument"] for p in _role(ci_template, CiNames.deploy_role("staging"))["Policies"]]
+    policies = [p["PolicyDocument"] for p in role_of(ci_template, CiNames.deploy_role("staging"))["Policies"]]
     for role in ("deploy", "file-publishing"):
         assert decide(policies, Request("sts:AssumeRole", _bootstrap_role("cstaging", role))) == "Allow"
         assert decide(policies, Request("sts:AssumeRole", _bootstrap_role("cprod", role))) == "ImplicitDeny"
         assert decide(policies, Request("sts:AssumeRole", _bootstrap_role("hnb659fds", role))) == "ImplicitDeny"
     for role in ("cfn-exec", "lookup", "image-publishing"):
         assert decide(policies, Request("sts:AssumeRole", _bootstrap_role("cprod", role))) == "ImplicitDeny"
-    production = [p["PolicyDocument"] for p in _role(ci_template, CiNames.deploy_role("production"))["Policies"]]
+    production = [p["PolicyDocument"] for p in role_of(ci_template, CiNames.deploy_role("production"))["Policies"]]
     assert decide(production, Request("sts:AssumeRole", _bootstrap_role("cprod", "deploy"))) == "Allow"
     assert decide(production, Request("sts:AssumeRole", _bootstrap_role("cstaging", "deploy"))) == "ImplicitDeny"
 
 
 def test_the_diff_role_reads_each_environments_bootstrap_version(ci_template: Any) -> None:
-    policies = [p["PolicyDocument"] for p in _role(ci_template, CiNames.DIFF_ROLE)["Policies"]]
+    policies = [p["PolicyDocument"] for p in role_of(ci_template, CiNames.DIFF_ROLE)["Policies"]]
     for q in ("cstaging", "cprod"):
         param = f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/cdk-bootstrap/{q}/version"
         assert decide(policies, Request("ssm:GetParameter", param)) == "Allow"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -12,44 +11,20 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.app.config import load_environments
-from tests.conftest import CONFIG_DIR, ENV_NAMES, ROOT, Synthesized, synthesize
-
-CDK = ROOT / "node_modules" / ".bin" / "cdk"
+from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, cdk, synthesize
 
 
-def _offline_env() -> dict[str, str]:
-    """No AWS credentials or config, and every HTTP(S) request sent to a closed local port: synth must not care."""
-    path = os.pathsep.join([str(ROOT / "node_modules" / ".bin"), str(ROOT / ".venv" / "bin"), os.defpath])
-    return {
-        "PATH": path,
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "CDK_DISABLE_VERSION_CHECK": "1",
-        "CDK_DISABLE_CLI_TELEMETRY": "true",
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "",
-    }
+@pytest.fixture(scope="module")
+def staging_synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`cdk synth -c env=staging`, once for the tests that read its assembly."""
+    outdir = tmp_path_factory.mktemp("staging")
+    return cdk("synth", "-q", "-c", "env=staging", "-o", str(outdir)), outdir
 
 
-def _cdk(*args: str) -> subprocess.CompletedProcess[str]:
-    if not CDK.exists():
-        pytest.fail(f"{CDK} is missing: run `make setup` (npm ci) first")
-    return subprocess.run(
-        [str(CDK), *args],
-        cwd=ROOT,
-        env=_offline_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: Path, synthesized: Synthesized) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-o", str(tmp_path))
+def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(
+    staging_synth: tuple[subprocess.CompletedProcess[str], Path], synthesized: Synthesized
+) -> None:
+    result, tmp_path = staging_synth
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     stacks = sorted(k for k, v in manifest["artifacts"].items() if v["type"] == "aws:cloudformation:stack")
@@ -68,7 +43,7 @@ def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(tmp_path: P
 
 
 def test_cli_rejects_an_unknown_environment_and_lists_the_known_ones(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=prod", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=prod", "-o", str(tmp_path))
     assert result.returncode != 0
     assert (
         f"error: unknown environment 'prod'; known environments: {', '.join(ENV_NAMES)} "
@@ -96,22 +71,24 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
 
 
 def test_cli_image_tag_context_overrides_config(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "/callsaver-agent:v1.0.1" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
 
 
 def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=-bad tag", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=-bad tag", "-o", str(tmp_path))
     assert result.returncode != 0
     assert "error: context agentImageTag='-bad tag': is not a container image tag" in result.stderr
 
 
-def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) -> None:
+def test_without_env_all_selects_no_stack_so_never_production(
+    tmp_path: Path, staging_synth: tuple[subprocess.CompletedProcess[str], Path]
+) -> None:
     """`cdk list` of the app with no `-c env`: every stack sits in its environment's Stage (`production/...`), and the
     CLI's `--all` selects only top-level stacks, so a bare `cdk deploy --all` finds nothing to deploy. Offline: no
     credentials and every HTTP(S) request to a closed port, so nothing could reach an account anyway."""
-    listed = _cdk("list", "-o", str(tmp_path / "all"))
+    listed = cdk("list", "-o", str(tmp_path / "all"))
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.split("\n")
     stacks = [line for line in lines if line]
@@ -131,10 +108,11 @@ def test_without_env_all_selects_no_stack_so_never_production(tmp_path: Path) ->
     # And the registry stack in its own Stage; the CI stack is left out while config/ci/github.toml holds the
     # placeholder repository (fail closed, tests/test_ci_config.py).
     assert len(stacks) == 5 * len(ENV_NAMES) + 1
-    deploy = _cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
+    deploy = cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
     assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
-    # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all.
-    one = _cdk("list", "-c", "env=staging", "-o", str(tmp_path / "staging"))
+    # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all
+    # (listed from the assembly `cdk synth -c env=staging` wrote, as CI lists and deploys with --app cdk.out).
+    one = cdk("list", "--app", str(staging_synth[1]))
     assert one.returncode == 0, one.stderr
     assert one.stdout.split() == [
         "Callsaver-Storage-staging",
@@ -158,14 +136,14 @@ def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path:
     plain = subprocess.run(
         [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
         cwd=ROOT,
-        env={**_offline_env(), "CDK_OUTDIR": str(tmp_path / "plain")},
+        env={**offline_env(), "CDK_OUTDIR": str(tmp_path / "plain")},
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert plain.returncode == 0, plain.stderr
-    cli = _cdk("synth", "-q", "-o", str(tmp_path / "cli"))
+    cli = cdk("synth", "-q", "-o", str(tmp_path / "cli"))
     assert cli.returncode == 0, cli.stderr
     ours, theirs = _outputs(tmp_path / "plain"), _outputs(tmp_path / "cli")
     assert len(ours) >= 16 and any(name.startswith("assembly-production/") for name in ours)

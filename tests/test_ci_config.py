@@ -18,8 +18,7 @@ from callsaver_infra.app.ci_config import (
 )
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments
 from callsaver_infra.app.stacks.ci import add_ci_stack
-from tests.conftest import CI_FIXTURE, CONFIG_DIR, new_app
-from tests.test_cdk_cli import _cdk
+from tests.helpers import CI_FIXTURE, CONFIG_DIR, cdk, new_app
 
 VALID = """\
 repository = "callsaver/callsaver-infra"
@@ -147,13 +146,13 @@ def _stacks(outdir: Path) -> list[str]:
 
 
 def test_cli_env_ci_synthesizes_only_the_ci_stack(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=ci", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=ci", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert _stacks(tmp_path) == ["Callsaver-CI"]
 
 
 def test_cli_without_env_synthesizes_every_environment_the_ci_and_the_registry_stack(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", f"ciConfig={CI_FIXTURE}", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     # Each environment, the CI stack and the registry stack in its own Stage (a nested assembly): none is
     # top-level, so a bare `cdk deploy --all` selects none of them.
@@ -196,14 +195,14 @@ def test_committed_ci_file_still_holds_the_placeholder(environments: dict[str, E
 
 
 def test_placeholder_repository_fails_synth_of_the_ci_stack(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=ci", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=ci", "-o", str(tmp_path))
     assert result.returncode != 0 and "Subprocess exited with error 2" in result.stderr
     assert f"{CONFIG_DIR / CI_CONFIG_FILE}: key 'repository' is still the placeholder" in result.stderr
     assert 'Fix: set repository to your "OWNER/REPO", exactly as GitHub spells it' in result.stderr
 
 
 def test_placeholder_repository_leaves_the_ci_stack_out_of_a_full_synth(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert _stacks(tmp_path) == []
     assert _staged(tmp_path) == sorted([("registry", "Callsaver-Registry"), *_environment_stacks()])

@@ -14,21 +14,19 @@ from syrupy.extensions.json import JSONSnapshotExtension
 from callsaver_infra.app.ci_config import CiConfig, load_ci_config
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.constructs.github_oidc import GITHUB_OIDC_THUMBPRINTS
-from callsaver_infra.app.nag import enable_policy_checks
 from callsaver_infra.app.names import CI_STACK, CiNames, CiOutputs, EnvNames
-from callsaver_infra.app.stacks.ci import add_ci_stack
-from tests.conftest import CI_FIXTURE, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized, new_app
-from tests.test_snapshots import _mask_asset_hashes
+from tests.helpers import (
+    CI_FIXTURE,
+    SEED_AGENT_KEYS,
+    SEED_BACKEND_KEYS,
+    Synthesized,
+    mask_asset_hashes,
+    role_of,
+    synth_ci,
+)
 
 SUB = "token.actions.githubusercontent.com:sub"
 AUD = "token.actions.githubusercontent.com:aud"
-
-
-def _synth(ci: CiConfig, environments: dict[str, EnvironmentConfig], outdir: Path) -> Synthesized:
-    app = new_app(outdir)
-    add_ci_stack(app, ci, environments)
-    enable_policy_checks(app)
-    return Synthesized(assembly=app.synth(), outdir=outdir)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +35,11 @@ def ci(environments: dict[str, EnvironmentConfig]) -> CiConfig:
 
 
 @pytest.fixture(scope="module")
-def ci_synth(
+def cisynth_ci(
     ci: CiConfig, environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
 ) -> Synthesized:
     # Its own synth, not the shared session fixture: the environment tests keep their exact stack set.
-    return _synth(ci, environments, tmp_path_factory.mktemp("ci.out"))
+    return synth_ci(ci, environments, tmp_path_factory.mktemp("ci.out"))
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +49,6 @@ def template(ci_synth: Synthesized) -> dict[str, Any]:
 
 def _resources(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in template["Resources"].items() if v["Type"] == kind}
-
-
-def _role(template: dict[str, Any], name: str) -> dict[str, Any]:
-    roles = [r["Properties"] for r in _resources(template, "AWS::IAM::Role").values()]
-    (role,) = [r for r in roles if r["RoleName"] == name]
-    return dict(role)
 
 
 def _statements(role: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,11 +105,11 @@ def test_every_role_trusts_only_github_tokens_for_sts_with_exact_subjects(
             assert subject.startswith(f"repo:{ci.repository}:") and "*" not in subject and "?" not in subject
 
 
-def test_trust_subjects_per_role(template: dict[str, Any]) -> None:
+def test_trust_subjects_perrole_of(template: dict[str, Any]) -> None:
     repo = "repo:example-org/callsaver-infra"
     subjects = {
-        name: _trust(_role(template, name))["Condition"]["StringEquals"][SUB]
-        for name in (CiNames.DIFF_ROLE, CiNames.deploy_role("staging"), CiNames.deploy_role("production"))
+        name: _trust(role_of(template, name))["Condition"]["StringEquals"][SUB]
+        for name in (CiNames.DIFF_ROLE, CiNames.deployrole_of("staging"), CiNames.deployrole_of("production"))
     }
     assert subjects == {
         # Pull requests, and the main branch's production plan (what the approver reviews).
@@ -141,7 +133,7 @@ def test_no_role_has_managed_policies_or_wildcard_actions(template: dict[str, An
 
 def test_the_diff_role_reads_deployed_templates_and_the_bootstrap_version_only(template: dict[str, Any]) -> None:
     account, region = "836347236108", "us-west-1"
-    statements = _statements(_role(template, CiNames.DIFF_ROLE))
+    statements = _statements(role_of(template, CiNames.DIFF_ROLE))
     stacks = [
         f"arn:aws:cloudformation:{region}:{account}:stack/Callsaver-{kind}-{env}/*"
         for kind in ("Agent", "IAM", "Monitoring", "Secrets", "Storage")
@@ -168,7 +160,7 @@ def test_the_diff_role_reads_deployed_templates_and_the_bootstrap_version_only(t
 
 @pytest.mark.parametrize("env_name", ["staging", "production"])
 def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any], env_name: str) -> None:
-    role = _role(template, CiNames.deploy_role(env_name))
+    role = role_of(template, CiNames.deployrole_of(env_name))
     statements = {s["Sid"]: s for s in _statements(role)}
     account, region = "836347236108", "us-west-1"
     assert statements["AssumeCdkDeployRoles"]["Action"] == "sts:AssumeRole"
@@ -256,10 +248,10 @@ def test_stack_is_termination_protected(ci_synth: Synthesized) -> None:
 def test_an_existing_provider_is_reused_not_created(
     ci: CiConfig, environments: dict[str, EnvironmentConfig], tmp_path: Path
 ) -> None:
-    reused = _synth(ci.model_copy(update={"create_oidc_provider": False}), environments, tmp_path)
+    reused = synth_ci(ci.model_copy(update={"create_oidc_provider": False}), environments, tmp_path)
     template = reused.template_json(CI_STACK)
     assert _resources(template, "AWS::IAM::OIDCProvider") == {}
-    trust = _trust(_role(template, CiNames.DIFF_ROLE))
+    trust = _trust(role_of(template, CiNames.DIFF_ROLE))
     assert trust["Principal"]["Federated"] == (
         "arn:aws:iam::836347236108:oidc-provider/token.actions.githubusercontent.com"
     )
@@ -306,4 +298,4 @@ def test_cfn_lint_finds_no_errors_or_warnings(ci_synth: Synthesized) -> None:
 
 
 def test_template_matches_snapshot(template: dict[str, Any], snapshot: SnapshotAssertion) -> None:
-    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=_mask_asset_hashes)
+    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=mask_asset_hashes)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.ops.cli import main
-from tests.conftest import CONFIG_DIR
+from tests.helpers import CONFIG_DIR
 
 
 def test_outputs_file_that_is_a_directory_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

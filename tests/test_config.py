@@ -17,42 +17,7 @@ from callsaver_infra.app.config import (
     load_environments,
     select_environments,
 )
-from tests.conftest import CONFIG_DIR, ENV_NAMES
-
-STAGING = CONFIG_DIR / "staging.toml"
-
-
-def _write(path: Path, data: dict[str, Any]) -> Path:
-    """Write data as TOML (the config shape is two levels deep: top-level keys and [sections])."""
-
-    def fmt(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        return str(v)
-
-    lines = [f"{k} = {fmt(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for section, values in data.items():
-        if isinstance(values, dict):
-            lines += ["", f"[{section}]"] + [f"{k} = {fmt(v)}" for k, v in values.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _staging_with(tmp_path: Path, file_stem: str = "staging", **changes: Any) -> Path:
-    """staging.toml with dotted-key changes applied; a value of None deletes the key."""
-    data = tomllib.loads(STAGING.read_text())
-    for dotted, value in changes.items():
-        *parents, leaf = dotted.split("__")
-        node = data
-        for p in parents:
-            node = node[p]
-        if value is None:
-            del node[leaf]
-        else:
-            node[leaf] = value
-    return _write(tmp_path / f"{file_stem}.toml", data)
+from tests.helpers import CONFIG_DIR, ENV_NAMES, STAGING, staging_with, write_toml
 
 
 def _error(path: Path) -> str:
@@ -89,7 +54,7 @@ def test_config_is_frozen() -> None:
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, regoin="us-west-1"))
+    msg = _error(staging_with(tmp_path, regoin="us-west-1"))
     assert str(tmp_path / "staging.toml") in msg
     assert "unknown key 'regoin'" in msg
     assert "allowed keys here: account, region, termination_protection" in msg
@@ -97,23 +62,23 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 
 def test_unknown_nested_key(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, storage__bucket="x"))
+    msg = _error(staging_with(tmp_path, storage__bucket="x"))
     assert "unknown key 'storage.bucket'; allowed keys here: bucket_name, expiration_days" in msg
 
 
 def test_name_key_is_rejected_because_the_file_name_is_the_name(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, name="prod"))
+    msg = _error(staging_with(tmp_path, name="prod"))
     assert "unknown key 'name'" in msg and "file's name ('staging')" in msg
 
 
 def test_missing_key(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, egress_writer__access_key_serial=None))
+    msg = _error(staging_with(tmp_path, egress_writer__access_key_serial=None))
     assert "missing key 'egress_writer.access_key_serial'" in msg
     assert "Fix: add it" in msg and "Bump by one" in msg
 
 
 def test_missing_section(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, agent=None))
+    msg = _error(staging_with(tmp_path, agent=None))
     assert "missing key 'agent'" in msg
 
 
@@ -132,7 +97,7 @@ def test_missing_section(tmp_path: Path) -> None:
     ],
 )
 def test_invalid_bucket_name(tmp_path: Path, bucket: str, reason: str) -> None:
-    msg = _error(_staging_with(tmp_path, storage__bucket_name=bucket))
+    msg = _error(staging_with(tmp_path, storage__bucket_name=bucket))
     assert f"storage.bucket_name = {bucket!r}: is not a valid S3 bucket name: {reason}" in msg
     assert "use 3-63 characters of a-z, 0-9, '.' and '-'" in msg
 
@@ -143,56 +108,56 @@ def test_valid_bucket_names_pass() -> None:
 
 
 def test_region_that_does_not_exist(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, region="us-west-9"))
+    msg = _error(staging_with(tmp_path, region="us-west-9"))
     assert "region = 'us-west-9': is not an AWS region" in msg
     assert "us-west-1" in msg and "us-east-1" in msg
 
 
 @pytest.mark.parametrize("account", ["83634723610", "8363472361089", "83634723610a"])
 def test_account_not_12_digits(tmp_path: Path, account: str) -> None:
-    msg = _error(_staging_with(tmp_path, account=account))
+    msg = _error(staging_with(tmp_path, account=account))
     assert f"account = {account!r}: must be a 12-digit AWS account id" in msg
 
 
 def test_account_written_as_a_number(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, account=836347236108))
+    msg = _error(staging_with(tmp_path, account=836347236108))
     assert "account = 836347236108: must be a 12-digit AWS account id written as a string" in msg
 
 
 def test_cpu_memory_not_a_fargate_pair(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, agent__memory_mib=512))
+    msg = _error(staging_with(tmp_path, agent__memory_mib=512))
     assert "agent: cpu=512 with memory_mib=512 is not a valid Fargate pair" in msg
     assert "must be one of 1024, 2048, 3072, 4096" in msg
 
 
 def test_cpu_not_a_fargate_size(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, agent__cpu=300))
+    msg = _error(staging_with(tmp_path, agent__cpu=300))
     assert "agent: cpu=300 is not a Fargate CPU size; allowed: 256, 512, 1024" in msg
 
 
 def test_min_tasks_greater_than_max(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, agent__min_tasks=3))
+    msg = _error(staging_with(tmp_path, agent__min_tasks=3))
     assert "agent: min_tasks=3 is greater than max_tasks=2; set min_tasks <= max_tasks" in msg
 
 
 @pytest.mark.parametrize(("target", "rule"), [(0, "greater than or equal to 1"), (101, "less than or equal to 100")])
 def test_cpu_target_outside_1_to_100(tmp_path: Path, target: int, rule: str) -> None:
-    msg = _error(_staging_with(tmp_path, agent__cpu_target_percent=target))
+    msg = _error(staging_with(tmp_path, agent__cpu_target_percent=target))
     assert f"agent.cpu_target_percent = {target}: Input should be {rule}" in msg
 
 
 def test_lifecycle_days_below_one(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, storage__expiration_days=0))
+    msg = _error(staging_with(tmp_path, storage__expiration_days=0))
     assert "storage.expiration_days = 0: Input should be greater than or equal to 1" in msg
 
 
 def test_string_where_a_number_is_meant(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, storage__expiration_days="30"))
+    msg = _error(staging_with(tmp_path, storage__expiration_days="30"))
     assert "storage.expiration_days = '30': Input should be a valid integer" in msg
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, region="mars-1", storage__expiration_days=0))
+    msg = _error(staging_with(tmp_path, region="mars-1", storage__expiration_days=0))
     assert "(2 problem(s))" in msg and "region = 'mars-1'" in msg and "storage.expiration_days = 0" in msg
 
 
@@ -204,7 +169,7 @@ def test_bad_toml_names_the_file_and_line(tmp_path: Path) -> None:
 
 
 def test_environment_name_must_be_lowercase(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, file_stem="Prod_1"))
+    msg = _error(staging_with(tmp_path, file_stem="Prod_1"))
     assert "name = 'Prod_1': environment names (the config file's name) must be" in msg
 
 
@@ -253,12 +218,12 @@ def test_call_recording_of_the_committed_environments() -> None:
 
 
 def test_dispatch_rule_ids_list_becomes_a_tuple(tmp_path: Path) -> None:
-    env = load_environment(_staging_with(tmp_path, call_recording__dispatch_rule_ids=["SDR_abc123"]))
+    env = load_environment(staging_with(tmp_path, call_recording__dispatch_rule_ids=["SDR_abc123"]))
     assert env.call_recording.dispatch_rule_ids == ("SDR_abc123",) and env.call_recording.narrowed
 
 
 def test_recording_is_on_by_default(tmp_path: Path) -> None:
-    env = load_environment(_staging_with(tmp_path))
+    env = load_environment(staging_with(tmp_path))
     assert env.call_recording.auto_egress is True and not env.call_recording.narrowed
 
 
@@ -267,13 +232,13 @@ def test_recording_is_on_by_default(tmp_path: Path) -> None:
     [([" "], "holds an empty name"), (["main", "main"], "lists a dispatch rule name more than once")],
 )
 def test_dispatch_rule_names_rules(tmp_path: Path, names: list[str], expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, call_recording__dispatch_rule_names=names))
+    msg = _error(staging_with(tmp_path, call_recording__dispatch_rule_names=names))
     assert "call_recording.dispatch_rule_names = " in msg and expected in msg
 
 
 @pytest.mark.parametrize("name", ["", "-agent", "agent name", "a" * 65])
 def test_worker_name_must_be_an_agent_name(tmp_path: Path, name: str) -> None:
-    msg = _error(_staging_with(tmp_path, livekit__worker_name=name))
+    msg = _error(staging_with(tmp_path, livekit__worker_name=name))
     assert f"livekit.worker_name = {name!r}: is not an agent name" in msg
 
 
@@ -286,7 +251,7 @@ def _project(tmp_path: Path, **changes: dict[str, Any]) -> Path:
         for dotted, value in changes.get(stem, {}).items():
             section, key = dotted.split("__")
             data[section][key] = value
-        _write(directory / f"{stem}.toml", data)
+        write_toml(directory / f"{stem}.toml", data)
     return directory
 
 
@@ -330,7 +295,7 @@ def test_overlapping_rule_selections_in_one_project_are_refused(tmp_path: Path, 
     ],
 )
 def test_dispatch_rule_ids_must_be_rule_ids(tmp_path: Path, ids: list[str], expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, call_recording__dispatch_rule_ids=ids))
+    msg = _error(staging_with(tmp_path, call_recording__dispatch_rule_ids=ids))
     assert "call_recording.dispatch_rule_ids = " in msg and expected in msg
 
 
@@ -344,25 +309,25 @@ def test_dispatch_rule_ids_must_be_rule_ids(tmp_path: Path, ids: list[str], expe
     ],
 )
 def test_filepath_template_rules(tmp_path: Path, template: str, expected: str) -> None:
-    msg = _error(_staging_with(tmp_path, call_recording__filepath_template=template))
+    msg = _error(staging_with(tmp_path, call_recording__filepath_template=template))
     assert f"call_recording.filepath_template = {template!r}: {expected}" in msg
 
 
 @pytest.mark.parametrize("template", ["{room_id}", "recordings/{room_name}-{utc}-{retry}.ogg"])
 def test_filepath_template_accepts_livekit_variables(tmp_path: Path, template: str) -> None:
-    env = load_environment(_staging_with(tmp_path, call_recording__filepath_template=template))
+    env = load_environment(staging_with(tmp_path, call_recording__filepath_template=template))
     assert env.call_recording.filepath_template == template
 
 
 def test_call_recording_section_is_required(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, call_recording=None))
+    msg = _error(staging_with(tmp_path, call_recording=None))
     assert "missing key 'call_recording'" in msg
 
 
 def test_break_glass_role_is_optional_and_read_from_the_security_section(tmp_path: Path) -> None:
     assert load_environment(STAGING).security.break_glass_role_arn is None
     role = "arn:aws:iam::836347236108:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_BreakGlass_0123abcd"
-    config = load_environment(_staging_with(tmp_path, security={"break_glass_role_arn": role}))
+    config = load_environment(staging_with(tmp_path, security={"break_glass_role_arn": role}))
     assert config.security.break_glass_role_arn == role
 
 
@@ -376,13 +341,13 @@ def test_break_glass_role_is_optional_and_read_from_the_security_section(tmp_pat
     ],
 )
 def test_break_glass_must_be_a_role_arn(tmp_path: Path, arn: str) -> None:
-    message = _error(_staging_with(tmp_path, security={"break_glass_role_arn": arn}))
+    message = _error(staging_with(tmp_path, security={"break_glass_role_arn": arn}))
     assert f"security.break_glass_role_arn = {arn!r}: must be an IAM role ARN" in message
 
 
 def test_break_glass_role_must_be_in_the_environments_account(tmp_path: Path) -> None:
     arn = "arn:aws:iam::111122223333:role/break-glass"
-    message = _error(_staging_with(tmp_path, security={"break_glass_role_arn": arn}))
+    message = _error(staging_with(tmp_path, security={"break_glass_role_arn": arn}))
     assert "security.break_glass_role_arn is in account 111122223333, this environment in 836347236108" in message
 
 
@@ -395,7 +360,7 @@ def test_monitoring_section_is_optional_with_defaults() -> None:
 
 
 def test_monitoring_section_is_read(tmp_path: Path) -> None:
-    path = _staging_with(
+    path = staging_with(
         tmp_path, monitoring={"email_subscriptions": ["oncall@example.com"], "max_hours_without_recording": 12}
     )
     monitoring = load_environment(path).monitoring
@@ -410,26 +375,26 @@ def test_monitoring_section_is_read(tmp_path: Path) -> None:
     ],
 )
 def test_bad_email_subscriptions(tmp_path: Path, emails: list[str], problem: str) -> None:
-    msg = _error(_staging_with(tmp_path, monitoring={"email_subscriptions": emails}))
+    msg = _error(staging_with(tmp_path, monitoring={"email_subscriptions": emails}))
     assert str(tmp_path / "staging.toml") in msg
     assert "monitoring.email_subscriptions" in msg and problem in msg
 
 
 @pytest.mark.parametrize("hours", [0, 169])
 def test_max_hours_without_recording_out_of_range(tmp_path: Path, hours: int) -> None:
-    msg = _error(_staging_with(tmp_path, monitoring={"max_hours_without_recording": hours}))
+    msg = _error(staging_with(tmp_path, monitoring={"max_hours_without_recording": hours}))
     assert f"monitoring.max_hours_without_recording = {hours}: must be 1-168 hours" in msg
     assert "remove the key to turn the alarm off" in msg
 
 
 def test_alarm_periods_beyond_what_cloudwatch_evaluates(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, monitoring={"agent_down_minutes": 1441, "upload_errors_threshold": 0}))
+    msg = _error(staging_with(tmp_path, monitoring={"agent_down_minutes": 1441, "upload_errors_threshold": 0}))
     assert "monitoring.agent_down_minutes = 1441: Input should be less than or equal to 1440" in msg
     assert "monitoring.upload_errors_threshold = 0" in msg
 
 
 def test_unknown_monitoring_key(tmp_path: Path) -> None:
-    msg = _error(_staging_with(tmp_path, monitoring={"emails": ["a@example.com"]}))
+    msg = _error(staging_with(tmp_path, monitoring={"emails": ["a@example.com"]}))
     assert "unknown key 'monitoring.emails'; allowed keys here: email_subscriptions, max_hours_without_recording" in msg
 
 
@@ -437,5 +402,5 @@ def test_unknown_monitoring_key(tmp_path: Path) -> None:
 def test_an_old_section_name_names_the_file_and_the_new_one(tmp_path: Path, old: str, new: str) -> None:
     data = tomllib.loads(STAGING.read_text())
     data[old] = data.pop(new)
-    path = _write(tmp_path / "staging.toml", data)
+    path = write_toml(tmp_path / "staging.toml", data)
     assert _error(path) == f"{path}: section [{old}] is now [{new}] (same keys): rename the section header to [{new}]"

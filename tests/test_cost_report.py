@@ -22,7 +22,7 @@ from callsaver_infra.ops.cost_report import (
     count_templates,
     monthly_cost,
 )
-from tests.conftest import Synthesized
+from tests.helpers import Synthesized
 
 
 def test_each_environment_runs_only_its_agent_tasks(synthesized: Synthesized, env: EnvironmentConfig) -> None:

@@ -41,8 +41,8 @@ from callsaver_infra.ops.push_egress import (
     mask_key,
     render_diff,
 )
-from tests.conftest import CONFIG_DIR, OperatorAws
-from tests.conftest import hang_up as shared_hang_up
+from tests.helpers import CONFIG_DIR, OperatorAws
+from tests.helpers import hang_up as shared_hang_up
 
 ENV = "local"
 REGION = "us-west-1"
@@ -228,11 +228,7 @@ def test_end_to_end_outputs_file_push_record_then_no_change(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """Deployed outputs (the cdk outputs file) -> hook -> the rule holds exactly the expected settings, a call
-    through it is recorded into the bucket, and a second run changes nothing.
-
-    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    through it is recorded into the bucket, and a second run changes nothing."""
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(seeded_rule())
     configs = config_dir(tmp_path)
@@ -269,9 +265,8 @@ def test_end_to_end_outputs_file_push_record_then_no_change(
 def test_end_to_end_outputs_from_cloudformation(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """Without --outputs-file the outputs come from CloudFormation DescribeStacks (moto on 127.0.0.1); the rule on
-    the local LiveKit server (127.0.0.1, LiveKit's Twirp protocol; LiveKit Cloud is unreachable from here) then
-    holds exactly the expected settings, and a second run reports no change."""
+    """Without --outputs-file the outputs come from CloudFormation DescribeStacks; the rule then holds exactly the
+    expected settings, and a second run reports no change."""
     create_stacks(aws, deploy(aws, tmp_path))
     rule_id = lk.add_dispatch_rule(seeded_rule())
     configs = config_dir(tmp_path)
@@ -289,11 +284,7 @@ def test_end_to_end_outputs_from_cloudformation(
 def test_every_other_field_of_the_rule_is_preserved(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """The rule is read, changed only in room_config.egress.room, and written back whole.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """The rule is read, changed only in room_config.egress.room, and written back whole."""
     rich = seeded_rule(
         name="callsaver-main-line",
         metadata='{"tenant": "callsaver"}',
@@ -341,11 +332,7 @@ def test_every_other_field_of_the_rule_is_preserved(
 def test_s3_endpoint_url_is_pushed_only_when_given(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """--s3-endpoint-url (local rehearsal) adds S3Upload.endpoint and path-style addressing.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """--s3-endpoint-url (local rehearsal) adds S3Upload.endpoint and path-style addressing."""
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
@@ -367,11 +354,7 @@ def test_s3_endpoint_url_is_pushed_only_when_given(
 def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """--dry-run prints the change as a diff: the access key as its last 4 characters, secrets never.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """--dry-run prints the change as a diff: the access key as its last 4 characters, secrets never."""
     rule_id = lk.add_dispatch_rule(seeded_rule(egress=old_egress()))
     before = lk.dispatch_rules[rule_id]
     outputs = deploy(aws, tmp_path)
@@ -405,9 +388,8 @@ def test_dry_run_shows_a_masked_diff_and_pushes_nothing(
 def test_auto_egress_off_pushes_nothing(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """With auto_egress = false the hook never contacts LiveKit (local server on 127.0.0.1 speaking LiveKit's
-    Twirp protocol; LiveKit Cloud is unreachable from here), not even to read the rule, and the LiveKit key may still
-    be the placeholder (a first deploy). AWS is moto on 127.0.0.1."""
+    """With auto_egress = false the hook never contacts LiveKit, not even to read the rule, and the LiveKit key may
+    still be the placeholder (a first deploy)."""
     rule_id = lk.add_dispatch_rule(seeded_rule())
     outputs = deploy(aws, tmp_path, livekit_key=PLACEHOLDER, livekit_secret=PLACEHOLDER)
     configs = config_dir(tmp_path, auto_egress=False)
@@ -436,11 +418,8 @@ def test_stack_or_output_missing(
     drop: tuple[str, str | None],
     source: str,
 ) -> None:
-    """A stack not deployed or an output missing names both and pushes nothing.
-
-    The outputs come from the file or from CloudFormation (moto on 127.0.0.1); LiveKit is a local server on
-    127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from here).
-    """
+    """A stack not deployed or an output missing (outputs from the file or from CloudFormation) names both and
+    pushes nothing."""
     outputs = deploy(aws, tmp_path, drop=drop)
     lk.add_dispatch_rule(seeded_rule())
     args = ["--livekit-url", lk.url]
@@ -489,9 +468,7 @@ def test_livekit_secret_missing_or_placeholder(
     overrides: dict[str, Any],
     expected: str,
 ) -> None:
-    """An unset LiveKit key names the secret and the command that sets it; LiveKit (a local server on 127.0.0.1
-    speaking LiveKit's Twirp protocol; LiveKit Cloud is unreachable from here) is never contacted. AWS is moto on
-    127.0.0.1."""
+    """An unset LiveKit key names the secret and the command that sets it; LiveKit is never contacted."""
     outputs = deploy(aws, tmp_path, **overrides)
     lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
@@ -511,7 +488,7 @@ def test_livekit_secret_missing_or_placeholder(
 def test_egress_secret_not_json_is_reported_without_its_value(
     aws: OperatorAws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """A malformed egress credentials secret (moto on 127.0.0.1) is named, never quoted."""
+    """A malformed egress credentials secret is named, never quoted."""
     outputs = deploy(aws, tmp_path, egress_secret=f"accessKeyId={ACCESS_KEY_ID} secret={SECRET_ACCESS_KEY}")
     result = run_hook(capsys, caplog, config_dir(tmp_path), "--outputs-file", str(outputs))
     assert result.code == EXIT_ERROR
@@ -522,9 +499,7 @@ def test_egress_secret_not_json_is_reported_without_its_value(
 def test_livekit_unreachable_retries_then_names_the_url(
     aws: OperatorAws, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """Nothing listens on the URL (a closed port on 127.0.0.1 standing in for LiveKit, which speaks the Twirp
-    protocol when it is there; LiveKit Cloud is unreachable from here): bounded retries, then the URL. AWS is moto
-    on 127.0.0.1."""
+    """Nothing listens on the URL (a closed local port): bounded retries, then the URL."""
     outputs = deploy(aws, tmp_path)
     url = closed_port_url()
     result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", url, "--outputs-file", str(outputs))
@@ -537,11 +512,7 @@ def test_livekit_unreachable_retries_then_names_the_url(
 def test_livekit_timing_out_retries_then_gives_up(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """Every answer held past --timeout: three bounded attempts, then an error naming the URL; nothing pushed.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """Every answer held past --timeout: three bounded attempts, then an error naming the URL; nothing pushed."""
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(seeded_rule())
     lk.inject_fault("ListSIPDispatchRule", "timeout", count=3)
@@ -565,11 +536,7 @@ def test_livekit_timing_out_retries_then_gives_up(
 def test_transient_failures_are_retried(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """A 503 and a timeout, then an answer: the hook retries and succeeds.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """A 503 and a timeout, then an answer: the hook retries and succeeds."""
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(seeded_rule())
     lk.inject_fault("ListSIPDispatchRule", "unavailable")
@@ -607,11 +574,7 @@ def test_livekit_5xx_gives_up_after_bounded_retries(
     caplog: Any,
     method: str,
 ) -> None:
-    """LiveKit answering 500 three times: the status is reported and the rule is untouched.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """LiveKit answering 500 three times: the status is reported and the rule is untouched."""
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(seeded_rule())
     lk.inject_fault(method, "internal", count=3)
@@ -634,11 +597,7 @@ def test_livekit_5xx_gives_up_after_bounded_retries(
 def test_wrong_livekit_secret_is_401_naming_the_secret(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """A key pair LiveKit refuses (401) is not retried, and the message names the secret holding the key.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """A key pair LiveKit refuses (401) is not retried, and the message names the secret holding the key."""
     outputs = deploy(aws, tmp_path, livekit_secret="test-livekit-secret-WRONG-not-real-000000")
     lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
@@ -688,11 +647,7 @@ def test_permission_denied_names_the_secret(status: int) -> None:
 def test_dispatch_rule_not_found_lists_the_rules_that_exist(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """A configured rule id LiveKit does not have: the message lists every rule (id and name); nothing pushed.
-
-    Runs against a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); AWS is moto on 127.0.0.1.
-    """
+    """A configured rule id LiveKit does not have: the message lists every rule (id and name); nothing pushed."""
     outputs = deploy(aws, tmp_path)
     first = lk.add_dispatch_rule(seeded_rule(name="main-line"))
     second = lk.add_dispatch_rule(seeded_rule(name="", trunk_ids=["ST_trunkfake09"]))
@@ -723,11 +678,8 @@ def test_verify_records_a_web_page_into_healthcheck(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """--verify starts an audio-only web egress (it needs no participant) with the pushed bucket, region and key,
-    stops it once active, and finds the file under _healthcheck/ with HeadObject.
-
-    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol and modelling egress's start rules
-    (LiveKit Cloud is unreachable from here); its egress uploads into S3 served by moto on 127.0.0.1.
-    """
+    stops it once active (the stand-in models egress's start rules), and finds the file under _healthcheck/ with
+    HeadObject."""
     outputs = deploy(aws, tmp_path)
     lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
@@ -749,10 +701,8 @@ def test_verify_records_a_web_page_into_healthcheck(
 
 def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: OperatorAws, lk: LocalLiveKitServer) -> None:
     """The verify this hook used to run (a room composite of an empty room, stopped after a few seconds) ends
-    EGRESS_ABORTED with nothing uploaded, as on LiveKit Cloud: nobody publishes, so egress never starts.
-
-    LiveKit is a local server on 127.0.0.1 modelling livekit/egress's start rules; S3 is moto on 127.0.0.1.
-    """
+    EGRESS_ABORTED with nothing uploaded, as on LiveKit Cloud: nobody publishes, so egress never starts (the
+    stand-in models livekit/egress's start rules)."""
     aws.s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     settings = egress_hook.EgressSettings(
         BUCKET, REGION, "{room_name}", EgressCredentials(ACCESS_KEY_ID, SECRET_ACCESS_KEY), s3_endpoint_url=aws.endpoint
@@ -777,11 +727,7 @@ def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: Operat
 def test_verify_reports_the_egress_error(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
-    """With the bucket gone, --verify fails with LiveKit's own egress error string.
-
-    LiveKit is a local server on 127.0.0.1 speaking LiveKit's Twirp protocol (LiveKit Cloud is unreachable from
-    here); S3 is moto on 127.0.0.1.
-    """
+    """With the bucket gone, --verify fails with LiveKit's own egress error string."""
     outputs = deploy(aws, tmp_path, bucket=False)
     configs = config_dir(tmp_path, auto_egress=False)
     result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify")
@@ -952,7 +898,6 @@ def test_each_listing_mode_push_then_nothing_changed_then_rotation(
 
     In the blanking mode the first push is refused until the operator confirms the rule's sensitive fields are
     empty (--accept-blanked-fields), since a listing that blanks them cannot tell empty from erased.
-    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS (S3, Secrets Manager, SSM) is moto.
     """
     lk = masked_lk
     outputs = deploy(aws, tmp_path)
@@ -993,10 +938,7 @@ def test_rich_rule_is_kept_byte_for_byte_or_refused(
 ) -> None:
     """A rule with metadata, attributes, agents' metadata, another auto-egress output with its own credentials and
     an unknown field: pushed and unchanged byte for byte where the listing shows them, refused (nothing written,
-    exit non-zero, the masked field named) where it masks or blanks them.
-
-    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS is moto on 127.0.0.1.
-    """
+    exit non-zero, the masked field named) where it masks or blanks them."""
     lk = masked_lk
     outputs = deploy(aws, tmp_path)
     rule_id = lk.add_dispatch_rule(rich_rule(foreign_credentials=True))
@@ -1020,10 +962,7 @@ def test_a_refused_rule_leaves_the_others_pushed(
     aws: OperatorAws, aws_lk_placeholders: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """Two rules of the environment, one with masked foreign credentials: that one is refused and named, the other
-    is pushed and reported, and the exit code is non-zero.
-
-    LiveKit is a local server on 127.0.0.1 listing with egress placeholders; AWS is moto on 127.0.0.1.
-    """
+    is pushed and reported, and the exit code is non-zero (LiveKit lists with egress placeholders)."""
     lk = aws_lk_placeholders
     outputs = deploy(aws, tmp_path)
     masked = lk.add_dispatch_rule(rich_rule(foreign_credentials=True))
@@ -1061,10 +1000,7 @@ def test_no_rule_dispatches_the_agent_prints_the_inventory_and_pushes_nothing(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """No rule dispatches callsaver-agent-local: exit non-zero, nothing written, every rule listed with its agents,
-    owner and recording, and what to do.
-
-    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS is moto on 127.0.0.1.
-    """
+    owner and recording, and what to do."""
     outputs = deploy(aws, tmp_path)
     other = lk.add_dispatch_rule(seeded_rule(name="someone-else", agent="another-agent", egress=old_egress()))
     bare = lk.add_dispatch_rule(seeded_rule(name="no-agent", agent="", trunk_ids=["ST_trunkfake05"]))
@@ -1083,10 +1019,7 @@ def test_no_rule_dispatches_the_agent_prints_the_inventory_and_pushes_nothing(
 def test_a_rule_dispatching_two_environments_agents_is_refused(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
-    """A rule that dispatches this environment's agent and another environment's (same project): nothing pushed.
-
-    LiveKit is a local server on 127.0.0.1 speaking its Twirp protocol; AWS is moto on 127.0.0.1.
-    """
+    """A rule that dispatches this environment's agent and another environment's (same project): nothing pushed."""
     outputs = deploy(aws, tmp_path)
     configs = config_dir(tmp_path)
     other = tomllib.loads((configs / f"{ENV}.toml").read_text())
@@ -1123,10 +1056,7 @@ def test_local_only_flags_are_refused_for_a_real_environment(capsys: pytest.Capt
 def test_an_egress_secret_other_than_the_deployed_key_is_not_pushed(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
-    """The secret holds a key id the IAM stack did not output (stale, or edited by hand): nothing is pushed.
-
-    LiveKit is a local server on 127.0.0.1; AWS is moto on 127.0.0.1.
-    """
+    """The secret holds a key id the IAM stack did not output (stale, or edited by hand): nothing is pushed."""
     outputs = deploy(aws, tmp_path)
     lk.add_dispatch_rule(seeded_rule())
     data = json.loads(outputs.read_text())
@@ -1144,7 +1074,7 @@ def test_a_key_that_cannot_upload_is_not_pushed(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: Any, caplog: Any
 ) -> None:
     """The key is the deployed one, but a PutObject signed with it fails (here: the bucket is gone): nothing is
-    pushed and the message names the failed check. AWS is moto on 127.0.0.1; LiveKit the local stand-in."""
+    pushed and the message names the failed check."""
     outputs = deploy(aws, tmp_path, bucket=False)
     lk.add_dispatch_rule(seeded_rule())
     result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs))

@@ -29,7 +29,7 @@ from callsaver_infra.ops.rotate_egress_key import (
     RotationOptions,
     upload_key_ids,
 )
-from tests.conftest import synthesize
+from tests.helpers import synthesize
 
 LIVEKIT_KEY, LIVEKIT_SECRET = "APIrotationtest", "fake-livekit-secret-for-rotation-tests-0000"
 

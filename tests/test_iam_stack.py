@@ -9,7 +9,7 @@ from aws_cdk.assertions import Capture, Match
 
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
-from tests.conftest import Synthesized
+from tests.helpers import Synthesized
 
 
 def _only(resources: dict[str, dict[str, object]], kind: str) -> tuple[str, dict[str, object]]:

@@ -18,7 +18,7 @@ from callsaver_infra.app.config import load_environments
 from callsaver_infra.ops import aws_clients
 from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.ops.image_check import ImageCheckError, check_image, tag_from_cdk_args, tag_in_assembly
-from tests.conftest import CONFIG_DIR, Synthesized
+from tests.helpers import CONFIG_DIR, Synthesized
 
 ENV = "local"  # moto's account, 123456789012
 REPOSITORY = "callsaver-agent"

@@ -20,7 +20,7 @@ from callsaver_infra.app.config import load_environments
 from callsaver_infra.dev.livekit_local import LocalLiveKitServer
 from callsaver_infra.dev.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
 from callsaver_infra.dev.rehearsal.lifecycle import LIFECYCLE_RULE_ID, LifecycleRehearsal
-from tests.conftest import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, ROOT
 
 STEPS = ("bootstrap", "deploy", "set operator secrets", "record calls", "update", "destroy", "redeploy over retained")
 

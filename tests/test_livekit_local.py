@@ -183,8 +183,7 @@ def test_listing_mode_is_checked() -> None:
 def test_replace_stores_exactly_what_was_sent(lk: LocalLiveKitServer) -> None:
     """Replace stores the sent rule with the stored id forced in: nothing merged, created_at as sent.
 
-    protocol livekit/sip.go UpdateSIPDispatchRuleRequest_Replace.Apply. Runs against the local server on
-    127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud is unreachable from here.
+    protocol livekit/sip.go UpdateSIPDispatchRuleRequest_Replace.Apply.
     """
     old = recording_rule("b", "x", metadata="old-metadata", attributes={"a": "1"})
     old.created_at.FromSeconds(1_600_000_000)
@@ -249,10 +248,7 @@ def test_replace_stores_exactly_what_was_sent(lk: LocalLiveKitServer) -> None:
     ids=["no-id", "no-action", "id-mismatch", "missing-rule", "unknown-id", "bad-list-update"],
 )
 def test_update_is_validated_like_the_server(lk: LocalLiveKitServer, build: Any, code: str, message: str) -> None:
-    """UpdateSIPDispatchRule errors: texts of protocol livekit/sip.go Validate, codes of livekit pkg/service/sip.go.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """UpdateSIPDispatchRule errors: texts of protocol livekit/sip.go Validate, codes of livekit pkg/service/sip.go."""
     stored = recording_rule("b", "x")
     rule_id = lk.add_dispatch_rule(stored)
 
@@ -267,10 +263,7 @@ def test_update_is_validated_like_the_server(lk: LocalLiveKitServer, build: Any,
 
 
 def test_update_action_merges_and_conflicts_are_refused(lk: LocalLiveKitServer) -> None:
-    """The ``update`` action (still in livekit pkg/service/sip.go) merges; a rule colliding with another is refused.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """The ``update`` action (still in livekit pkg/service/sip.go) merges; a rule colliding with another is refused."""
     # Fixed ids: the server checks rules in id order and names the earlier one of a colliding pair.
     first = lk.add_dispatch_rule(recording_rule("b", "x", name="first", inbound_numbers=["+15550100"]), rule_id="SDR_a")
     second = lk.add_dispatch_rule(
@@ -334,8 +327,7 @@ def test_listing_modes_mask_what_they_should(moto_endpoint: str, mode: str) -> N
     """ListSIPDispatchRule and the UpdateSIPDispatchRule answer in each listing mode; the stored rule stays whole.
 
     unmasked = open-source server; placeholders = protocol egress/redact.go; redacted = protocol utils/proto.go
-    CloneProtoRedacted over the (logger.sensitivity) options. Runs against the local server on 127.0.0.1 that
-    speaks LiveKit's Twirp protocol, since LiveKit Cloud is unreachable from here.
+    CloneProtoRedacted over the (logger.sensitivity) options.
     """
     with LocalLiveKitServer(API_KEY, API_SECRET, s3_endpoint_url=moto_endpoint, listing=mode) as lk:
         rule_id = lk.add_dispatch_rule(rich_rule())
@@ -420,10 +412,7 @@ def test_clone_proto_redacted_follows_the_proto_options() -> None:
 
 
 def test_list_inbound_trunks_honours_filters(moto_endpoint: str) -> None:
-    """ListSIPInboundTrunk filters as protocol livekit/sip.go ListSIPInboundTrunkRequest.Filter; paging as the server.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """ListSIPInboundTrunk filters as protocol livekit/sip.go ListSIPInboundTrunkRequest.Filter; pages as the server."""
     with LocalLiveKitServer(API_KEY, API_SECRET, listing="redacted") as lk:
         a = lk.add_inbound_trunk(
             api.SIPInboundTrunkInfo(name="a", numbers=["+15550100002"], auth_password="pw"), trunk_id="ST_a"
@@ -476,10 +465,7 @@ async def raw_post(lk: LocalLiveKitServer, path: str, headers: dict[str, str]) -
     ids=["bad-signature", "unknown-key", "expired", "malformed", "alg-none", "not-bearer"],
 )
 def test_bad_tokens_get_a_plain_text_401(lk: LocalLiveKitServer, authorization: str, body: str) -> None:
-    """livekit pkg/service/auth.go + utils.go HandleError: HTTP 401, a text/plain body holding the error text.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """livekit pkg/service/auth.go + utils.go HandleError: HTTP 401, a text/plain body holding the error text."""
     texts = {
         "signature": "invalid authorization token: token signature is invalid: signature is invalid",
         "expired": "invalid authorization token: token has invalid claims: token is expired",
@@ -491,10 +477,7 @@ def test_bad_tokens_get_a_plain_text_401(lk: LocalLiveKitServer, authorization: 
 
 
 def test_the_sdk_sees_a_bad_signature_as_unknown_401(lk: LocalLiveKitServer) -> None:
-    """The livekit-api client cannot parse the plain-text 401 as Twirp JSON: code unknown, status 401, no message.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """The livekit-api client cannot parse the plain-text 401 as Twirp JSON: code unknown, status 401, no message."""
 
     async def scenario() -> TwirpError:
         async with client(lk, api_secret="wrong-secret-also-fake-0123456789") as lkapi:
@@ -521,10 +504,7 @@ def test_the_sdk_sees_a_bad_signature_as_unknown_401(lk: LocalLiveKitServer) -> 
 )
 def test_each_method_needs_its_grant(lk: LocalLiveKitServer, path: str, grant: dict[str, Any]) -> None:
     """Without the grant (or with no token) the answer is Twirp unauthenticated "permissions denied" (auth.go
-    twirpAuthError); with only that grant the call gets past authorization.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    twirpAuthError); with only that grant the call gets past authorization."""
     everything_else = token(
         video=api.VideoGrants(room_create="room_create" not in str(grant), room_record="room_record" not in str(grant)),
         sip=api.SIPGrants(admin="sip" not in grant, call=True),
@@ -543,7 +523,6 @@ def test_empty_room_composite_stopped_is_aborted_and_uploads_nothing(lk: LocalLi
     """Nobody publishes: the egress stays STARTING; StopEgress aborts it with egress's texts and no object is written.
 
     livekit/egress pkg/pipeline/source/sdk.go + controller.go (SendEOS, Run), protocol livekit_egress.go messages.
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
     """
     s3.create_bucket(Bucket="rec-empty")
 
@@ -571,8 +550,7 @@ def test_room_composite_with_a_publisher_completes_and_uploads(lk: LocalLiveKitS
     """CreateRoom with egress.room starts the egress; a participant publishing starts it; stop -> ENDING -> COMPLETE.
 
     livekit pkg/service/roommanager.go getOrCreateRoom, egress source/sdk.go and controller.go. Credentials are
-    redact.go placeholders in every EgressInfo. Runs against the local server on 127.0.0.1 that speaks LiveKit's
-    Twirp protocol, since LiveKit Cloud is unreachable from here.
+    redact.go placeholders in every EgressInfo.
     """
     s3.create_bucket(Bucket="rec-ok")
     egress = api.RoomCompositeEgressRequest(audio_only=True, file_outputs=[file_output("rec-ok", "calls/{room_name}/")])
@@ -607,10 +585,7 @@ def test_inbound_call_records_through_the_rules_room_config(
     lk: LocalLiveKitServer, s3: Any, moto_endpoint: str
 ) -> None:
     """simulate_inbound_call: the rule's room_config starts the auto egress; the caller publishes; the call ending
-    (room deleted) completes it. Without a publisher the same ends ABORTED.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    (room deleted) completes it. Without a publisher the same ends ABORTED."""
     s3.create_bucket(Bucket="rec-rule")
     rule_id = lk.add_dispatch_rule(recording_rule("rec-rule", "{room_name}", endpoint=moto_endpoint))
     room_name, egress_id = lk.simulate_inbound_call(rule_id, from_number="+15557654321")
@@ -637,10 +612,7 @@ def test_inbound_call_records_through_the_rules_room_config(
 
 
 def test_room_composite_refusals(lk: LocalLiveKitServer) -> None:
-    """Unknown room (livekit pkg/service/egress.go), and livekit/egress pkg/config validation texts.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """Unknown room (livekit pkg/service/egress.go), and livekit/egress pkg/config validation texts."""
     lk.add_room("r")
     two = room_request("r", "b", "x")
     two.file_outputs.append(file_output("b", "y"))
@@ -672,10 +644,7 @@ def test_room_composite_refusals(lk: LocalLiveKitServer) -> None:
 
 
 def test_upload_failure_is_egress_failed_with_the_s3_error(lk: LocalLiveKitServer) -> None:
-    """An upload S3 rejects (no such bucket) ends EGRESS_FAILED with the error; a second stop is failed_precondition.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """An upload S3 rejects (no such bucket) ends EGRESS_FAILED with the error; a second stop is failed_precondition."""
     lk.add_room("r")
     lk.publish_audio("r")
 
@@ -702,8 +671,7 @@ def test_upload_failure_is_egress_failed_with_the_s3_error(lk: LocalLiveKitServe
 def test_web_egress_completes_with_the_object(lk: LocalLiveKitServer, s3: Any) -> None:
     """StartWebEgress goes ACTIVE once its page has loaded (no media needed), then stop -> COMPLETE and the object.
 
-    No room: {room_name} stays as written (livekit/egress pkg/config/output_file.go). Runs against the local server
-    on 127.0.0.1 that speaks LiveKit's Twirp protocol, since LiveKit Cloud is unreachable from here.
+    No room: {room_name} stays as written (livekit/egress pkg/config/output_file.go).
     """
     s3.create_bucket(Bucket="rec-web")
 
@@ -725,10 +693,7 @@ def test_web_egress_completes_with_the_object(lk: LocalLiveKitServer, s3: Any) -
 
 
 def test_web_egress_awaiting_a_start_signal_is_aborted(lk: LocalLiveKitServer, s3: Any) -> None:
-    """With await_start_signal the page never signals here: the egress stays STARTING, and a stop aborts it.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """With await_start_signal the page never signals here: the egress stays STARTING, and a stop aborts it."""
     s3.create_bucket(Bucket="rec-await")
 
     async def scenario() -> api.EgressInfo:
@@ -756,10 +721,7 @@ def test_web_egress_awaiting_a_start_signal_is_aborted(lk: LocalLiveKitServer, s
     ],
 )
 def test_web_egress_refusals(lk: LocalLiveKitServer, changes: dict[str, Any], field: str) -> None:
-    """A non-http(s) url, or audio_only with video_only, is refused as livekit/egress pkg/config/pipeline.go does.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """A non-http(s) url, or audio_only with video_only, is refused as livekit/egress pkg/config/pipeline.go does."""
 
     async def scenario() -> TwirpError:
         async with client(lk) as lkapi:
@@ -801,7 +763,7 @@ def test_expand_egress_filepath_matches_livekit_egress() -> None:
 
 def test_faults_fire_in_order_then_service_resumes(lk: LocalLiveKitServer) -> None:
     """Queued faults (unavailable 503, internal 500, unauthenticated 401) fire in order; a 503 on 127.0.0.1 is not
-    retried by the client. Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol.
+    retried by the client.
     """
     lk.inject_fault("CreateRoom", "unavailable")
     lk.inject_fault("CreateRoom", "internal")
@@ -825,10 +787,7 @@ def test_faults_fire_in_order_then_service_resumes(lk: LocalLiveKitServer) -> No
 
 
 def test_timeout_fault_holds_the_answer_and_stop_cuts_it_short() -> None:
-    """A "timeout" fault holds the answer for fault_delay (then answers); stop() ends a held one at once.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """A "timeout" fault holds the answer for fault_delay (then answers); stop() ends a held one at once."""
     with LocalLiveKitServer(API_KEY, API_SECRET, fault_delay=0.5) as lk:
         lk.inject_fault("ListEgress", "timeout")
 
@@ -861,10 +820,7 @@ def test_timeout_fault_holds_the_answer_and_stop_cuts_it_short() -> None:
 def test_no_secret_reaches_logs_state_or_responses(
     lk: LocalLiveKitServer, s3: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Neither the API secret, the bearer token nor the S3 keys show up in logs, repr, request log or egress info.
-
-    Runs against the local server on 127.0.0.1 that speaks LiveKit's Twirp protocol (LiveKit Cloud is unreachable).
-    """
+    """Neither the API secret, the bearer token nor the S3 keys show up in logs, repr, request log or egress info."""
     caplog.set_level(logging.DEBUG, logger="callsaver_infra.dev.livekit_local")
     s3.create_bucket(Bucket="rec-hygiene")
     lk.add_room("hygiene")

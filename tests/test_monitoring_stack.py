@@ -13,7 +13,7 @@ from aws_cdk.assertions import Match, Template
 
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import RECORDING_METRICS_FILTER_ID, EnvNames, MonitoringOutputs
-from tests.conftest import Synthesized, synthesize
+from tests.helpers import Synthesized, synthesize
 
 
 def _tpl(synthesized: Synthesized, env: EnvironmentConfig) -> Template:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # What `callsaver-infra`'s subcommands import lazily, besides what cli.py imports at the top.
 OPERATOR_MODULES = (

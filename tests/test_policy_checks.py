@@ -17,7 +17,7 @@ from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.nag import NIST, acknowledge, enable_policy_checks, flatten_cfn_reference
 from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
 from callsaver_infra.app.stacks.registry import add_registry_stack
-from tests.conftest import (
+from tests.helpers import (
     CONFIG_DIR,
     ENV_NAMES,
     SEED_AGENT_KEYS,

@@ -24,9 +24,7 @@ from callsaver_infra.app.registry_config import (
     load_registry_config,
     registry_for,
 )
-from tests.conftest import CONFIG_DIR
-from tests.test_cdk_cli import _cdk
-from tests.test_config import _staging_with
+from tests.helpers import CONFIG_DIR, cdk, staging_with
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 REGISTRY = CONFIG_DIR / REGISTRY_CONFIG_FILE
@@ -58,7 +56,7 @@ def test_latest_moving_and_malformed_tags_are_refused(tag: str, reason: str) -> 
 
 
 def test_latest_in_config_is_a_config_error_naming_file_key_and_fix(tmp_path: Path) -> None:
-    path = _staging_with(tmp_path, agent__image_tag="latest")
+    path = staging_with(tmp_path, agent__image_tag="latest")
     with pytest.raises(ConfigError) as e:
         load_environment(path)
     assert str(e.value) == (
@@ -86,7 +84,7 @@ def test_the_hotfix_override_is_validated_the_same_way(environments: dict[str, E
 
 
 def test_cli_refuses_latest_as_the_hotfix_override(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=latest", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=latest", "-o", str(tmp_path))
     assert result.returncode != 0
     assert "error: context agentImageTag='latest': 'latest' moves with every push" in result.stderr
 
@@ -180,7 +178,7 @@ def _stacks(outdir: Path) -> list[str]:
 
 
 def test_cli_env_registry_synthesizes_only_the_registry_stack(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=registry", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=registry", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert _stacks(tmp_path) == ["Callsaver-Registry"]
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -188,9 +186,9 @@ def test_cli_env_registry_synthesizes_only_the_registry_stack(tmp_path: Path) ->
 
 
 def test_cli_registry_for_an_environment_uses_its_account(tmp_path: Path) -> None:
-    result = _cdk("synth", "-q", "-c", "env=registry", "-c", "registryFor=local", "-o", str(tmp_path))
+    result = cdk("synth", "-q", "-c", "env=registry", "-c", "registryFor=local", "-o", str(tmp_path))
     assert result.returncode == 0, result.stderr
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["artifacts"]["Callsaver-Registry"]["environment"] == "aws://123456789012/us-west-1"
-    bad = _cdk("synth", "-q", "-c", "env=registry", "-c", "registryFor=prod", "-o", str(tmp_path / "bad"))
+    bad = cdk("synth", "-q", "-c", "env=registry", "-c", "registryFor=prod", "-o", str(tmp_path / "bad"))
     assert bad.returncode != 0 and "error: unknown environment 'prod'" in bad.stderr

@@ -17,8 +17,7 @@ from callsaver_infra.app.nag import enable_policy_checks
 from callsaver_infra.app.names import REGISTRY_STACK, EnvNames, RegistryOutputs
 from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, RegistryConfig, load_registry_config
 from callsaver_infra.app.stacks.registry import add_registry_stack
-from tests.conftest import CONFIG_DIR, ENV_NAMES, Synthesized, new_app
-from tests.test_snapshots import _mask_asset_hashes
+from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, mask_asset_hashes, new_app
 
 AGENT_CI_ROLE = "arn:aws:iam::210987654321:role/callsaver-agent-ci"
 
@@ -221,4 +220,4 @@ def test_cfn_lint_finds_no_errors_or_warnings(
 
 
 def test_template_matches_snapshot(template: dict[str, Any], snapshot: SnapshotAssertion) -> None:
-    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=_mask_asset_hashes)
+    assert template == snapshot.use_extension(JSONSnapshotExtension)(matcher=mask_asset_hashes)

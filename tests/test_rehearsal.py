@@ -14,7 +14,7 @@ import pytest
 
 from callsaver_infra.app.config import load_environments
 from callsaver_infra.dev.rehearsal.runner import Rehearsal, StepFailed, check_rehearsable
-from tests.conftest import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, ROOT
 
 STEPS = (
     "start local endpoints",

@@ -13,7 +13,7 @@ import pytest
 
 from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS, find
 from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
-from tests.conftest import CONFIG_DIR, ENV_NAMES
+from tests.helpers import CONFIG_DIR, ENV_NAMES
 
 FAKE_VALUE = "sk-fake-not-a-real-key-0123456789"
 ENV = "staging"

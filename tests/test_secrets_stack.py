@@ -7,7 +7,7 @@ from aws_cdk.assertions import Match
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import PLACEHOLDER
-from tests.conftest import SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized
+from tests.helpers import SEED_AGENT_KEYS, SEED_BACKEND_KEYS, Synthesized
 
 BACKEND, AGENT = SEED_BACKEND_KEYS, SEED_AGENT_KEYS
 

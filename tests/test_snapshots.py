@@ -5,24 +5,12 @@ Update after a reviewed change with `make snapshot-update` (pytest --snapshot-up
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
 import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
 
 from callsaver_infra.app.names import EnvNames
-from tests.conftest import ENV_NAMES, Synthesized
-
-# Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.
-_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
-
-
-def _mask_asset_hashes(data: Any, path: Any) -> Any:
-    if isinstance(data, str) and _ASSET_HASH.search(data):
-        return _ASSET_HASH.sub("<asset-hash>", data)
-    return data
+from tests.helpers import ENV_NAMES, Synthesized, mask_asset_hashes
 
 
 @pytest.fixture
@@ -36,4 +24,4 @@ def test_template_matches_snapshot(
     synthesized: Synthesized, snapshot_json: SnapshotAssertion, env_name: str, stack: str
 ) -> None:
     template = synthesized.template_json(getattr(EnvNames(env_name), stack))
-    assert template == snapshot_json(matcher=_mask_asset_hashes)
+    assert template == snapshot_json(matcher=mask_asset_hashes)

@@ -34,8 +34,7 @@ from callsaver_infra.ops.stateful_changes import (
     main,
     render_markdown,
 )
-from tests.conftest import Synthesized
-from tests.test_cdk_cli import _cdk
+from tests.helpers import Synthesized, cdk
 
 STORAGE = EnvNames("staging").storage_stack
 SECRETS = EnvNames("staging").secrets_stack
@@ -254,7 +253,7 @@ def _cli_destructive(assembly: Path, stack: str, deployed: dict[str, Any], tmp_p
     """What the real CLI's `cdk diff --fail-on destructive` reports outside SAFE_TO_REPLACE, as (logical id, impact)."""
     old = tmp_path / f"{stack}.deployed.json"
     old.write_text(json.dumps(deployed))
-    result = _cdk(
+    result = cdk(
         "diff", "--app", str(assembly), "--template", str(old), stack, "--exclusively", "--fail-on", "destructive"
     )
     assert result.returncode == 1, result.stdout + result.stderr

@@ -26,8 +26,8 @@ from callsaver_infra.dev.livekit_local import LocalLiveKitServer
 from callsaver_infra.ops.cli import EXIT_ERROR, EXIT_NOT_READY, EXIT_OK, main
 from callsaver_infra.ops.push_egress import EgressCredentials, Redactor, credential_fingerprint
 from callsaver_infra.ops.status import Check, DeployedKey, egress_checks, rule_checks, trunk_checks
-from tests.conftest import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, OperatorAws
-from tests.conftest import hang_up as shared_hang_up
+from tests.helpers import CONFIG_DIR, SEED_AGENT_KEYS, SEED_BACKEND_KEYS, OperatorAws
+from tests.helpers import hang_up as shared_hang_up
 
 ENV = "local"
 REGION = "us-west-1"

@@ -8,7 +8,7 @@ from aws_cdk.assertions import Capture, Match
 
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import EnvNames, StorageOutputs
-from tests.conftest import Synthesized
+from tests.helpers import Synthesized
 
 
 def _bucket_id(synthesized: Synthesized, env: EnvironmentConfig) -> str:

@@ -19,7 +19,7 @@ from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import CiOutputs, pr_comment_header, pr_comment_marker
 from callsaver_infra.ops.pr_comment import main as pr_comment_main
 from callsaver_infra.ops.stateful_changes import ALLOW_INPUT, ALLOW_LABEL
-from tests.conftest import CONFIG_DIR, ROOT
+from tests.helpers import CONFIG_DIR, ROOT
 
 GITHUB = ROOT / ".github"
 WORKFLOW_FILES = sorted((GITHUB / "workflows").glob("*.yml"))

@@ -83,6 +83,11 @@ class LifecycleRehearsal(Rehearsal):
 
     # -- steps -------------------------------------------------------------------------------------------------
 
+    def _bootstrap(self) -> str:
+        # Each version's assembly is synthesized in-process (_deploy_config); nothing to synthesize beside it.
+        self._bootstrap_toolkit()
+        return "CDKToolkit"
+
     def _deploy_first(self) -> str:
         self.current = self.config
         return self._deploy_config(self.config, "v1")

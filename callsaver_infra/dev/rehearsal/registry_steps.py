@@ -38,11 +38,12 @@ def manifest(seed: int) -> str:
 
 
 def deploy_registry(r: Rehearsal) -> str:
-    """`cdk deploy Callsaver-Registry -c env=registry -c registryFor=<env>`, then check the repository's settings."""
+    """`cdk deploy Callsaver-Registry` of the assembly synthesized with `-c env=registry -c registryFor=<env>`, then
+    check the repository's settings."""
     outputs_file = r.workdir / "registry-outputs.json"
     r._cdk(
         "deploy", REGISTRY_STACK, "--method=direct", "--require-approval=never", "-c", f"registryFor={r.config.name}",
-        "--outputs-file", str(outputs_file), "-o", str(r.workdir / "registry.out"),
+        "--outputs-file", str(outputs_file), "--app", r.assembly("registry.out"),
         env=REGISTRY_ENV_NAME,
     )  # fmt: skip
     outputs = json.loads(outputs_file.read_text())[REGISTRY_STACK]

@@ -29,6 +29,7 @@ from callsaver_infra.app.names import (
     MonitoringOutputs,
     StorageOutputs,
 )
+from callsaver_infra.app.registry_config import REGISTRY_ENV_NAME
 from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF, PLACEHOLDER, SECRETS
 from callsaver_infra.ops.push_egress import LOCAL_ACCOUNT
 
@@ -87,6 +88,8 @@ class Rehearsal:
     rule_id: str = ""
     alert_queue_url: str = ""
     _break_glass: dict[str, str] | None = field(default=None, repr=False)
+    # The two `cdk synth` runs started with the bootstrap, by the assembly directory they write.
+    _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -172,6 +175,10 @@ class Rehearsal:
             nonlocal stopped
             if not stopped:
                 stopped = True
+                for synth in self._synths.values():
+                    if synth.poll() is None:
+                        synth.kill()
+                    synth.communicate()
                 self.livekit.stop()
                 aws.stop()
                 if previous is None:
@@ -190,10 +197,16 @@ class Rehearsal:
         from callsaver_infra.app import bootstrap
         from callsaver_infra.ops.bootstrap import bootstrap_command, write_template
 
-        self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}")
+        # Each assembly is synthesized once, beside the bootstrap, and every later CLI run reads it with `--app`
+        # (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in it).
+        self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
+        self._synths["registry.out"] = self._start_synth(
+            "registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}"
+        )
+        self._bootstrap_toolkit()
         template = write_template(self.config, self.workdir / "bootstrap", self.root / bootstrap.CLI_TEMPLATE)
         _, _, *args = bootstrap_command(self.config, template)
-        self._cdk("bootstrap", *args)
+        self._cdk("bootstrap", *args, cwd=self.workdir)
         c, iam = Checks(), self._client("iam")
         execution = bootstrap.bootstrap_role_name(self.config, "cfn-exec")
         c.expect(
@@ -215,7 +228,33 @@ class Rehearsal:
             "permissions boundary exists", boundary["PolicyName"], bootstrap.permissions_boundary_name(self.config)
         )
         c.raise_if_failed()
-        return f"CDKToolkit, {bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier})"
+        return (
+            f"CDKToolkit, {bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier}); "
+            "the environment's and the registry's assemblies synthesized meanwhile"
+        )
+
+    def _bootstrap_toolkit(self) -> None:
+        # Run outside the repository (no cdk.json): with an app, `cdk bootstrap` synthesizes it only to list the
+        # environments, and the environment is given here.
+        self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}", cwd=self.workdir)
+
+    def _start_synth(self, outdir: str, env: str, *args: str) -> subprocess.Popen[str]:
+        cdk = self.root / "node_modules" / ".bin" / "cdk"
+        if not cdk.exists():
+            raise StepFailed(f"{cdk} is missing: run `make setup` first")
+        return subprocess.Popen(
+            [str(cdk), "synth", "-q", "-c", f"env={env}", *args, "-o", str(self.workdir / outdir)],
+            cwd=self.root, env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
+    def assembly(self, outdir: str) -> str:
+        """The directory of an assembly `_bootstrap` started synthesizing, once that synth has passed."""
+        synth = self._synths[outdir]
+        output, _ = synth.communicate(timeout=600)
+        if synth.returncode != 0:
+            tail = "\n".join(output.strip().splitlines()[-25:])
+            raise StepFailed(f"cdk synth ({outdir}) exited {synth.returncode}:\n{tail}")
+        return str(self.workdir / outdir)
 
     def _deploy_base(self) -> str:
         names = EnvNames(self.config.name)
@@ -238,7 +277,7 @@ class Rehearsal:
         # --method=direct: moto's change-set execution yields no stack Outputs, which the hook needs.
         self._cdk(
             "deploy", *(stacks or ("--all",)), "--method=direct", "--require-approval=never",
-            "--outputs-file", str(outputs_file), "-o", str(self.workdir / "cdk.out"),
+            "--outputs-file", str(outputs_file), "--app", self.assembly("cdk.out"),
         )  # fmt: skip
         self.outputs = json.loads(outputs_file.read_text())
         if stacks:
@@ -764,7 +803,7 @@ class Rehearsal:
                 "AccessDenied",
             )
             diff = self._run_cdk(
-                ["diff", "--method=template", "--no-color"],
+                ["diff", "--method=template", "--no-color", "--app", self.assembly("cdk.out")],
                 {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
                  "AWS_SESSION_TOKEN": creds["SessionToken"]},
             )  # fmt: skip
@@ -892,19 +931,23 @@ class Rehearsal:
             response.read()
 
     def _run_cdk(
-        self, args: list[str], credentials: dict[str, str] | None = None, env: str | None = None
+        self,
+        args: list[str],
+        credentials: dict[str, str] | None = None,
+        env: str | None = None,
+        cwd: Path | None = None,
     ) -> subprocess.CompletedProcess[str]:
         cdk = self.root / "node_modules" / ".bin" / "cdk"
         if not cdk.exists():
             raise StepFailed(f"{cdk} is missing: run `make setup` first")
         return subprocess.run(
             [str(cdk), *args, "-c", f"env={env or self.config.name}"],
-            cwd=self.root, env={**self._env(), **(credentials or {})}, capture_output=True, text=True, timeout=600,
-            check=False,
+            cwd=cwd or self.root, env={**self._env(), **(credentials or {})}, capture_output=True, text=True,
+            timeout=600, check=False,
         )  # fmt: skip
 
-    def _cdk(self, *args: str, env: str | None = None) -> None:
-        result = self._run_cdk(list(args), env=env)
+    def _cdk(self, *args: str, env: str | None = None, cwd: Path | None = None) -> None:
+        result = self._run_cdk(list(args), env=env, cwd=cwd)
         if result.returncode != 0:
             tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-25:])
             raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")

@@ -1,0 +1,222 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py): paths, in-process synth, the offline CDK CLI,
+config-file writers, the snapshot matcher.
+
+Where a remote service cannot be reached from here (real AWS, LiveKit Cloud), the tests run against local servers on
+127.0.0.1 that speak its wire protocol: AWS is moto's server (plus callsaver_infra/dev/rehearsal/moto_ext.py), LiveKit
+is callsaver_infra/dev/livekit_local.py's LocalLiveKitServer, driven by the real livekit-api client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aws_cdk import App, cx_api
+from aws_cdk.assertions import Template
+
+from callsaver_infra.app.config import EnvironmentConfig
+from callsaver_infra.app.environment import add_environment, cli_context
+from callsaver_infra.app.nag import enable_policy_checks
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = ROOT / "config"
+# config/ci/github.toml with a real-looking repository: the committed file's placeholder refuses to synthesize.
+CI_FIXTURE = ROOT / "tests" / "fixtures" / "github.toml"
+# The secret keys of each namespace, as the seed document lists them (written out here, not read from the code).
+SEED_BACKEND_KEYS = ("LIVEKIT_URL", "LIVEKIT_API_KEY", "LIVEKIT_API_SECRET", "SESSION_S3_BUCKET")
+SEED_AGENT_KEYS = (
+    "LIVEKIT_OUTBOUND_TRUNK_ID",
+    "OPENAI_API_KEY",
+    "DEEPGRAM_API_KEY",
+    "CARTESIA_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "ASSEMBLYAI_API_KEY",
+    "GOOGLE_API_KEY",
+)
+# Parametrize over the files themselves, so a new config/<env>.toml is tested without touching the tests.
+ENV_NAMES = sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+
+
+def cdk_json_context() -> dict[str, Any]:
+    """The context the CDK CLI passes to app.py (cdk.json's feature flags and its own defaults), so in-process
+    synth writes the same bytes as `cdk synth`."""
+    return cli_context(ROOT)
+
+
+def new_app(outdir: Path) -> App:
+    """An App configured like the CLI configures app.py's."""
+    return App(context=cdk_json_context(), outdir=str(outdir), analytics_reporting=False)
+
+
+@dataclass
+class Synthesized:
+    """A synthesized cloud assembly, with cached per-stack templates."""
+
+    assembly: cx_api.CloudAssembly
+    outdir: Path
+    _templates: dict[str, Template] = field(default_factory=dict)
+
+    def artifact(self, stack_name: str) -> cx_api.CloudFormationStackArtifact:
+        return self.assembly.get_stack_by_name(stack_name)
+
+    def template_json(self, stack_name: str) -> dict[str, Any]:
+        template: dict[str, Any] = self.artifact(stack_name).template
+        return template
+
+    def template(self, stack_name: str) -> Template:
+        if stack_name not in self._templates:
+            self._templates[stack_name] = Template.from_json(self.template_json(stack_name))
+        return self._templates[stack_name]
+
+    def stack_names(self) -> list[str]:
+        return sorted(s.stack_name for s in self.assembly.stacks)
+
+
+def synthesize(configs: list[EnvironmentConfig], outdir: Path) -> Synthesized:
+    """Build and synthesize the given environments exactly as app.py does."""
+    app = new_app(outdir)
+    for config in configs:
+        add_environment(app, config)
+    enable_policy_checks(app)
+    return Synthesized(assembly=app.synth(), outdir=outdir)
+
+
+@dataclass
+class OperatorAws:
+    """boto3 clients on moto's server, as the operator (the CLI under test finds the same server through
+    AWS_ENDPOINT_URL)."""
+
+    endpoint: str
+    s3: Any
+    secrets: Any
+    cloudformation: Any
+    ecs: Any
+    region: str = "us-west-1"
+
+    def client(self, service: str) -> Any:
+        import boto3
+
+        return boto3.client(service, region_name=self.region, endpoint_url=self.endpoint)
+
+
+def hang_up(livekit: Any, room: str, egress_id: str, api_key: str, api_secret: str) -> None:
+    """End a call on the local LiveKit stand-in once its recording runs: deleting the room through the API ends the
+    recording, which then uploads. (A call shorter than egress's start leaves nothing, as on LiveKit.)"""
+    from livekit import api
+
+    deadline = time.monotonic() + 5
+    while livekit.egresses[egress_id].status != api.EgressStatus.EGRESS_ACTIVE and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+    async def delete() -> None:
+        async with api.LiveKitAPI(livekit.url, api_key, api_secret) as lkapi:
+            await lkapi.room.delete_room(api.DeleteRoomRequest(room=room))
+
+    asyncio.run(delete())
+
+
+CDK = ROOT / "node_modules" / ".bin" / "cdk"
+
+
+def offline_env() -> dict[str, str]:
+    """No AWS credentials or config, and every HTTP(S) request sent to a closed local port: synth must not care."""
+    path = os.pathsep.join([str(ROOT / "node_modules" / ".bin"), str(ROOT / ".venv" / "bin"), os.defpath])
+    return {
+        "PATH": path,
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "CDK_DISABLE_VERSION_CHECK": "1",
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "",
+    }
+
+
+def cdk(*args: str) -> subprocess.CompletedProcess[str]:
+    """The pinned CDK CLI on the repository, offline."""
+    if not CDK.exists():
+        pytest.fail(f"{CDK} is missing: run `make setup` (npm ci) first")
+    return subprocess.run(
+        [str(CDK), *args],
+        cwd=ROOT,
+        env=offline_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+# Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.
+_ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def mask_asset_hashes(data: Any, path: Any) -> Any:
+    """A syrupy matcher: asset hashes masked."""
+    if isinstance(data, str) and _ASSET_HASH.search(data):
+        return _ASSET_HASH.sub("<asset-hash>", data)
+    return data
+
+
+STAGING = CONFIG_DIR / "staging.toml"
+
+
+def write_toml(path: Path, data: dict[str, Any]) -> Path:
+    """Write data as TOML (the config shape is two levels deep: top-level keys and [sections])."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return str(v)
+
+    lines = [f"{k} = {fmt(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, values in data.items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {fmt(v)}" for k, v in values.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def staging_with(tmp_path: Path, file_stem: str = "staging", **changes: Any) -> Path:
+    """staging.toml with dotted-key changes applied; a value of None deletes the key."""
+    data = tomllib.loads(STAGING.read_text())
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = data
+        for p in parents:
+            node = node[p]
+        if value is None:
+            del node[leaf]
+        else:
+            node[leaf] = value
+    return write_toml(tmp_path / f"{file_stem}.toml", data)
+
+
+def synth_ci(ci: Any, environments: dict[str, EnvironmentConfig], outdir: Path) -> Synthesized:
+    """The CI stack alone, synthesized with the cdk-nag gate as app.py does."""
+    from callsaver_infra.app.stacks.ci import add_ci_stack
+
+    app = new_app(outdir)
+    add_ci_stack(app, ci, environments)
+    enable_policy_checks(app)
+    return Synthesized(assembly=app.synth(), outdir=outdir)
+
+
+def role_of(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """The properties of the one IAM role named name in template."""
+    roles = [r["Properties"] for r in template["Resources"].values() if r["Type"] == "AWS::IAM::Role"]
+    (role,) = [r for r in roles if r["RoleName"] == name]
+    return dict(role)
