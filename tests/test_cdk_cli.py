@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.app.config import load_environments
-from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, cdk, synthesize
+from tests.helpers import CONFIG_DIR, ENV_NAMES, ROOT, Synthesized, cdk, offline_env, synthesize
 
 
 @pytest.fixture(scope="module")
