@@ -157,7 +157,9 @@ def _print_costs(envs: list[str]) -> None:
     with tempfile.TemporaryDirectory() as outdir:
         env = {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()}
         subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, check=True, capture_output=True)
-        templates = {stack.name: stack.template() for stack in read_assembly(Path(outdir))}
+        # Without -c env each environment (and CI, registry) is a Stage: its stacks are in its nested assembly.
+        stacks = [stack for sub in sorted(Path(outdir).glob("assembly-*")) for stack in read_assembly(sub)]
+        templates = {stack.name: stack.template() for stack in stacks}
     print("cost-bearing resources per environment (from the synthesized templates)")
     print(
         f"  {'environment':<12} {'NAT gw':>7} {'LBs':>5} {'iface VPCE':>11} {'tasks':>6} {'task vCPU':>10}"
