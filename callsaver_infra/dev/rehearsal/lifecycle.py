@@ -86,7 +86,7 @@ class LifecycleRehearsal(Rehearsal):
     def _bootstrap(self) -> str:
         # Each version's assembly is synthesized in-process (_deploy_config); nothing to synthesize beside it.
         self._bootstrap_toolkit()
-        return "CDKToolkit"
+        return f"CDKToolkit, {self._bootstrap_environment()}"
 
     def _deploy_first(self) -> str:
         self.current = self.config

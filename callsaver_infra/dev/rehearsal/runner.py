@@ -194,9 +194,6 @@ class Rehearsal:
     def _bootstrap(self) -> str:
         """The account's default bootstrap (the registry stack is account-level), then the environment's own, from
         the template `callsaver-infra bootstrap` generates: the environment's stacks then deploy through it."""
-        from callsaver_infra.app import bootstrap
-        from callsaver_infra.ops.bootstrap import bootstrap_command, write_template
-
         # Each assembly is synthesized once, beside the bootstrap, and every later CLI run reads it with `--app`
         # (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in it).
         self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
@@ -204,6 +201,15 @@ class Rehearsal:
             "registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}"
         )
         self._bootstrap_toolkit()
+        own = self._bootstrap_environment()
+        return f"CDKToolkit, {own}; the environment's and the registry's assemblies synthesized meanwhile"
+
+    def _bootstrap_environment(self) -> str:
+        """The environment's own bootstrap, from the template `callsaver-infra bootstrap` generates (its stacks then
+        deploy through it), checked: no AdministratorAccess, the environment's policy, the permissions boundary."""
+        from callsaver_infra.app import bootstrap
+        from callsaver_infra.ops.bootstrap import bootstrap_command, write_template
+
         template = write_template(self.config, self.workdir / "bootstrap", self.root / bootstrap.CLI_TEMPLATE)
         _, _, *args = bootstrap_command(self.config, template)
         self._cdk("bootstrap", *args, cwd=self.workdir)
@@ -228,10 +234,7 @@ class Rehearsal:
             "permissions boundary exists", boundary["PolicyName"], bootstrap.permissions_boundary_name(self.config)
         )
         c.raise_if_failed()
-        return (
-            f"CDKToolkit, {bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier}); "
-            "the environment's and the registry's assemblies synthesized meanwhile"
-        )
+        return f"{bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier})"
 
     def _bootstrap_toolkit(self) -> None:
         # Run outside the repository (no cdk.json): with an app, `cdk bootstrap` synthesizes it only to list the
