@@ -35,7 +35,7 @@ def ci(environments: dict[str, EnvironmentConfig]) -> CiConfig:
 
 
 @pytest.fixture(scope="module")
-def cisynth_ci(
+def ci_synth(
     ci: CiConfig, environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
 ) -> Synthesized:
     # Its own synth, not the shared session fixture: the environment tests keep their exact stack set.
@@ -105,11 +105,11 @@ def test_every_role_trusts_only_github_tokens_for_sts_with_exact_subjects(
             assert subject.startswith(f"repo:{ci.repository}:") and "*" not in subject and "?" not in subject
 
 
-def test_trust_subjects_perrole_of(template: dict[str, Any]) -> None:
+def test_trust_subjects_per_role(template: dict[str, Any]) -> None:
     repo = "repo:example-org/callsaver-infra"
     subjects = {
         name: _trust(role_of(template, name))["Condition"]["StringEquals"][SUB]
-        for name in (CiNames.DIFF_ROLE, CiNames.deployrole_of("staging"), CiNames.deployrole_of("production"))
+        for name in (CiNames.DIFF_ROLE, CiNames.deploy_role("staging"), CiNames.deploy_role("production"))
     }
     assert subjects == {
         # Pull requests, and the main branch's production plan (what the approver reviews).
@@ -160,7 +160,7 @@ def test_the_diff_role_reads_deployed_templates_and_the_bootstrap_version_only(t
 
 @pytest.mark.parametrize("env_name", ["staging", "production"])
 def test_each_deploy_role_is_scoped_to_its_environment(template: dict[str, Any], env_name: str) -> None:
-    role = role_of(template, CiNames.deployrole_of(env_name))
+    role = role_of(template, CiNames.deploy_role(env_name))
     statements = {s["Sid"]: s for s in _statements(role)}
     account, region = "836347236108", "us-west-1"
     assert statements["AssumeCdkDeployRoles"]["Action"] == "sts:AssumeRole"
