@@ -30,7 +30,7 @@ def test_each_environment_runs_only_its_agent_tasks(synthesized: Synthesized, en
     stacks = [names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack, names.monitoring_stack]
     counts = count_templates(synthesized.template_json(s) for s in stacks)
     no_recording = env.monitoring.max_hours_without_recording is not None
-    # No NAT gateway, load balancer or interface endpoint (README, "What gets deployed"); min_tasks agents.
+    # No NAT gateway, load balancer or interface endpoint (docs/architecture.md); min_tasks agents.
     # Monitoring: down (1 metric), saturated (2 metrics in its math), uploads failing (1), optionally no recording.
     assert counts == CostCounts(
         nat_gateways=0,

@@ -92,7 +92,7 @@ def test_status_runs_as_the_break_glass_role_with_every_line_ok(
     rehearsal_run: subprocess.CompletedProcess[str],
 ) -> None:
     """status reads secret values, which the secrets' resource policies allow only to the break-glass role among
-    operators (README, "Security")."""
+    operators (docs/security.md)."""
     assert re.search(r"^  ok\s+status\s+\d+\.\d s  as the break-glass role: all \d+ checks ok$", rehearsal_run.stdout,
                      re.MULTILINE), rehearsal_run.stdout  # fmt: skip
 

@@ -50,8 +50,8 @@ class AgentOutputs:
 
 
 class AgentEnvironment:
-    """Variables the agent's container receives beyond the secrets of the catalog (README, "Agent identity" and
-    "Which calls are recorded"): its LiveKit identity and what it needs to record the calls it places."""
+    """Variables the agent's container receives beyond the secrets of the catalog (docs/push-egress.md, "Agent
+    identity" and "Which calls are recorded"): its LiveKit identity and what it needs to record the calls it places."""
 
     AGENT_NAME = "LIVEKIT_AGENT_NAME"  # read by livekit-agents itself (ServerOptions.agent_name)
     WORKER_NAME = "LIVEKIT_WORKER_NAME"  # read by the seed's agent code; same value

@@ -181,8 +181,8 @@ class SessionBucket(Construct):
             self.bucket,
             "S1",
             "Server access logs are delivered best-effort and without the caller's role session. Every read of a "
-            "recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail (README, "
-            "'Security'); only the RecordingReader and break-glass roles may read, only the egress IAM user may "
+            "recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail "
+            "(docs/security.md); only the RecordingReader and break-glass roles may read, only the egress IAM user may "
             f"write, and objects expire after {expiration_days} days.",
         )
         acknowledge(
