@@ -24,6 +24,7 @@ from callsaver_infra.ops.cost_report import (  # noqa: E402
     ASSUMED,
     PRICES,
     PRICES_AS_OF,
+    PRICES_CHECKED,
     REGION,
     common_layout,
     count_templates,
@@ -45,7 +46,11 @@ def main() -> None:
         templates = {stack.name: stack.template() for stack in stacks}
     groups = {e: EnvNames(e).stacks for e in envs}
     groups["registry"] = (REGISTRY_STACK,)
-    print(f"estimated monthly cost, USD ({REGION} list prices as of {PRICES_AS_OF}; usage assumed as listed below)")
+    checked = "" if PRICES_CHECKED else ", not yet checked against AWS's pages"
+    print(
+        f"estimated monthly cost, USD ({REGION} list prices recorded {PRICES_AS_OF}{checked}; "
+        "usage assumed as listed below)"
+    )
     print(f"  {'environment':<12} {'this app':>10} {'with NAT gateway + ALB':>24} {'difference':>11}")
     for name, stacks in groups.items():
         counts = count_templates(templates[s] for s in stacks if s in templates)

@@ -20,10 +20,12 @@ LOAD_BALANCER_TYPES = frozenset(
 HOURS_PER_MONTH = 730  # AWS's own convention on its pricing pages
 
 REGION = "us-west-1"
-# The date the prices below were recorded. They are the list prices of the named AWS pricing pages for US West
-# (N. California), written down from those pages, not fetched at run time (synth and tests are offline): re-check
-# the pages and move this date when updating a price.
+# The date the prices below were recorded: the list prices of the named AWS pricing pages for US West (N. California)
+# as known to their author that day, NOT checked against the live pages (the machine that wrote them reaches no AWS
+# page; synth and tests are offline anyway). Check each against its page before relying on a figure, then move
+# this date (PRICES_CHECKED says whether that happened).
 PRICES_AS_OF = "2026-11-24"
+PRICES_CHECKED = False
 
 
 @dataclass(frozen=True)
