@@ -9,7 +9,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge_all
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS
 
@@ -64,28 +64,31 @@ class SecretNamespace(Construct):
                 # A deleted secret would take an operator-set API key with it; the stack must never do that.
                 removal_policy=RemovalPolicy.RETAIN,
             )
-            acknowledge(
+            acknowledge_all(
                 secret,
-                "SMG4",
-                "Provider API keys (LiveKit, OpenAI, Deepgram, ...) are issued and revoked in each provider's "
-                "console, so Secrets Manager cannot rotate them without a provider-specific Lambda; operators "
-                "rotate by setting the new value with `callsaver-infra secrets set`. Config-owned values "
-                "(LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                [
+                    Ack(
+                        "SMG4",
+                        "Provider API keys (LiveKit, OpenAI, Deepgram, ...) are issued and revoked in each provider's "
+                        "console, so Secrets Manager cannot rotate them without a provider-specific Lambda; operators "
+                        "rotate by setting the new value with `callsaver-infra secrets set`. Config-owned values "
+                        "(LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                    ),
+                    Ack(
+                        "SecretsManagerRotationEnabled",
+                        "Provider API keys are issued and revoked in each provider's console, so Secrets Manager "
+                        "cannot rotate them without provider-specific Lambdas; operators rotate with `callsaver-infra "
+                        "secrets set`. Config-owned values (LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                        pack=NIST,
+                    ),
+                    Ack(
+                        "SecretsManagerUsingKMSKey",
+                        "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the "
+                        "secret's resource policy (deny except the agent's execution role, the deploy hook and "
+                        "break-glass), not by a key policy.",
+                        pack=NIST,
+                    ),
+                ],
             )
-            for rule, reason in (
-                (
-                    "SecretsManagerRotationEnabled",
-                    "Provider API keys are issued and revoked in each provider's console, so Secrets Manager cannot "
-                    "rotate them without provider-specific Lambdas; operators rotate with `callsaver-infra secrets "
-                    "set`. Config-owned values (LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
-                ),
-                (
-                    "SecretsManagerUsingKMSKey",
-                    "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the secret's "
-                    "resource policy (deny except the agent's execution role, the deploy hook and break-glass), not "
-                    "by a key policy.",
-                ),
-            ):
-                acknowledge(secret, rule, reason, pack=NIST)
             restrict_reads(secret, readers)
             self.secrets[spec.key] = secret

@@ -10,7 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge, acknowledge_all
 from callsaver_infra.app.names import RECORDING_METRICS_FILTER_ID
 
 # LiveKit egress uploads in parts; a part left by a crashed egress is invisible and billed until aborted.
@@ -177,27 +177,29 @@ class SessionBucket(Construct):
         # and reader denies would be readable by any principal ReadOnlyAccess reaches.
         assert self.bucket.policy is not None  # enforce_ssl created it
         self.bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
-        acknowledge(
+        acknowledge_all(
             self.bucket,
-            "S1",
-            "Server access logs are delivered best-effort and without the caller's role session. Every read of a "
-            "recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail "
-            "(docs/security.md); only the RecordingReader and break-glass roles may read, only the egress IAM user may "
-            f"write, and objects expire after {expiration_days} days.",
-        )
-        acknowledge(
-            self.bucket,
-            "S3BucketLoggingEnabled",
-            "Reads are audited per object and per caller by the stack's CloudTrail trail of S3 data events "
-            "(ReadAuditTrail), which unlike server access logs names the caller's role session and is delivered "
-            "reliably; writes come only from the egress IAM user.",
-            pack=NIST,
-        )
-        acknowledge(
-            self.bucket,
-            "S3BucketReplicationEnabled",
-            "Recordings are personal data kept for a bounded time: a replica would be a second copy to protect, "
-            "audit and expire. Versioning (noncurrent versions kept one day), RETAIN and termination protection "
-            "cover accidental overwrite and deletion; losing a recording does not stop the service.",
-            pack=NIST,
+            [
+                Ack(
+                    "S1",
+                    "Server access logs are delivered best-effort and without the caller's role session. Every read of "
+                    "a recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail "
+                    "(docs/security.md); only the RecordingReader and break-glass roles may read, only the egress IAM "
+                    f"user may write, and objects expire after {expiration_days} days.",
+                ),
+                Ack(
+                    "S3BucketLoggingEnabled",
+                    "Reads are audited per object and per caller by the stack's CloudTrail trail of S3 data events "
+                    "(ReadAuditTrail), which unlike server access logs names the caller's role session and is "
+                    "delivered reliably; writes come only from the egress IAM user.",
+                    pack=NIST,
+                ),
+                Ack(
+                    "S3BucketReplicationEnabled",
+                    "Recordings are personal data kept for a bounded time: a replica would be a second copy to "
+                    "protect, audit and expire. Versioning (noncurrent versions kept one day), RETAIN and termination "
+                    "protection cover accidental overwrite and deletion; losing a recording does not stop the service.",
+                    pack=NIST,
+                ),
+            ],
         )
