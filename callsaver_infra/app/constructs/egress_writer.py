@@ -127,7 +127,7 @@ class EgressWriter(Construct):
                 EGRESS_SECRET_SECRET_FIELD: self.access_key.secret_access_key,
             },
         )
-        restrict_reads(self.credentials_secret, credentials_readers)
+        restrict_reads([self.credentials_secret], credentials_readers)
         acknowledge_all(
             self.credentials_secret,
             [

@@ -14,22 +14,24 @@ from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS
 
 
-def restrict_reads(secret: secretsmanager.Secret, readers: Sequence[str]) -> None:
-    """Give secret a resource policy denying GetSecretValue to every principal whose ARN is not in readers.
+def restrict_reads(secrets: Sequence[secretsmanager.Secret], readers: Sequence[str]) -> None:
+    """Give each secret a resource policy denying GetSecretValue to every principal whose ARN is not in readers.
 
     A Deny, not an Allow: identity policies in the account (AdministratorAccess, `secretsmanager:*` on `*`) would
     otherwise read every environment's secrets; an explicit Deny overrides them. Writes (PutSecretValue, used by
     `callsaver-infra secrets set` and by CloudFormation) and DescribeSecret stay with IAM."""
-    secret.add_to_resource_policy(
-        iam.PolicyStatement(
-            sid="DenyReadsExceptNamedRoles",
-            effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()],
-            actions=["secretsmanager:GetSecretValue"],
-            resources=["*"],
-            conditions={"ArnNotLike": {"aws:PrincipalArn": list(readers)}},
-        )
+    # One statement for all of them: it names no secret (Resource "*" is the secret itself in a resource policy),
+    # and building it once saves two jsii round trips per secret.
+    statement = iam.PolicyStatement(
+        sid="DenyReadsExceptNamedRoles",
+        effect=iam.Effect.DENY,
+        principals=[iam.AnyPrincipal()],
+        actions=["secretsmanager:GetSecretValue"],
+        resources=["*"],
+        conditions={"ArnNotLike": {"aws:PrincipalArn": list(readers)}},
     )
+    for secret in secrets:
+        secret.add_to_resource_policy(statement)
 
 
 class SecretNamespace(Construct):
@@ -90,5 +92,5 @@ class SecretNamespace(Construct):
                     ),
                 ],
             )
-            restrict_reads(secret, readers)
             self.secrets[spec.key] = secret
+        restrict_reads(list(self.secrets.values()), readers)

@@ -128,13 +128,14 @@ class SessionBucket(Construct):
         # import template, where the role (not retained) does not exist yet.
         reader_arn = f"arn:{stack.partition}:iam::{stack.account}:role/{reader_name}"
         readers = [reader_arn, healthcheck_reader_arn, *break_glass_role_arns]
+        anyone = iam.AnyPrincipal()  # one object for the four denies: each jsii object costs a round trip
         for statement in (
             # Deny by default: an s3:GetObject grant anywhere in the account (ReadOnlyAccess, AdministratorAccess,
             # s3:*) reads nothing here unless the caller is one of these roles.
             iam.PolicyStatement(
                 sid="DenyRecordingReadsExceptReaders",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=OBJECT_READ_ACTIONS,
                 resources=[objects],
                 conditions={"ArnNotLike": {"aws:PrincipalArn": readers}},
@@ -143,7 +144,7 @@ class SessionBucket(Construct):
             iam.PolicyStatement(
                 sid="DenyHealthcheckReaderOutsideHealthcheck",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=OBJECT_READ_ACTIONS,
                 not_resources=[self.bucket.arn_for_objects(f"{healthcheck_prefix}*")],
                 conditions={"ArnLike": {"aws:PrincipalArn": healthcheck_reader_arn}},
@@ -153,7 +154,7 @@ class SessionBucket(Construct):
             iam.PolicyStatement(
                 sid="DenyCdkLookupRoles",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=["s3:GetObject*", "s3:List*"],
                 resources=[self.bucket.bucket_arn, objects],
                 conditions={
@@ -166,7 +167,7 @@ class SessionBucket(Construct):
             iam.PolicyStatement(
                 sid="DenyCustomerProvidedKeys",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=["s3:PutObject"],
                 resources=[objects],
                 conditions={"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
