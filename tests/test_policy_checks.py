@@ -14,7 +14,14 @@ from aws_cdk import aws_s3 as s3
 from cdk_nag import AwsSolutionsChecks
 
 from callsaver_infra.app.config import EnvironmentConfig
-from callsaver_infra.app.nag import NIST, acknowledge, enable_policy_checks, flatten_cfn_reference
+from callsaver_infra.app.nag import (
+    NIST,
+    Ack,
+    acknowledge,
+    acknowledge_all,
+    enable_policy_checks,
+    flatten_cfn_reference,
+)
 from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, load_registry_config
 from callsaver_infra.app.stacks.registry import add_registry_stack
 from tests.helpers import (
@@ -144,6 +151,32 @@ def test_acknowledging_a_finding_lets_synth_pass(tmp_path: Path) -> None:
         acknowledge(bucket, rule, "test fixture: out of scope for this check", pack=NIST)
     enable_policy_checks(app)
     app.synth()
+
+
+def test_acknowledge_all_records_every_acknowledgement_in_order(tmp_path: Path) -> None:
+    """One call for several acknowledgements (synth speed) records each, with its reason, as `acknowledge` would;
+    a token in a finding is flattened as cdk-nag writes it."""
+    app = new_app(tmp_path)
+    stack = Stack(app, "Batched", env=Environment(account="123456789012", region="us-west-1"))
+    bucket = s3.Bucket(stack, "Bucket")
+    acknowledge_all(
+        bucket,
+        [
+            Ack("S1", "first reason"),
+            Ack("S3BucketLoggingEnabled", "second reason", pack=NIST),
+            Ack("IAM5", "third reason", finding=f"Resource::{bucket.arn_for_objects('*')}"),
+        ],
+    )
+    acknowledge_all(bucket, [])  # nothing to record: no call
+    logical_id = stack.resolve(stack.get_logical_id(bucket.node.default_child))
+    recorded = [
+        entry.data for entry in bucket.node.metadata if entry.type == Validations.ACKNOWLEDGED_RULES_METADATA_KEY
+    ]
+    assert recorded == [
+        {"AwsSolutions::AwsSolutions-S1": "first reason"},
+        {"NIST.800.53.R5::NIST.800.53.R5-S3BucketLoggingEnabled": "second reason"},
+        {f"AwsSolutions::AwsSolutions-IAM5[Resource::<{logical_id}.Arn>/*]": "third reason"},
+    ]
 
 
 @pytest.mark.parametrize("partition_literals", [True, False])

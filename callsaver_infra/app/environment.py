@@ -129,9 +129,10 @@ def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentS
     monitoring.add_stack_dependency(agent, "the agent alarms and the deploy rule name the agent's service")
     stacks = EnvironmentStacks(storage=storage, iam=iam, secrets=secrets, agent=agent, monitoring=monitoring)
     for stack in stacks.all():
-        Tags.of(stack).add("project", "callsaver")
+        tags = Tags.of(stack)
+        tags.add("project", "callsaver")
         # The environment's bootstrap allows actions on keys and VPC parts by this tag: never rename it.
-        Tags.of(stack).add(bootstrap.ENVIRONMENT_TAG, config.name)
+        tags.add(bootstrap.ENVIRONMENT_TAG, config.name)
         if config.bootstrap.qualifier:
             # Its execution role creates roles and users only with the environment's permissions boundary.
             boundary = aws_iam.ManagedPolicy.from_managed_policy_name(

@@ -4,6 +4,8 @@ carry their reasons."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aws_cdk import Acknowledgment, App, Stack, Token, Validations
@@ -19,15 +21,37 @@ def enable_policy_checks(app: App) -> None:
     Validations.of(app).add_plugins(AwsSolutionsChecks(app), NIST80053R5Checks(app))
 
 
+@dataclass(frozen=True)
+class Ack:
+    """One acknowledgement for `acknowledge_all`: the arguments of `acknowledge`."""
+
+    rule: str
+    reason: str
+    finding: str | None = None
+    pack: str = AWS_SOLUTIONS
+
+
 def acknowledge(
     scope: IConstruct, rule: str, reason: str, *, finding: str | None = None, pack: str = AWS_SOLUTIONS
 ) -> None:
     """Acknowledge `rule` of `pack` (AwsSolutions "IAM5", NIST "IAMNoInlinePolicy") on scope, optionally for one
     finding (e.g. "Action::s3:*"; tokens in it are written as cdk-nag writes them: <AWS::Partition>, <Id.Arn>)."""
-    if finding is not None and Token.is_unresolved(finding):
-        finding = flatten_cfn_reference(Stack.of(scope).resolve(finding))
-    rule_id = f"{pack}::{pack}-{rule}" + (f"[{finding}]" if finding else "")
-    Validations.of(scope).acknowledge(Acknowledgment(id=rule_id, reason=reason))
+    acknowledge_all(scope, [Ack(rule, reason, finding, pack)])
+
+
+def acknowledge_all(scope: IConstruct, acks: Iterable[Ack]) -> None:
+    """Acknowledge every ack on scope, in order, with one call into the CDK: each call is a round trip to jsii's
+    Node process, and acknowledgements are most of the app's calls."""
+    rules = []
+    for ack in acks:
+        finding = ack.finding
+        # Only a string holding a token marker can be unresolved: skip the round trip for plain strings.
+        if finding is not None and "${Token[" in finding and Token.is_unresolved(finding):
+            finding = flatten_cfn_reference(Stack.of(scope).resolve(finding))
+        rule_id = f"{ack.pack}::{ack.pack}-{ack.rule}" + (f"[{finding}]" if finding else "")
+        rules.append(Acknowledgment(id=rule_id, reason=ack.reason))
+    if rules:
+        Validations.of(scope).acknowledge(*rules)
 
 
 def flatten_cfn_reference(node: Any) -> str:

@@ -6,7 +6,7 @@ from aws_cdk import aws_ec2 as ec2
 from constructs import Construct
 
 from callsaver_infra.app.config import NetworkConfig
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge_all
 
 VPC_CIDR = "10.40.0.0/16"
 
@@ -44,36 +44,42 @@ class AgentNetwork(Construct):
                 restrict_default_security_group=False,
             )
             # The default security group is unused (tasks get their own); restricting it needs a custom resource.
-            acknowledge(
+            acknowledge_all(
                 vpc,
-                "VPC7",
-                "The VPC carries only the agent's outbound connections (LiveKit Cloud, AI providers) and accepts "
-                "no inbound traffic; the agent logs every call to CloudWatch, and flow logs would add a log "
-                "group and role per environment for traffic the security group already restricts.",
+                [
+                    Ack(
+                        "VPC7",
+                        "The VPC carries only the agent's outbound connections (LiveKit Cloud, AI providers) and "
+                        "accepts no inbound traffic; the agent logs every call to CloudWatch, and flow logs would add "
+                        "a log group and role per environment for traffic the security group already restricts.",
+                    ),
+                    Ack(
+                        "VPCFlowLogsEnabled",
+                        "The VPC carries only the agent's outbound connections and accepts no inbound traffic; flow "
+                        "logs would add a log group and role per environment for traffic the security group already "
+                        "limits.",
+                        pack=NIST,
+                    ),
+                    Ack(
+                        "VPCDefaultSecurityGroupClosed",
+                        "Nothing uses the default security group (the tasks have their own, without ingress); closing "
+                        "it needs CDK's Lambda-backed custom resource, which this app never deploys.",
+                        pack=NIST,
+                    ),
+                    Ack(
+                        "VPCSubnetAutoAssignPublicIpDisabled",
+                        "Public subnets with public IPs instead of a NAT gateway (~$33/month each): the tasks only "
+                        "connect out, and their security group has no ingress rule, so the addresses accept nothing.",
+                        pack=NIST,
+                    ),
+                    Ack(
+                        "VPCNoUnrestrictedRouteToIGW",
+                        "The agent must reach LiveKit Cloud and AI providers on the internet; without a NAT gateway "
+                        "the public subnets route 0.0.0.0/0 to the internet gateway, and no ingress is allowed.",
+                        pack=NIST,
+                    ),
+                ],
             )
-            for rule, reason in (
-                (
-                    "VPCFlowLogsEnabled",
-                    "The VPC carries only the agent's outbound connections and accepts no inbound traffic; flow logs "
-                    "would add a log group and role per environment for traffic the security group already limits.",
-                ),
-                (
-                    "VPCDefaultSecurityGroupClosed",
-                    "Nothing uses the default security group (the tasks have their own, without ingress); closing it "
-                    "needs CDK's Lambda-backed custom resource, which this app never deploys.",
-                ),
-                (
-                    "VPCSubnetAutoAssignPublicIpDisabled",
-                    "Public subnets with public IPs instead of a NAT gateway (~$33/month each): the tasks only connect "
-                    "out, and their security group has no ingress rule, so the addresses accept nothing.",
-                ),
-                (
-                    "VPCNoUnrestrictedRouteToIGW",
-                    "The agent must reach LiveKit Cloud and AI providers on the internet; without a NAT gateway the "
-                    "public subnets route 0.0.0.0/0 to the internet gateway, and no ingress is allowed.",
-                ),
-            ):
-                acknowledge(vpc, rule, reason, pack=NIST)
             self.vpc = vpc
         self.subnets = ec2.SubnetSelection(subnet_type=ec2.SubnetType.PUBLIC)
         self.security_group = ec2.SecurityGroup(

@@ -13,7 +13,7 @@ from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from callsaver_infra.app.config import AgentConfig
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge, acknowledge_all
 from callsaver_infra.app.regions import partition
 
 # livekit-agents drains active jobs on SIGTERM; 120 s is the most Fargate waits before SIGKILL.
@@ -124,28 +124,37 @@ class AgentService(Construct):
                 resources=[task_arns],
             )
         )
-        acknowledge(
+        default_policy = Ack(
+            "IAMNoInlinePolicy",
+            "CDK writes the grants of this task role as its own default policy, created and deleted with the "
+            "role and attachable nowhere else; each grant is scoped to this service's resources.",
+            pack=NIST,
+        )
+        acknowledge_all(
             self.task_definition.task_role,
-            "IAM5",
-            "Task ids are random, so task protection can only be scoped to this cluster's tasks "
-            f"(task/{cluster_name}/*); the two actions only read or set the scale-in protection flag.",
-            finding=f"Resource::{task_arns}",
+            [
+                Ack(
+                    "IAM5",
+                    "Task ids are random, so task protection can only be scoped to this cluster's tasks "
+                    f"(task/{cluster_name}/*); the two actions only read or set the scale-in protection flag.",
+                    finding=f"Resource::{task_arns}",
+                ),
+                default_policy,
+            ],
         )
-        acknowledge(
+        acknowledge_all(
             execution_role,
-            "IAM5",
-            'ecr:GetAuthorizationToken has no resource-level permissions (AWS requires Resource "*"); image '
-            "pulls themselves are limited to the agent's repository, and secret reads to the agent's secrets.",
-            finding="Resource::*",
+            [
+                Ack(
+                    "IAM5",
+                    'ecr:GetAuthorizationToken has no resource-level permissions (AWS requires Resource "*"); image '
+                    "pulls themselves are limited to the agent's repository, and secret reads to the agent's "
+                    "secrets.",
+                    finding="Resource::*",
+                ),
+                default_policy,
+            ],
         )
-        for role in (execution_role, self.task_definition.task_role):
-            acknowledge(
-                role,
-                "IAMNoInlinePolicy",
-                "CDK writes the grants of this task role as its own default policy, created and deleted with the "
-                "role and attachable nowhere else; each grant is scoped to this service's resources.",
-                pack=NIST,
-            )
         self.service = ecs.FargateService(
             self,
             "Service",

@@ -54,9 +54,11 @@ class AlertTopic(Construct):
             master_key=self.key,
             enforce_ssl=True,
         )
+        # Read once: every attribute read is a jsii round trip.
+        partition, region, account, topic_arn = stack.partition, stack.region, stack.account, self.topic.topic_arn
         sources = {
-            "cloudwatch.amazonaws.com": f"arn:{stack.partition}:cloudwatch:{stack.region}:{stack.account}:alarm:*",
-            "events.amazonaws.com": f"arn:{stack.partition}:events:{stack.region}:{stack.account}:rule/*",
+            "cloudwatch.amazonaws.com": f"arn:{partition}:cloudwatch:{region}:{account}:alarm:*",
+            "events.amazonaws.com": f"arn:{partition}:events:{region}:{account}:rule/*",
         }
         for service, source_arn in sources.items():
             self.topic.add_to_resource_policy(
@@ -64,9 +66,9 @@ class AlertTopic(Construct):
                     sid=f"Allow{service.split('.')[0].capitalize()}OfThisAccountToPublish",
                     principals=[iam.ServicePrincipal(service)],
                     actions=["sns:Publish"],
-                    resources=[self.topic.topic_arn],
+                    resources=[topic_arn],
                     conditions={
-                        "StringEquals": {"aws:SourceAccount": stack.account},
+                        "StringEquals": {"aws:SourceAccount": account},
                         "ArnLike": {"aws:SourceArn": source_arn},
                     },
                 )

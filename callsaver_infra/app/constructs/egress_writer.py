@@ -10,7 +10,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from callsaver_infra.app.constructs.secret_namespace import restrict_reads
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge, acknowledge_all
 from callsaver_infra.app.names import EGRESS_SECRET_KEY_ID_FIELD, EGRESS_SECRET_SECRET_FIELD
 
 # What LiveKit egress's S3 uploader calls: PutObject (single and multipart parts, create and complete) and
@@ -75,36 +75,39 @@ class EgressWriter(Construct):
             ],
         )
         acknowledge(
-            self.policy,
-            "IAM5",
-            "Egress names each object at upload time ({room_name}/{time}...), so the grant must cover the "
-            "bucket's objects; it is one bucket and only PutObject/AbortMultipartUpload (no read, list, delete).",
-            finding=f"Resource::{objects_arn}",
-        )
-        acknowledge(
-            self.policy,
-            "IAM5",
-            f"KMS key ids are random, so the grant names the key by its alias ({key_alias}, condition "
-            "kms:ResourceAliases) over the account's keys of the region, and only through S3 (kms:ViaService): "
-            "exactly the session bucket's key, and only GenerateDataKey/Decrypt that multipart uploads need.",
-            finding=f"Resource::{keys_arn}",
-        )
-        acknowledge(
             self.user,
             "IAMUserGroupMembership",
             "LiveKit Cloud signs uploads with a static key pair of exactly one IAM user; a group for one user "
             "would add nothing to review: its only policy is the inline egress policy below.",
             pack=NIST,
         )
-        for rule in ("IAMNoInlinePolicy", "IAMUserNoPolicies"):
-            acknowledge(
-                self.policy,
-                rule,
-                "The egress policy belongs to the one user LiveKit Cloud signs with (it cannot assume a role) and to "
-                "nothing else; inline, it is created, changed and deleted with that user and cannot be attached "
-                "elsewhere by mistake.",
-                pack=NIST,
-            )
+        inline_reason = (
+            "The egress policy belongs to the one user LiveKit Cloud signs with (it cannot assume a role) and to "
+            "nothing else; inline, it is created, changed and deleted with that user and cannot be attached "
+            "elsewhere by mistake."
+        )
+        acknowledge_all(
+            self.policy,
+            [
+                Ack(
+                    "IAM5",
+                    "Egress names each object at upload time ({room_name}/{time}...), so the grant must cover the "
+                    "bucket's objects; it is one bucket and only PutObject/AbortMultipartUpload (no read, list, "
+                    "delete).",
+                    finding=f"Resource::{objects_arn}",
+                ),
+                Ack(
+                    "IAM5",
+                    f"KMS key ids are random, so the grant names the key by its alias ({key_alias}, condition "
+                    "kms:ResourceAliases) over the account's keys of the region, and only through S3 "
+                    "(kms:ViaService): exactly the session bucket's key, and only GenerateDataKey/Decrypt that "
+                    "multipart uploads need.",
+                    finding=f"Resource::{keys_arn}",
+                ),
+                Ack("IAMNoInlinePolicy", inline_reason, pack=NIST),
+                Ack("IAMUserNoPolicies", inline_reason, pack=NIST),
+            ],
+        )
         # Changing the serial replaces the key. The replaced key is retained, not deleted: LiveKit still signs with
         # it until the new one is pushed and verified; `callsaver-infra rotate-egress-key` deletes it afterwards,
         # once no dispatch rule and no agent task uses it. (A stack deletion still deletes the current key.)
@@ -124,26 +127,29 @@ class EgressWriter(Construct):
                 EGRESS_SECRET_SECRET_FIELD: self.access_key.secret_access_key,
             },
         )
-        restrict_reads(self.credentials_secret, credentials_readers)
-        acknowledge(
+        restrict_reads([self.credentials_secret], credentials_readers)
+        acknowledge_all(
             self.credentials_secret,
-            "SMG4",
-            "An IAM access key cannot be rotated by Secrets Manager without a rotation Lambda (none in this app); "
-            "it is rotated by bumping egress_writer.access_key_serial in config and deploying, which replaces the key "
-            "and rewrites this secret.",
+            [
+                Ack(
+                    "SMG4",
+                    "An IAM access key cannot be rotated by Secrets Manager without a rotation Lambda (none in this "
+                    "app); it is rotated by bumping egress_writer.access_key_serial in config and deploying, which "
+                    "replaces the key and rewrites this secret.",
+                ),
+                Ack(
+                    "SecretsManagerRotationEnabled",
+                    "An IAM access key cannot be rotated by Secrets Manager without a rotation Lambda (none in this "
+                    "app); it is rotated by bumping egress_writer.access_key_serial and deploying, which replaces key "
+                    "and secret.",
+                    pack=NIST,
+                ),
+                Ack(
+                    "SecretsManagerUsingKMSKey",
+                    "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the secret's "
+                    "resource policy (deny except the agent's execution role, the deploy hook and break-glass), "
+                    "not by a key policy.",
+                    pack=NIST,
+                ),
+            ],
         )
-        for rule, reason in (
-            (
-                "SecretsManagerRotationEnabled",
-                "An IAM access key cannot be rotated by Secrets Manager without a rotation Lambda (none in this app); "
-                "it is rotated by bumping egress_writer.access_key_serial and deploying, which replaces key and "
-                "secret.",
-            ),
-            (
-                "SecretsManagerUsingKMSKey",
-                "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the secret's "
-                "resource policy (deny except the agent's execution role, the deploy hook and break-glass), "
-                "not by a key policy.",
-            ),
-        ):
-            acknowledge(self.credentials_secret, rule, reason, pack=NIST)

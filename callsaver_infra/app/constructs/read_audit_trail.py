@@ -7,7 +7,7 @@ from aws_cdk import aws_cloudtrail as cloudtrail
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge_all
 
 # How long the read log is kept: a year of "who listened to which call", longer than any recording lives.
 AUDIT_LOG_DAYS = 365
@@ -45,31 +45,35 @@ class ReadAuditTrail(Construct):
             removal_policy=RemovalPolicy.RETAIN,
             auto_delete_objects=False,
         )
-        acknowledge(
+        acknowledge_all(
             self.log_bucket,
-            "S1",
-            "This bucket holds the CloudTrail log of recording reads; logging access to it would need yet another "
-            "bucket. Only CloudTrail writes to it (its bucket policy), it is private, TLS-only and versioned, and "
-            "CloudTrail's log file validation detects any change to a delivered file.",
+            [
+                Ack(
+                    "S1",
+                    "This bucket holds the CloudTrail log of recording reads; logging access to it would need yet "
+                    "another bucket. Only CloudTrail writes to it (its bucket policy), it is private, TLS-only and "
+                    "versioned, and CloudTrail's log file validation detects any change to a delivered file.",
+                ),
+                Ack(
+                    "S3BucketLoggingEnabled",
+                    "This bucket is itself the audit log of recording reads; logging access to it would need another "
+                    "bucket, and only CloudTrail writes to it. Log file validation detects tampering.",
+                    pack=NIST,
+                ),
+                Ack(
+                    "S3BucketReplicationEnabled",
+                    "The read log is one region's audit record kept 365 days, versioned and retained with the stack; a "
+                    "replica would add a second copy of caller identities and object keys (callers' numbers).",
+                    pack=NIST,
+                ),
+                Ack(
+                    "S3DefaultEncryptionKMS",
+                    "CloudTrail delivers to this bucket with SSE-S3 (encrypted at rest); SSE-KMS would need a key "
+                    "policy for CloudTrail. The files hold object keys and caller ARNs, never recording content.",
+                    pack=NIST,
+                ),
+            ],
         )
-        for rule, reason in (
-            (
-                "S3BucketLoggingEnabled",
-                "This bucket is itself the audit log of recording reads; logging access to it would need another "
-                "bucket, and only CloudTrail writes to it. Log file validation detects tampering.",
-            ),
-            (
-                "S3BucketReplicationEnabled",
-                "The read log is one region's audit record kept 365 days, versioned and retained with the stack; a "
-                "replica would add a second copy of caller identities and object keys (callers' numbers).",
-            ),
-            (
-                "S3DefaultEncryptionKMS",
-                "CloudTrail delivers to this bucket with SSE-S3 (encrypted at rest); SSE-KMS would need a key policy "
-                "for CloudTrail. The files hold object keys and caller ARNs, never recording content.",
-            ),
-        ):
-            acknowledge(self.log_bucket, rule, reason, pack=NIST)
         self.trail = cloudtrail.Trail(
             self,
             "Trail",
@@ -81,19 +85,24 @@ class ReadAuditTrail(Construct):
             enable_file_validation=True,
             send_to_cloud_watch_logs=False,
         )
-        for rule, reason in (
-            (
-                "CloudTrailCloudWatchLogsEnabled",
-                "The trail answers 'who read which recording' after the fact, queried from S3 with Athena; "
-                "CloudWatch delivery would double the cost per event and adds a log group and role for no alarm.",
-            ),
-            (
-                "CloudTrailEncryptionEnabled",
-                "Log files are encrypted at rest with SSE-S3 in a private, TLS-only bucket, and hold object keys and "
-                "caller ARNs rather than recordings; a KMS key for the trail would add a key policy to maintain.",
-            ),
-        ):
-            acknowledge(self.trail, rule, reason, pack=NIST)
+        acknowledge_all(
+            self.trail,
+            [
+                Ack(
+                    "CloudTrailCloudWatchLogsEnabled",
+                    "The trail answers 'who read which recording' after the fact, queried from S3 with Athena; "
+                    "CloudWatch delivery would double the cost per event and adds a log group and role for no alarm.",
+                    pack=NIST,
+                ),
+                Ack(
+                    "CloudTrailEncryptionEnabled",
+                    "Log files are encrypted at rest with SSE-S3 in a private, TLS-only bucket, and hold object keys "
+                    "and caller ARNs rather than recordings; a KMS key for the trail would add a key policy to "
+                    "maintain.",
+                    pack=NIST,
+                ),
+            ],
+        )
         self.trail.add_s3_event_selector(
             [cloudtrail.S3EventSelector(bucket=bucket)],
             read_write_type=cloudtrail.ReadWriteType.READ_ONLY,

@@ -9,27 +9,29 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge_all
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import PLACEHOLDER, SECRETS
 
 
-def restrict_reads(secret: secretsmanager.Secret, readers: Sequence[str]) -> None:
-    """Give secret a resource policy denying GetSecretValue to every principal whose ARN is not in readers.
+def restrict_reads(secrets: Sequence[secretsmanager.Secret], readers: Sequence[str]) -> None:
+    """Give each secret a resource policy denying GetSecretValue to every principal whose ARN is not in readers.
 
     A Deny, not an Allow: identity policies in the account (AdministratorAccess, `secretsmanager:*` on `*`) would
     otherwise read every environment's secrets; an explicit Deny overrides them. Writes (PutSecretValue, used by
     `callsaver-infra secrets set` and by CloudFormation) and DescribeSecret stay with IAM."""
-    secret.add_to_resource_policy(
-        iam.PolicyStatement(
-            sid="DenyReadsExceptNamedRoles",
-            effect=iam.Effect.DENY,
-            principals=[iam.AnyPrincipal()],
-            actions=["secretsmanager:GetSecretValue"],
-            resources=["*"],
-            conditions={"ArnNotLike": {"aws:PrincipalArn": list(readers)}},
-        )
+    # One statement for all of them: it names no secret (Resource "*" is the secret itself in a resource policy),
+    # and building it once saves two jsii round trips per secret.
+    statement = iam.PolicyStatement(
+        sid="DenyReadsExceptNamedRoles",
+        effect=iam.Effect.DENY,
+        principals=[iam.AnyPrincipal()],
+        actions=["secretsmanager:GetSecretValue"],
+        resources=["*"],
+        conditions={"ArnNotLike": {"aws:PrincipalArn": list(readers)}},
     )
+    for secret in secrets:
+        secret.add_to_resource_policy(statement)
 
 
 class SecretNamespace(Construct):
@@ -64,28 +66,31 @@ class SecretNamespace(Construct):
                 # A deleted secret would take an operator-set API key with it; the stack must never do that.
                 removal_policy=RemovalPolicy.RETAIN,
             )
-            acknowledge(
+            acknowledge_all(
                 secret,
-                "SMG4",
-                "Provider API keys (LiveKit, OpenAI, Deepgram, ...) are issued and revoked in each provider's "
-                "console, so Secrets Manager cannot rotate them without a provider-specific Lambda; operators "
-                "rotate by setting the new value with `callsaver-infra secrets set`. Config-owned values "
-                "(LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                [
+                    Ack(
+                        "SMG4",
+                        "Provider API keys (LiveKit, OpenAI, Deepgram, ...) are issued and revoked in each provider's "
+                        "console, so Secrets Manager cannot rotate them without a provider-specific Lambda; operators "
+                        "rotate by setting the new value with `callsaver-infra secrets set`. Config-owned values "
+                        "(LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                    ),
+                    Ack(
+                        "SecretsManagerRotationEnabled",
+                        "Provider API keys are issued and revoked in each provider's console, so Secrets Manager "
+                        "cannot rotate them without provider-specific Lambdas; operators rotate with `callsaver-infra "
+                        "secrets set`. Config-owned values (LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
+                        pack=NIST,
+                    ),
+                    Ack(
+                        "SecretsManagerUsingKMSKey",
+                        "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the "
+                        "secret's resource policy (deny except the agent's execution role, the deploy hook and "
+                        "break-glass), not by a key policy.",
+                        pack=NIST,
+                    ),
+                ],
             )
-            for rule, reason in (
-                (
-                    "SecretsManagerRotationEnabled",
-                    "Provider API keys are issued and revoked in each provider's console, so Secrets Manager cannot "
-                    "rotate them without provider-specific Lambdas; operators rotate with `callsaver-infra secrets "
-                    "set`. Config-owned values (LIVEKIT_URL, SESSION_S3_BUCKET) are not credentials.",
-                ),
-                (
-                    "SecretsManagerUsingKMSKey",
-                    "Encrypted with the AWS managed key aws/secretsmanager; who may read is decided by the secret's "
-                    "resource policy (deny except the agent's execution role, the deploy hook and break-glass), not "
-                    "by a key policy.",
-                ),
-            ):
-                acknowledge(secret, rule, reason, pack=NIST)
-            restrict_reads(secret, readers)
             self.secrets[spec.key] = secret
+        restrict_reads(list(self.secrets.values()), readers)

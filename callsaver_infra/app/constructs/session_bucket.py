@@ -10,7 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from callsaver_infra.app.nag import NIST, acknowledge
+from callsaver_infra.app.nag import NIST, Ack, acknowledge, acknowledge_all
 from callsaver_infra.app.names import RECORDING_METRICS_FILTER_ID
 
 # LiveKit egress uploads in parts; a part left by a crashed egress is invisible and billed until aborted.
@@ -128,13 +128,14 @@ class SessionBucket(Construct):
         # import template, where the role (not retained) does not exist yet.
         reader_arn = f"arn:{stack.partition}:iam::{stack.account}:role/{reader_name}"
         readers = [reader_arn, healthcheck_reader_arn, *break_glass_role_arns]
+        anyone = iam.AnyPrincipal()  # one object for the four denies: each jsii object costs a round trip
         for statement in (
             # Deny by default: an s3:GetObject grant anywhere in the account (ReadOnlyAccess, AdministratorAccess,
             # s3:*) reads nothing here unless the caller is one of these roles.
             iam.PolicyStatement(
                 sid="DenyRecordingReadsExceptReaders",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=OBJECT_READ_ACTIONS,
                 resources=[objects],
                 conditions={"ArnNotLike": {"aws:PrincipalArn": readers}},
@@ -143,7 +144,7 @@ class SessionBucket(Construct):
             iam.PolicyStatement(
                 sid="DenyHealthcheckReaderOutsideHealthcheck",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=OBJECT_READ_ACTIONS,
                 not_resources=[self.bucket.arn_for_objects(f"{healthcheck_prefix}*")],
                 conditions={"ArnLike": {"aws:PrincipalArn": healthcheck_reader_arn}},
@@ -153,7 +154,7 @@ class SessionBucket(Construct):
             iam.PolicyStatement(
                 sid="DenyCdkLookupRoles",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=["s3:GetObject*", "s3:List*"],
                 resources=[self.bucket.bucket_arn, objects],
                 conditions={
@@ -166,7 +167,7 @@ class SessionBucket(Construct):
             iam.PolicyStatement(
                 sid="DenyCustomerProvidedKeys",
                 effect=iam.Effect.DENY,
-                principals=[iam.AnyPrincipal()],
+                principals=[anyone],
                 actions=["s3:PutObject"],
                 resources=[objects],
                 conditions={"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
@@ -177,27 +178,29 @@ class SessionBucket(Construct):
         # and reader denies would be readable by any principal ReadOnlyAccess reaches.
         assert self.bucket.policy is not None  # enforce_ssl created it
         self.bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
-        acknowledge(
+        acknowledge_all(
             self.bucket,
-            "S1",
-            "Server access logs are delivered best-effort and without the caller's role session. Every read of a "
-            "recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail "
-            "(docs/security.md); only the RecordingReader and break-glass roles may read, only the egress IAM user may "
-            f"write, and objects expire after {expiration_days} days.",
-        )
-        acknowledge(
-            self.bucket,
-            "S3BucketLoggingEnabled",
-            "Reads are audited per object and per caller by the stack's CloudTrail trail of S3 data events "
-            "(ReadAuditTrail), which unlike server access logs names the caller's role session and is delivered "
-            "reliably; writes come only from the egress IAM user.",
-            pack=NIST,
-        )
-        acknowledge(
-            self.bucket,
-            "S3BucketReplicationEnabled",
-            "Recordings are personal data kept for a bounded time: a replica would be a second copy to protect, "
-            "audit and expire. Versioning (noncurrent versions kept one day), RETAIN and termination protection "
-            "cover accidental overwrite and deletion; losing a recording does not stop the service.",
-            pack=NIST,
+            [
+                Ack(
+                    "S1",
+                    "Server access logs are delivered best-effort and without the caller's role session. Every read of "
+                    "a recording is logged instead as a CloudTrail S3 data event by the stack's ReadAuditTrail "
+                    "(docs/security.md); only the RecordingReader and break-glass roles may read, only the egress IAM "
+                    f"user may write, and objects expire after {expiration_days} days.",
+                ),
+                Ack(
+                    "S3BucketLoggingEnabled",
+                    "Reads are audited per object and per caller by the stack's CloudTrail trail of S3 data events "
+                    "(ReadAuditTrail), which unlike server access logs names the caller's role session and is "
+                    "delivered reliably; writes come only from the egress IAM user.",
+                    pack=NIST,
+                ),
+                Ack(
+                    "S3BucketReplicationEnabled",
+                    "Recordings are personal data kept for a bounded time: a replica would be a second copy to "
+                    "protect, audit and expire. Versioning (noncurrent versions kept one day), RETAIN and termination "
+                    "protection cover accidental overwrite and deletion; losing a recording does not stop the service.",
+                    pack=NIST,
+                ),
+            ],
         )
