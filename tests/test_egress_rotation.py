@@ -258,7 +258,7 @@ def test_retiring_is_refused_while_agent_tasks_started_with_the_old_injected_sec
     key = DeployedKey(2, "AKIDFAKENEWKEY000001", arn, "AKIDFAKENEWKEY000001", "fake")
     rotation = Rotation(config, RotationOptions(), aws, lambda line: None)
     assert rotation._agent_users({"AKIDFAKEOLDKEY000001"}, key) == []  # started after the secret was written
-    time.sleep(1.1)
+    time.sleep(0.002)  # the rewrite is dated at least a millisecond after the deployment (both in milliseconds)
     aws("secretsmanager").put_secret_value(SecretId=arn, SecretString='{"accessKeyId": "AKIDFAKENEWKEY000001"}')
     users = rotation._agent_users({"AKIDFAKEOLDKEY000001"}, key)
     assert len(users) == 1 and "injects the egress secret and started before it was rewritten" in users[0]

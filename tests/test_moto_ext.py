@@ -4,6 +4,8 @@ real CloudFormation CreateStack on moto's server (127.0.0.1) and read back with 
 from __future__ import annotations
 
 import json
+import time
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -1030,3 +1032,38 @@ def test_role_deletion_beside_an_inline_policy_for_users_only(aws: dict[str, Any
         iam.get_role(RoleName="ext-beside")
     # The users' policy is untouched.
     assert iam.list_user_policies(UserName="ext-policy-user")["PolicyNames"] == ["ext-user-only"]
+
+
+def test_secret_versions_are_dated_by_their_write_to_the_millisecond(
+    aws: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ListSecretVersionIds dates a version by its write, not by the listing, in milliseconds like an ECS deployment:
+    rotate-egress-key orders the two (a deployment older than the egress secret's version still holds the old key).
+    Stock moto's own clock is moved a day ahead (the server runs in this process), so a date taken at listing time
+    shows; the test keeps clear of a second's boundary, so whole-second dates cannot order the writes by luck."""
+    from moto.secretsmanager import models as stock
+
+    sm, ecs = boto3.client("secretsmanager", **aws), boto3.client("ecs", **aws)
+    while not 0.01 < time.time() % 1 < 0.8:
+        time.sleep(0.01)
+    created = sm.create_secret(Name="ext/dated", SecretString="one")
+    ecs.create_cluster(clusterName="ext-dated")
+    task = ecs.register_task_definition(
+        family="ext-dated", containerDefinitions=[{"name": "c", "image": "x", "memory": 512}]
+    )
+    ecs.create_service(
+        cluster="ext-dated",
+        serviceName="svc",
+        taskDefinition=task["taskDefinition"]["taskDefinitionArn"],
+        desiredCount=1,
+    )
+    deployed = ecs.describe_services(cluster="ext-dated", services=["svc"])["services"][0]["deployments"][0][
+        "createdAt"
+    ]
+    time.sleep(0.002)  # the next write is at least a millisecond later than the deployment, as dated
+    second = sm.put_secret_value(SecretId=created["ARN"], SecretString="two")
+    monkeypatch.setattr(stock, "time", SimpleNamespace(time=lambda: time.time() + 86400))
+    listed = {v["VersionId"]: v["CreatedDate"] for v in sm.list_secret_version_ids(SecretId=created["ARN"])["Versions"]}
+    assert listed[created["VersionId"]] <= deployed < listed[second["VersionId"]], (listed, deployed)
+    for version_id, date in listed.items():
+        assert sm.get_secret_value(SecretId=created["ARN"], VersionId=version_id)["CreatedDate"] == date

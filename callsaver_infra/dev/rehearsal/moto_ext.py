@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from typing import Any, ClassVar
 
 import moto
@@ -43,7 +44,7 @@ from moto.logs.models import LogGroup as MotoLogGroup
 from moto.logs.models import logs_backends
 from moto.s3.models import FakeBucket, s3_backends
 from moto.s3.responses import S3Response
-from moto.secretsmanager.models import secretsmanager_backends
+from moto.secretsmanager.models import SecretsManagerBackend, secretsmanager_backends
 from moto.sns.models import sns_backends
 from moto.ssm.responses import SimpleSystemManagerResponse
 from moto.utilities.utils import get_partition
@@ -1329,6 +1330,40 @@ def _get_azs(original: Any) -> Any:
     return clean_json
 
 
+def _version_dates_in_milliseconds(original: Any) -> Any:
+    """A new secret version is dated in milliseconds when it is stored. Stock moto stores whole seconds
+    (`int(time.time())`), dating a version up to a second before its write, so an ECS deployment created just before
+    the write (moto/ecs dates those in milliseconds) looked newer than the secret: more lenient than Secrets Manager,
+    whose CreatedDate is a JSON timestamp like ECS's (botocore secretsmanager-2017-10-17 CreatedDateType)."""
+
+    def add_or_rotate(self: SecretsManagerBackend, secret_id: str, *args: Any, **kwargs: Any) -> Any:
+        before = set(getattr(self.secrets.get(secret_id), "versions", {}))
+        result = original(self, secret_id, *args, **kwargs)
+        # Taken after the write: a version is never dated before it exists (nor after its response is sent).
+        now = int(time.time() * 1000) / 1000
+        for version_id, version in getattr(self.secrets.get(secret_id), "versions", {}).items():
+            if version_id not in before:
+                version["createdate"] = now
+        return result
+
+    return add_or_rotate
+
+
+def _listed_version_dates(original: Any) -> Any:
+    """ListSecretVersionIds reports each version's CreatedDate, "the date and time this version of the secret was
+    created" (Secrets Manager API reference, SecretVersionsListEntry); stock moto reports the time of the listing
+    (moto/secretsmanager/models.py list_secret_version_ids), so every version seemed written just now."""
+
+    def list_secret_version_ids(self: SecretsManagerBackend, secret_id: str) -> str:
+        listed = json.loads(original(self, secret_id))
+        versions = self.secrets[secret_id].versions
+        for entry in listed["Versions"]:
+            entry["CreatedDate"] = versions[entry["VersionId"]]["createdate"]
+        return json.dumps(listed)
+
+    return list_secret_version_ids
+
+
 FakeBucket.get_permission = _policy_without_conditional_statements  # type: ignore[method-assign]
 CloudFormationResponse._determine_resource = _stack_resource  # type: ignore[attr-defined]
 SimpleSystemManagerResponse._determine_resource = _parameter_resource  # type: ignore[attr-defined]
@@ -1337,6 +1372,11 @@ MotoRule.send_to_targets = _deliver_to_sns_topics(MotoRule.send_to_targets)  # t
 S3Response._bucket_response_get = _metrics_configuration_get(S3Response._bucket_response_get)  # type: ignore[method-assign]
 CloudWatchBackend.set_alarm_state = _publish_alarm_state_changes(CloudWatchBackend.set_alarm_state)  # type: ignore[method-assign]
 parsing.clean_json = _get_azs(parsing.clean_json)
+SecretsManagerBackend._add_secret = _version_dates_in_milliseconds(SecretsManagerBackend._add_secret)  # type: ignore[method-assign]
+SecretsManagerBackend.rotate_secret = _version_dates_in_milliseconds(SecretsManagerBackend.rotate_secret)  # type: ignore[method-assign]
+SecretsManagerBackend.list_secret_version_ids = _listed_version_dates(  # type: ignore[method-assign]
+    SecretsManagerBackend.list_secret_version_ids
+)
 cfn_models.CloudFormationBackend._resolve_update_parameters = _resolve_update_parameters(  # type: ignore[method-assign]
     cfn_models.CloudFormationBackend._resolve_update_parameters
 )
