@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version as distribution_version
 from pathlib import Path
@@ -42,6 +43,16 @@ TEMPLATE_MARKER = "<template>"
 PLUGIN_NAME = "CloudFormation Validate"
 
 
+_REAL: list[CloudFormationValidatePlugin] = []
+
+
+def _real_plugin() -> CloudFormationValidatePlugin:
+    """The real plugin, built (its engine started) on the first miss, once per process."""
+    if not _REAL:
+        _REAL.append(CloudFormationValidatePlugin())
+    return _REAL[0]
+
+
 @dataclass(frozen=True)
 class _Stack:
     construct_path: str
@@ -66,7 +77,10 @@ class _Context:
     def stack_templates(self) -> list[PolicyValidationStack]:
         return [
             PolicyValidationStack(
-                stack_construct_path=s.construct_path, template_path=s.template_path, account_id=s.account, region=s.region
+                stack_construct_path=s.construct_path,
+                template_path=s.template_path,
+                account_id=s.account,
+                region=s.region,
             )
             for s in self._stacks
         ]
@@ -91,10 +105,8 @@ class MemoizedCloudFormationValidate:
 
     def __init__(self, memo_dir: Path) -> None:
         self.memo_dir = memo_dir
-        self.engine_starts = 0  # how many times this process built the real plugin (its engine); tests read it
         self.hits = 0
-        self.misses = 0
-        self._real: CloudFormationValidatePlugin | None = None
+        self.misses = 0  # each one validated by the real plugin
         self._version: str | None = None
         self._cdk_lib = distribution_version("aws-cdk-lib")
 
@@ -146,25 +158,26 @@ class MemoizedCloudFormationValidate:
         return digest.hexdigest()
 
     def _validate_one(self, app: IConstruct, stack: _Stack) -> dict[str, Any]:
-        if self._real is None:
-            self._real = CloudFormationValidatePlugin()
-            self.engine_starts += 1
-        report = self._real.validate(_Context(app, [stack]))
+        real = _real_plugin()
+        report = real.validate(_Context(app, [stack]))
         violations = [_from_violation(v, stack.template_path) for v in report.violations]
-        return {"pluginVersion": self._real.version, "violations": violations}
+        return {"pluginVersion": real.version, "violations": violations}
 
     def _path(self, key: str) -> Path:
         return self.memo_dir / key[:2] / f"{key}.json"
 
     def _load(self, key: str) -> dict[str, Any] | None:
-        """The stored entry, or None (a miss) when it is absent, unreadable or not what _store writes."""
+        """The stored entry, or None (a miss) when it is absent, unreadable, altered or not what _store writes."""
         try:
             entry = json.loads(self._path(key).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not _valid_entry(entry, key):
+        if not isinstance(entry, dict) or set(entry) != {"format", "key", "sha256", "pluginVersion", "violations"}:
             return None
-        return dict(entry)
+        found = {"pluginVersion": entry["pluginVersion"], "violations": entry["violations"]}
+        if entry["format"] != MEMO_FORMAT or entry["key"] != key or entry["sha256"] != _checksum(found):
+            return None
+        return found if _valid(found) else None
 
     def _store(self, key: str, found: dict[str, Any]) -> None:
         """Write atomically (a temporary file, then os.replace): concurrent synths read a whole entry or none."""
@@ -176,7 +189,7 @@ class MemoizedCloudFormationValidate:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
-                    json.dump({"format": MEMO_FORMAT, "key": key, **found}, f, sort_keys=True)
+                    json.dump({"format": MEMO_FORMAT, "key": key, "sha256": _checksum(found), **found}, f)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -265,36 +278,31 @@ def _opt_str(x: object) -> bool:
     return x is None or isinstance(x, str)
 
 
-def _valid_entry(entry: object, key: str) -> bool:
-    """Exactly the shape _store writes; anything else (truncated, hand-edited, another format) is a miss."""
-    if not isinstance(entry, dict) or set(entry) != {"format", "key", "pluginVersion", "violations"}:
+def _checksum(found: dict[str, Any]) -> str:
+    """Catches an entry altered on disk (a flipped byte in a finding would otherwise be read as a finding)."""
+    return hashlib.sha256(json.dumps(found, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _valid(found: dict[str, Any]) -> bool:
+    """Exactly the shape _validate_one produces, so a hit can be handed to the CDK as the built-in's report."""
+    if not isinstance(found["pluginVersion"], str) or not isinstance(found["violations"], list):
         return False
-    if entry["format"] != MEMO_FORMAT or entry["key"] != key or not isinstance(entry["pluginVersion"], str):
-        return False
-    if not isinstance(entry["violations"], list):
-        return False
-    for v in entry["violations"]:
-        if not isinstance(v, dict) or set(v) != {
-            "ruleName",
-            "description",
-            "severity",
-            "fix",
-            "ruleMetadata",
-            "violatingResources",
-        }:
+    violation_fields = {"ruleName", "description", "severity", "fix", "ruleMetadata", "violatingResources"}
+    resource_fields = {"resourceLogicalId", "constructPath", "templatePath", "locations"}
+    for v in found["violations"]:
+        if not isinstance(v, dict) or set(v) != violation_fields:
             return False
-        if not all(isinstance(v[f], str) for f in ("ruleName", "description")) or not _opt_str(v["severity"]):
+        meta, resources = v["ruleMetadata"], v["violatingResources"]
+        if not (isinstance(v["ruleName"], str) and isinstance(v["description"], str)):
             return False
-        meta = v["ruleMetadata"]
-        if not _opt_str(v["fix"]) or not (
-            meta is None or (isinstance(meta, dict) and all(isinstance(x, str) for x in meta.values()))
-        ):
+        if not (_opt_str(v["severity"]) and _opt_str(v["fix"])):
             return False
-        resources = v["violatingResources"]
+        if not (meta is None or (isinstance(meta, dict) and all(isinstance(x, str) for x in meta.values()))):
+            return False
         if not isinstance(resources, list) or not resources:
             return False
         for r in resources:
-            if not isinstance(r, dict) or set(r) != {"resourceLogicalId", "constructPath", "templatePath", "locations"}:
+            if not isinstance(r, dict) or set(r) != resource_fields:
                 return False
             if not all(_opt_str(r[f]) for f in ("resourceLogicalId", "constructPath", "templatePath")):
                 return False
@@ -303,12 +311,23 @@ def _valid_entry(entry: object, key: str) -> bool:
     return True
 
 
-def enable_memoized_validation(app: App, memo_dir: Path) -> MemoizedCloudFormationValidate:
-    """Run the built-in CloudFormation validation through the memo in memo_dir; the app must be built with
-    `builtin_cloud_formation_validation=False`. Call after the other plugins: the built-in's report comes after
-    theirs when the app has no Stage (synthesis-validation.js pluginsToEvaluate), and before them when it has."""
+def enable_memoized_validation(
+    app: App, memo_dir: Path, add_other_plugins: Callable[[App], None] = lambda app: None
+) -> MemoizedCloudFormationValidate:
+    """Run the built-in CloudFormation validation through the memo in memo_dir (the app is built with
+    `builtin_cloud_formation_validation=False` and holds its Stages already); add_other_plugins(app) registers the
+    app's other validation plugins.
+
+    The memo's report goes where aws-cdk-lib puts the built-in's (synthesis-validation.js pluginsToEvaluate, with
+    plugins registered on the app only): the built-in joins every Stage's plugins, visited children first, so it
+    comes before the app's plugins when the app has a Stage, after them when it has none."""
     plugin = MemoizedCloudFormationValidate(memo_dir)
-    Validations.of(app).add_plugins(plugin)
+    staged = any(Stage.is_stage(child) for child in app.node.children)
+    if staged:
+        Validations.of(app).add_plugins(plugin)
+    add_other_plugins(app)
+    if not staged:
+        Validations.of(app).add_plugins(plugin)
     return plugin
 
 
