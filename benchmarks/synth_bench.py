@@ -192,7 +192,7 @@ def main() -> None:
         verdict = "ok" if value <= figure.target else "OVER"
         shown = f"{value:.2f}x" if figure.unit == "x" else f"{value:.2f} s"
         target = f"<= {figure.target:g}x" if figure.unit == "x" else f"<= {figure.target:g} s"
-        rows.append(f"  {figure.label:<72} {shown:>9}  target {target:<8} {verdict:<4}  {detail}")
+        rows.append(f"  {figure.label:<76} {shown:>9}  target {target:<8} {verdict:<4}  {detail}")
         print(rows[-1], flush=True)
     if not args.skip_costs:
         _print_costs(sorted(p.stem for p in (ROOT / "config").glob("*.toml")))
