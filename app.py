@@ -12,11 +12,17 @@ Context: `env` (one environment, `ci` for the CI stack alone, `registry` for the
 place the registry in that environment's account and region), `ciConfig` (another CI file than
 config/ci/github.toml, e.g. a test fixture).
 
-The only place that reads the outside world (context, files); everything below receives typed config.
+The only place that reads the outside world (context, files, environment); everything below receives typed config.
+
+aws-cdk-lib's built-in CloudFormation validation runs through a memo (callsaver_infra/app/validation_memo.py) in
+.cache/cfn-validate/ (or CALLSAVER_CFN_VALIDATE_MEMO_DIR): a template validated before is not validated again.
+CALLSAVER_CFN_VALIDATE_MEMO=off runs the built-in itself (a cold, full validation); CDK_VALIDATION=false
+(`cdk synth --no-validation`) turns validation off entirely.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,15 +47,29 @@ from callsaver_infra.app.registry_config import (
 )
 from callsaver_infra.app.stacks.ci import add_ci_stack
 from callsaver_infra.app.stacks.registry import add_registry_stack
+from callsaver_infra.app.validation_memo import enable_memoized_validation
 
 PROJECT_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PROJECT_DIR / "config"
+CFN_VALIDATE_MEMO_DIR = PROJECT_DIR / ".cache" / "cfn-validate"
+# "off": validate every template afresh with the built-in plugin itself.
+MEMO_SWITCH = "CALLSAVER_CFN_VALIDATE_MEMO"
+# Another directory for the memo (tests use an empty one for a cold run).
+MEMO_DIR_VAR = "CALLSAVER_CFN_VALIDATE_MEMO_DIR"
 
 
 def main() -> None:
     # cdk.json's context as defaults: `python app.py` without the CLI gets the same feature flags (the CLI's
     # CDK_CONTEXT_JSON, when present, overrides them with the same values and any -c).
-    app = App(context=cli_context(PROJECT_DIR))
+    # The memo replaces the built-in only where the built-in would run (aws-cdk-lib's defaultValidationEnabled:
+    # CDK_VALIDATION, which `cdk synth --no-validation` sets, is exactly "false" to turn it off).
+    validation = os.environ.get("CDK_VALIDATION") != "false"
+    switch = os.environ.get(MEMO_SWITCH, "on")
+    if switch not in ("on", "off"):
+        print(f"error: {MEMO_SWITCH}={switch!r}: set 'off' (validate afresh) or 'on' (the default)", file=sys.stderr)
+        sys.exit(2)
+    memo = validation and switch == "on"
+    app = App(context=cli_context(PROJECT_DIR), builtin_cloud_formation_validation=not memo)
     try:
         all_envs = load_environments(CONFIG_DIR)
         check_reserved_environment_names(CONFIG_DIR, all_envs)
@@ -90,7 +110,11 @@ def main() -> None:
         add_ci_stack(Stage(app, CI_ENV_NAME) if staged else app, ci, all_envs)
     if registry is not None:
         add_registry_stack(Stage(app, REGISTRY_ENV_NAME) if staged else app, registry)
-    enable_policy_checks(app)
+    if memo:
+        memo_dir = Path(os.environ.get(MEMO_DIR_VAR) or CFN_VALIDATE_MEMO_DIR)
+        enable_memoized_validation(app, memo_dir, enable_policy_checks)
+    else:
+        enable_policy_checks(app)
     app.synth()
 
 

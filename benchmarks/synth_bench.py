@@ -5,12 +5,16 @@
   the registry stack with the cdk-nag gate (app.py, as `cdk synth` runs it), divided by an empty CDK app's; the two
   run alternately (paired), so load from other work weighs on both, and the figure is the median of the pairs'
   ratios. Each sample is a fresh Python process (jsii starts its Node runtime every time, as `cdk synth` does).
+  Two lines: with the CloudFormation validation memo warm (every template validated by an earlier synth: the
+  inner loop's re-synth for cdk diff, make deploy, tests) and cold (CALLSAVER_CFN_VALIDATE_MEMO=off: the built-in
+  validates every template afresh, as on a first synth or after a CDK upgrade). --one-miss adds a third: one
+  template's entry removed before each run (one stack changed).
 - the test suite's wall time (what `make test` runs), `make rehearse`'s wall time
   (`python -m callsaver_infra.dev.rehearsal`),
 - push-egress as a process (the `callsaver-infra` console script, fresh process per run) against the local LiveKit
   server and moto: benchmarks/hook_bench.py --subprocess, median of several runs.
 Each figure is one entry of FIGURES: (label, target, unit, function); add a line there for one more.
-Usage: python benchmarks/synth_bench.py [--runs N] [--skip-tests] [--skip-rehearse] [--skip-hook]
+Usage: python benchmarks/synth_bench.py [--runs N] [--skip-tests] [--skip-rehearse] [--skip-hook] [--one-miss]
 """
 
 from __future__ import annotations
@@ -58,23 +62,40 @@ def _run(argv: list[str], env: dict[str, str] | None = None, check: bool = True)
     return Sample(wall, cpu), result.stdout
 
 
-def _synth(argv: list[str]) -> Sample:
+def _synth(argv: list[str], env: dict[str, str] | None = None) -> Sample:
     with tempfile.TemporaryDirectory() as outdir:
-        return _run(argv, {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context()})[0]
+        return _run(argv, {**os.environ, "CDK_OUTDIR": outdir, "CDK_CONTEXT_JSON": _context(), **(env or {})})[0]
 
 
-def synth_ratio(runs: int) -> tuple[float, str]:
-    """Median over `runs` pairs of (all environments' synth CPU) / (empty app's synth CPU)."""
+def _synth_ratio(runs: int, memo: str) -> tuple[float, str]:
+    """Median over `runs` pairs of (all environments' synth CPU) / (empty app's synth CPU), app.py's validation memo
+    warm, cold (off) or missing one template; the empty app is always the same (aws-cdk-lib's built-in on)."""
     empty_argv, full_argv = [sys.executable, "-c", EMPTY_APP], [sys.executable, "app.py"]
     _synth(empty_argv)  # warm the file cache (aws-cdk-lib's jsii bundle), outside the figures
-    pairs = []
-    for i in range(runs):
-        # Alternate which goes first, so a load change within a pair does not always favour one side.
-        if i % 2 == 0:
-            empty, full = _synth(empty_argv), _synth(full_argv)
-        else:
-            full, empty = _synth(full_argv), _synth(empty_argv)
-        pairs.append((empty, full))
+    with tempfile.TemporaryDirectory() as memo_dir:
+        full_env = {"CALLSAVER_CFN_VALIDATE_MEMO": "off" if memo == "cold" else "on"}
+        full_env["CALLSAVER_CFN_VALIDATE_MEMO_DIR"] = memo_dir  # the bench's own: the repo's memo is left alone
+        if memo != "cold":
+            _synth(full_argv, full_env)  # fill the memo, outside the figures
+        entries = sorted(Path(memo_dir).glob("*/*.json"))
+
+        def full() -> Sample:
+            if memo == "one-miss":
+                saved = entries[0].read_bytes()
+                entries[0].unlink()
+                sample = _synth(full_argv, full_env)
+                entries[0].write_bytes(saved)  # the same entry every run: one template validated each time
+                return sample
+            return _synth(full_argv, full_env)
+
+        pairs = []
+        for i in range(runs):
+            # Alternate which goes first, so a load change within a pair does not always favour one side.
+            if i % 2 == 0:
+                e, f = _synth(empty_argv), full()
+            else:
+                f, e = full(), _synth(empty_argv)
+            pairs.append((e, f))
     ratios = [f.cpu / e.cpu for e, f in pairs]
     e_cpu, f_cpu = (statistics.median(p[k].cpu for p in pairs) for k in (0, 1))
     e_wall, f_wall = (statistics.median(p[k].wall for p in pairs) for k in (0, 1))
@@ -83,6 +104,21 @@ def synth_ratio(runs: int) -> tuple[float, str]:
         f"pair ratios {min(ratios):.2f}-{max(ratios):.2f}, {runs} pairs, node {_node_version()}"
     )
     return statistics.median(ratios), detail
+
+
+def synth_ratio_warm(runs: int) -> tuple[float, str]:
+    """Every template unchanged since the memo's last synth: no template is validated again."""
+    return _synth_ratio(runs, "warm")
+
+
+def synth_ratio_cold(runs: int) -> tuple[float, str]:
+    """The memo off: aws-cdk-lib's built-in validates every template, as on a first synth."""
+    return _synth_ratio(runs, "cold")
+
+
+def synth_ratio_one_miss(runs: int) -> tuple[float, str]:
+    """One template changed since the last synth: the validator starts, for that template only."""
+    return _synth_ratio(runs, "one-miss")
 
 
 def suite_wall(_runs: int) -> tuple[float, str]:
@@ -117,10 +153,19 @@ class Figure:
     unit: str  # "x" (a ratio) or "s"
     measure: Callable[[int], tuple[float, str]]
     skip_flag: str | None = None
+    only_with: str | None = None  # an opt-in figure: measured only with this flag
 
 
 FIGURES = (
-    Figure("synth, all environments / empty CDK app (CPU, paired)", 1.6, "x", synth_ratio),
+    Figure("synth, all environments / empty CDK app (CPU, paired), memo WARM", 1.6, "x", synth_ratio_warm),
+    Figure("synth, all environments / empty CDK app (CPU, paired), memo COLD (off)", 1.6, "x", synth_ratio_cold),
+    Figure(
+        "synth, all environments / empty CDK app (CPU, paired), ONE template changed",
+        1.6,
+        "x",
+        synth_ratio_one_miss,
+        only_with="one_miss",
+    ),
     Figure("test suite (make test), wall", 60.0, "s", suite_wall, "skip_tests"),
     Figure("make rehearse, wall", 10.0, "s", rehearse_wall, "skip_rehearse"),
     Figure("push-egress as a process, wall", 1.0, "s", push_egress_wall, "skip_hook"),
@@ -133,6 +178,7 @@ def main() -> None:
     parser.add_argument("--skip-tests", action="store_true", help="do not time the test suite")
     parser.add_argument("--skip-rehearse", action="store_true", help="do not time the rehearsal")
     parser.add_argument("--skip-hook", action="store_true", help="do not time push-egress")
+    parser.add_argument("--one-miss", action="store_true", help="also time synth with one template changed")
     parser.add_argument("--skip-costs", action="store_true", help="do not print the cost-bearing resources")
     args = parser.parse_args()
     print(f"speed figures (issue 13 targets), {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
@@ -140,11 +186,13 @@ def main() -> None:
     for figure in FIGURES:
         if figure.skip_flag and getattr(args, figure.skip_flag):
             continue
+        if figure.only_with and not getattr(args, figure.only_with):
+            continue
         value, detail = figure.measure(args.runs)
         verdict = "ok" if value <= figure.target else "OVER"
         shown = f"{value:.2f}x" if figure.unit == "x" else f"{value:.2f} s"
         target = f"<= {figure.target:g}x" if figure.unit == "x" else f"<= {figure.target:g} s"
-        rows.append(f"  {figure.label:<56} {shown:>9}  target {target:<8} {verdict:<4}  {detail}")
+        rows.append(f"  {figure.label:<76} {shown:>9}  target {target:<8} {verdict:<4}  {detail}")
         print(rows[-1], flush=True)
     if not args.skip_costs:
         _print_costs(sorted(p.stem for p in (ROOT / "config").glob("*.toml")))
