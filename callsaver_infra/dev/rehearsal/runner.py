@@ -38,6 +38,9 @@ MOTO_ACCOUNT = LOCAL_ACCOUNT
 # Fake credentials for the local endpoint and the local LiveKit server; nothing real is ever involved.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-not-a-secret"}
 LIVEKIT_API_KEY = "APIrehearsal"
+# push-egress --verify's recording length here: the stand-in uploads the same file after 0.2 s as after 3 s, so the
+# operator default's idle seconds would prove nothing more.
+VERIFY_SECONDS = 0.2
 
 
 class StepFailed(Exception):
@@ -88,8 +91,9 @@ class Rehearsal:
     rule_id: str = ""
     alert_queue_url: str = ""
     _break_glass: dict[str, str] | None = field(default=None, repr=False)
-    # The two `cdk synth` runs started with the bootstrap, by the assembly directory they write.
+    # The two `cdk synth` runs started before the endpoints, by the assembly directory they write.
     _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
+    _gaps: str = ""
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -98,44 +102,56 @@ class Rehearsal:
             "(moto + callsaver extension) on 127.0.0.1, the hook pushes to a local LiveKit server."
         )
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp, self._servers() as stop:
+        with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp:
             self.workdir = Path(tmp)
-            from callsaver_infra.dev.rehearsal import registry_steps as image
-
+            # Synthesis needs no endpoint: it runs while the endpoints start and the bootstraps deploy.
+            self._start_synths()
             try:
-                self._step("bootstrap", self._bootstrap)
-                # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
-                self._step("deploy registry", lambda: image.deploy_registry(self))
-                self._step("image check refuses", lambda: image.image_check_refuses(self))
-                self._step("push agent image", lambda: image.push_agent_image(self))
-                self._step("image check passes", lambda: image.image_check_passes(self))
-                # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
-                self._step("deploy base stacks", self._deploy_base)
-                self._step("check storage", self._check_storage)
-                self._step("check egress identity", self._check_iam)
-                self._step("check secrets", self._check_secrets)
-                self._step("first deploy stops", self._first_deploy_stops)
-                self._step("set operator secrets", self._set_operator_secrets)
-                self._step("deploy", self._deploy)
-                self._step("check agent", self._check_agent)
-                self._step("check agent image", lambda: image.check_agent_image(self))
-                self._step("check monitoring", self._check_monitoring)
-                self._step("alarm reaches topic", self._alarm_reaches_topic)
-                self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
-                self._step("post-deploy hook", self._hook)
-                self._step("inbound call recorded", self._inbound_call)
-                self._step("status", self._status)
-                # Last: the probes switch moto's IAM enforcement on and write a probe recording of their own.
-                self._step("access probes", self._probe_access)
-            except StepFailed:
-                stop()
-                return 1
-            gaps = self._not_emulated()
-            self._step_teardown(stop)
+                with self._servers() as stop:
+                    code = self._run_steps(stop)
+            finally:
+                self._stop_synths()
+        if code:
+            return code
         stacks = (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack, names.monitoring_stack)
         self.out(f"Stacks: {', '.join(stacks)}")
-        self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {gaps}")
+        self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {self._gaps}")
         self.out(f"Rehearsal passed in {time.perf_counter() - started:.1f} s.")
+        return 0
+
+    def _run_steps(self, stop: Callable[[], None]) -> int:
+        from callsaver_infra.dev.rehearsal import registry_steps as image
+
+        try:
+            self._step("bootstrap", self._bootstrap)
+            # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
+            self._step("deploy registry", lambda: image.deploy_registry(self))
+            self._step("image check refuses", lambda: image.image_check_refuses(self))
+            self._step("push agent image", lambda: image.push_agent_image(self))
+            self._step("image check passes", lambda: image.image_check_passes(self))
+            # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
+            self._step("deploy base stacks", self._deploy_base)
+            self._step("check storage", self._check_storage)
+            self._step("check egress identity", self._check_iam)
+            self._step("check secrets", self._check_secrets)
+            self._step("first deploy stops", self._first_deploy_stops)
+            self._step("set operator secrets", self._set_operator_secrets)
+            self._step("deploy", self._deploy)
+            self._step("check agent", self._check_agent)
+            self._step("check agent image", lambda: image.check_agent_image(self))
+            self._step("check monitoring", self._check_monitoring)
+            self._step("alarm reaches topic", self._alarm_reaches_topic)
+            self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
+            self._step("post-deploy hook", self._hook)
+            self._step("inbound call recorded", self._inbound_call)
+            self._step("status", self._status)
+            # Last: the probes switch moto's IAM enforcement on and write a probe recording of their own.
+            self._step("access probes", self._probe_access)
+        except StepFailed:
+            stop()
+            return 1
+        self._gaps = self._not_emulated()
+        self._step_teardown(stop)
         return 0
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -175,10 +191,7 @@ class Rehearsal:
             nonlocal stopped
             if not stopped:
                 stopped = True
-                for synth in self._synths.values():
-                    if synth.poll() is None:
-                        synth.kill()
-                    synth.communicate()
+                self._stop_synths()
                 self.livekit.stop()
                 aws.stop()
                 if previous is None:
@@ -191,17 +204,33 @@ class Rehearsal:
         finally:
             stop()
 
-    def _bootstrap(self) -> str:
-        """The account's default bootstrap (the registry stack is account-level), then the environment's own, from
-        the template `callsaver-infra bootstrap` generates: the environment's stacks then deploy through it."""
-        # Each assembly is synthesized once, beside the bootstrap, and every later CLI run reads it with `--app`
-        # (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in it).
+    def _start_synths(self) -> None:
+        """Each assembly is synthesized once, from the start (synthesis is hermetic), and every later CLI run reads it
+        with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in
+        the environment's account and region). Without the CLI the bootstrap step says so."""
+        if not (self.root / "node_modules" / ".bin" / "cdk").exists():
+            return
         self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
         self._synths["registry.out"] = self._start_synth(
             "registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}"
         )
-        self._bootstrap_toolkit()
-        own = self._bootstrap_environment()
+
+    def _stop_synths(self) -> None:
+        for synth in self._synths.values():
+            if synth.poll() is None:
+                synth.kill()
+            # With a timeout, communicate() is safe after assembly()'s and a second time.
+            synth.communicate(timeout=60)
+
+    def _bootstrap(self) -> str:
+        """The account's default bootstrap (the registry stack is account-level) and, at the same time (two stacks of
+        their own), the environment's, from the template `callsaver-infra bootstrap` generates: the environment's
+        stacks then deploy through it."""
+        toolkit = _Background(self._bootstrap_toolkit)
+        try:
+            own = self._bootstrap_environment()
+        finally:
+            toolkit.result()
         return f"CDKToolkit, {own}; the environment's and the registry's assemblies synthesized meanwhile"
 
     def _bootstrap_environment(self) -> str:
@@ -236,10 +265,11 @@ class Rehearsal:
         c.raise_if_failed()
         return f"{bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier})"
 
-    def _bootstrap_toolkit(self) -> None:
+    def _bootstrap_toolkit(self) -> str:
         # Run outside the repository (no cdk.json): with an app, `cdk bootstrap` synthesizes it only to list the
         # environments, and the environment is given here.
         self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}", cwd=self.workdir)
+        return "CDKToolkit"
 
     def _start_synth(self, outdir: str, env: str, *args: str) -> subprocess.Popen[str]:
         cdk = self.root / "node_modules" / ".bin" / "cdk"
@@ -643,7 +673,8 @@ class Rehearsal:
         outputs_file = self.workdir / "outputs.json"
         cli = [sys.executable, "-m", "callsaver_infra.ops.cli", "push-egress", "--env", self.config.name,
                "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
-               "--s3-endpoint-url", self.endpoint_url, "--verify"]  # fmt: skip
+               "--s3-endpoint-url", self.endpoint_url, "--verify",
+               "--verify-seconds", f"{VERIFY_SECONDS:g}"]  # fmt: skip
         result = subprocess.run(
             cli, cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False
         )
@@ -901,15 +932,21 @@ class Rehearsal:
     def _env(self) -> dict[str, str]:
         """A clean environment: only the local endpoint and fake credentials, never the caller's AWS settings."""
         keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM")}
+        endpoints = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            # The CLI hands CloudFormation a template URL; with 127.0.0.1 moto would read the host as a bucket.
+            "AWS_ENDPOINT_URL_S3_FOR_CLOUDFORMATION": self.endpoint_url.replace("127.0.0.1", "localhost"),
+        }
         return {
             **keep,
             **FAKE_AWS_ENV,
             "PATH": os.pathsep.join(
                 [str(self.root / "node_modules" / ".bin"), str(Path(sys.executable).parent), os.defpath]
             ),
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            # The CLI hands CloudFormation a template URL; with 127.0.0.1 moto would read the host as a bucket.
-            "AWS_ENDPOINT_URL_S3_FOR_CLOUDFORMATION": self.endpoint_url.replace("127.0.0.1", "localhost"),
+            # Empty before the endpoints start (the synths): synthesis talks to no endpoint.
+            **(endpoints if self.endpoint_url else {}),
+            # Node 22's on-disk compile cache: the CLI's and jsii's JavaScript is parsed once, not in every process.
+            "NODE_COMPILE_CACHE": str(self.root / "node_modules" / ".cache" / "callsaver-rehearsal-node"),
             "AWS_REGION": self.config.region,
             "AWS_DEFAULT_REGION": self.config.region,
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -976,6 +1013,30 @@ class Rehearsal:
         # cdk.out (the environment) and registry.out (Callsaver-Registry)
         templates = [json.loads(t.read_text()) for t in sorted(self.workdir.glob("*.out/*.template.json"))]
         return ", ".join(not_emulated(templates)) or "none"
+
+
+class _Background:
+    """A call run on a thread; result() waits for it and returns its value or raises its exception."""
+
+    def __init__(self, call: Callable[[], str]) -> None:
+        import threading
+
+        self._value: str = ""
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], str]) -> None:
+        try:
+            self._value = call()
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def not_emulated(templates: list[dict[str, Any]]) -> list[str]:
