@@ -226,7 +226,7 @@ class Rehearsal:
         """The account's default bootstrap (the registry stack is account-level) and, at the same time (two stacks of
         their own), the environment's, from the template `callsaver-infra bootstrap` generates: the environment's
         stacks then deploy through it."""
-        toolkit = _Background(self._bootstrap_toolkit)
+        toolkit = Background(self._bootstrap_toolkit)
         try:
             own = self._bootstrap_environment()
         finally:
@@ -281,12 +281,12 @@ class Rehearsal:
         )  # fmt: skip
 
     def assembly(self, outdir: str) -> str:
-        """The directory of an assembly `_bootstrap` started synthesizing, once that synth has passed."""
+        """The directory of an assembly `_start_synths` started synthesizing, once that synth has passed."""
         synth = self._synths[outdir]
         output, _ = synth.communicate(timeout=600)
         if synth.returncode != 0:
             tail = "\n".join(output.strip().splitlines()[-25:])
-            raise StepFailed(f"cdk synth ({outdir}) exited {synth.returncode}:\n{tail}")
+            raise StepFailed(f"synth of {outdir} exited {synth.returncode}:\n{tail}")
         return str(self.workdir / outdir)
 
     def _deploy_base(self) -> str:
@@ -1015,7 +1015,7 @@ class Rehearsal:
         return ", ".join(not_emulated(templates)) or "none"
 
 
-class _Background:
+class Background:
     """A call run on a thread; result() waits for it and returns its value or raises its exception."""
 
     def __init__(self, call: Callable[[], str]) -> None:
