@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from callsaver_infra.app.config import EnvironmentConfig, effective_qualifier
 from callsaver_infra.app.names import (
@@ -41,6 +42,9 @@ LIVEKIT_API_KEY = "APIrehearsal"
 # push-egress --verify's recording length here: the stand-in uploads the same file after 0.2 s as after 3 s, so the
 # operator default's idle seconds would prove nothing more.
 VERIFY_SECONDS = 0.2
+
+
+T = TypeVar("T")
 
 
 class StepFailed(Exception):
@@ -94,6 +98,10 @@ class Rehearsal:
     # The two `cdk synth` runs started before the endpoints, by the assembly directory they write.
     _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
     _gaps: str = ""
+    # Started in the background ahead of the step that checks them (_run_steps).
+    _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
+    _pushed: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -131,12 +139,19 @@ class Rehearsal:
             self._step("image check passes", lambda: image.image_check_passes(self))
             # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
             self._step("deploy base stacks", self._deploy_base)
+            # Independent of the read-only checks below: `secrets status` runs meanwhile, its step checks it.
+            self._secrets_status = Background(
+                lambda: self._cli(*self._secrets_status_args, credentials=self._operator())
+            )
             self._step("check storage", self._check_storage)
             self._step("check egress identity", self._check_iam)
             self._step("check secrets", self._check_secrets)
             self._step("first deploy stops", self._first_deploy_stops)
             self._step("set operator secrets", self._set_operator_secrets)
             self._step("deploy", self._deploy)
+            # The hook touches LiveKit, the egress secret and the bucket, none of which the checks up to it read: it
+            # runs meanwhile, and its step waits for it and checks what it did.
+            self._pushed = Background(self._push_egress)
             self._step("check agent", self._check_agent)
             self._step("check agent image", lambda: image.check_agent_image(self))
             self._step("check monitoring", self._check_monitoring)
@@ -148,6 +163,11 @@ class Rehearsal:
             # Last: the probes switch moto's IAM enforcement on and write a probe recording of their own.
             self._step("access probes", self._probe_access)
         except StepFailed:
+            # What runs in the background ends before the endpoints stop under it.
+            for started in (self._secrets_status, self._pushed):
+                if started is not None:
+                    with suppress(Exception):
+                        started.result()
             stop()
             return 1
         self._gaps = self._not_emulated()
@@ -192,8 +212,15 @@ class Rehearsal:
             if not stopped:
                 stopped = True
                 self._stop_synths()
-                self.livekit.stop()
-                aws.stop()
+                livekit = Background(self.livekit.stop)
+                stopping = Background(aws.stop)
+                # werkzeug's serve_forever sees the shutdown at its next 0.5 s poll or connection: a connection
+                # (closed unused) ends the wait sooner.
+                while not stopping.done(0.02):
+                    with suppress(OSError), socket.create_connection((host, port), timeout=1):
+                        pass
+                stopping.result()
+                livekit.result()
                 if previous is None:
                     os.environ.pop("MOTO_ECS_SERVICE_RUNNING", None)
                 else:
@@ -622,7 +649,8 @@ class Rehearsal:
     def _first_deploy_stops(self) -> str:
         """`make deploy` runs `secrets status` between its halves: with placeholders it must stop (exit 1)."""
         names = EnvNames(self.config.name)
-        result = self._cli("secrets", "status", "--env", self.config.name, credentials=self._operator())
+        assert self._secrets_status is not None, "started after the base stacks' deploy"
+        result = self._secrets_status.result()
         c = Checks()
         c.expect("secrets status exits 1 while secrets are placeholders", result.returncode, 1)
         c.expect("it prints the command for each", "callsaver-infra secrets set --env" in result.stdout, True)
@@ -641,12 +669,18 @@ class Rehearsal:
         operator = [spec for spec in SECRETS if not spec.owned_by_stack]
         for spec in operator:
             set_secret(sm, self.config, spec, real.get(spec.ref, f"rehearsal-fake-{spec.key.lower()}"))
-        result = self._cli("secrets", "status", "--env", self.config.name, credentials=self._operator())
+        result = self._cli(*self._secrets_status_args, credentials=self._operator())
         if result.returncode != 0:
             raise StepFailed(f"secrets status still exits {result.returncode}:\n{result.stdout}{result.stderr}")
         return f"{len(operator)} secrets set; secrets status exits 0"
 
-    def _hook(self) -> str:
+    @property
+    def _secrets_status_args(self) -> tuple[str, ...]:
+        return ("secrets", "status", "--env", self.config.name)
+
+    def _push_egress(self) -> subprocess.CompletedProcess[str]:
+        """What `make deploy` runs after the deploy: push-egress --verify, against the inbound rule of the
+        environment's agent (created in the dashboard, here in the stand-in)."""
         from livekit.protocol import agent_dispatch as proto_dispatch
         from livekit.protocol import room as proto_room
         from livekit.protocol import sip as proto_sip
@@ -669,15 +703,19 @@ class Rehearsal:
             )
         )
         self.rule_id = rule_id
-        sm = self._client("secretsmanager")
         outputs_file = self.workdir / "outputs.json"
         cli = [sys.executable, "-m", "callsaver_infra.ops.cli", "push-egress", "--env", self.config.name,
                "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
                "--s3-endpoint-url", self.endpoint_url, "--verify",
                "--verify-seconds", f"{VERIFY_SECONDS:g}"]  # fmt: skip
-        result = subprocess.run(
+        return subprocess.run(
             cli, cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False
         )
+
+    def _hook(self) -> str:
+        assert self._pushed is not None, "started after the deploy"
+        result = self._pushed.result()
+        rule_id, sm = self.rule_id, self._client("secretsmanager")
         if result.returncode != 0:
             raise StepFailed(f"push-egress exited {result.returncode}:\n{result.stdout}{result.stderr}")
         c = Checks()
@@ -993,6 +1031,12 @@ class Rehearsal:
             raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")
 
     def _client(self, service: str) -> Any:
+        # One client per service: botocore clients are thread-safe, and building one costs tens of milliseconds.
+        if service not in self._clients:
+            self._clients[service] = self._new_client(service)
+        return self._clients[service]
+
+    def _new_client(self, service: str) -> Any:
         import boto3
 
         return boto3.client(
@@ -1015,28 +1059,33 @@ class Rehearsal:
         return ", ".join(not_emulated(templates)) or "none"
 
 
-class Background:
+class Background(Generic[T]):
     """A call run on a thread; result() waits for it and returns its value or raises its exception."""
 
-    def __init__(self, call: Callable[[], str]) -> None:
+    def __init__(self, call: Callable[[], T]) -> None:
         import threading
 
-        self._value: str = ""
+        self._value: T | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
         self._thread.start()
 
-    def _run(self, call: Callable[[], str]) -> None:
+    def _run(self, call: Callable[[], T]) -> None:
         try:
             self._value = call()
         except BaseException as e:  # handed to the caller of result()
             self._error = e
 
-    def result(self) -> str:
+    def done(self, timeout: float) -> bool:
+        """Whether the call has returned, waiting at most timeout seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
         self._thread.join()
         if self._error is not None:
             raise self._error
-        return self._value
+        return cast(T, self._value)
 
 
 def not_emulated(templates: list[dict[str, Any]]) -> list[str]:
