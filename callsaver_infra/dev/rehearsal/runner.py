@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -39,6 +40,11 @@ MOTO_ACCOUNT = LOCAL_ACCOUNT
 # Fake credentials for the local endpoint and the local LiveKit server; nothing real is ever involved.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-not-a-secret"}
 LIVEKIT_API_KEY = "APIrehearsal"
+# Every service the steps call (built ahead, _warm_clients).
+CLIENT_SERVICES = (
+    "cloudformation", "iam", "secretsmanager", "s3", "kms", "ecr", "ecs", "ec2", "application-autoscaling", "logs",
+    "sns", "sqs", "cloudwatch", "events", "sts",
+)  # fmt: skip
 # push-egress --verify's recording length here: the stand-in uploads the same file after 0.2 s as after 3 s, so the
 # operator default's idle seconds would prove nothing more.
 VERIFY_SECONDS = 0.2
@@ -102,6 +108,7 @@ class Rehearsal:
     _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
     _pushed: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -197,6 +204,8 @@ class Rehearsal:
         aws.start()
         host, port = aws.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        # A step that needs a client before it is built waits for it (the lock); an error surfaces there too.
+        Background(self._warm_clients)
         self.livekit = LocalLiveKitServer(
             LIVEKIT_API_KEY, self.livekit_secret, s3_endpoint_url=self.endpoint_url
         ).start()
@@ -1031,10 +1040,17 @@ class Rehearsal:
             raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")
 
     def _client(self, service: str) -> Any:
-        # One client per service: botocore clients are thread-safe, and building one costs tens of milliseconds.
-        if service not in self._clients:
-            self._clients[service] = self._new_client(service)
-        return self._clients[service]
+        # One client per service: botocore clients are thread-safe, and building one costs tens of milliseconds
+        # (ec2's and cloudformation's models hundreds). Building them is not thread-safe, hence the lock.
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self._new_client(service)
+            return self._clients[service]
+
+    def _warm_clients(self) -> None:
+        """Build the steps' clients while the first steps wait for their CLI processes."""
+        for service in CLIENT_SERVICES:
+            self._client(service)
 
     def _new_client(self, service: str) -> Any:
         import boto3
@@ -1063,8 +1079,6 @@ class Background(Generic[T]):
     """A call run on a thread; result() waits for it and returns its value or raises its exception."""
 
     def __init__(self, call: Callable[[], T]) -> None:
-        import threading
-
         self._value: T | None = None
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
