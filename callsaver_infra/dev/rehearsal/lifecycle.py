@@ -41,6 +41,7 @@ UPDATED_IMAGE_TAG = "fedcba9876543210fedcba9876543210fedcba98"  # immutable, lik
 LIFECYCLE_RULE_ID = "SDR_lifecycle"
 # The key of the synth process writing both versions' assemblies, v1 and v2, into the work directory.
 VERSIONS = "v1+v2"
+SYNTHESIZED = "synthesized "  # the synth process's line once a version's assembly is written
 _SYNTHESIZE_VERSIONS = (
     "import sys; from callsaver_infra.dev.rehearsal.lifecycle import synthesize_versions; "
     "synthesize_versions(sys.argv[1], sys.argv[2])"
@@ -75,6 +76,8 @@ class LifecycleRehearsal(Rehearsal):
     recordings: list[str] = field(default_factory=list)
     uploads_ok: int = 0
     uploads_failed: list[str] = field(default_factory=list)
+    _done_versions: set[str] = field(default_factory=set, repr=False)
+    _synth_output: list[str] = field(default_factory=list, repr=False)
 
     def run(self) -> int:
         self.out(
@@ -299,10 +302,24 @@ class LifecycleRehearsal(Rehearsal):
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
+    def _synthesized(self, label: str) -> Path:
+        """A version's assembly, once the synth process (_start_synths) says it is written: v1 comes before v2."""
+        synth = self._synths[VERSIONS]
+        assert synth.stdout is not None
+        while label not in self._done_versions:
+            line = synth.stdout.readline()
+            if not line:
+                code = synth.wait(timeout=60)
+                tail = "\n".join(self._synth_output[-25:])
+                raise StepFailed(f"the synth of {label} exited {code} before writing it:\n{tail}")
+            self._synth_output.append(line.rstrip())
+            if line.startswith(SYNTHESIZED):
+                self._done_versions.add(line.removeprefix(SYNTHESIZED).strip())
+        return self.workdir / label
+
     def _deploy_version(self, label: str) -> str:
         """Deploy a version's assembly (v1 or v2, synthesized by _start_synths) with the real CLI."""
-        self.assembly(VERSIONS)
-        outdir = self.workdir / label
+        outdir = self._synthesized(label)
         outputs = self.workdir / f"outputs-{label}.json"
         self._cdk(
             "deploy", "--all", "--app", str(outdir), "--method=direct", "--require-approval=never",
@@ -454,7 +471,9 @@ def synthesize_versions(config_file: str, workdir: str) -> None:
     """The lifecycle's two assemblies, <workdir>/v1 (config) and <workdir>/v2 (the update's), in one process."""
     config = EnvironmentConfig.model_validate_json(Path(config_file).read_text())
     synthesize(config, Path(workdir) / "v1")
+    print(f"{SYNTHESIZED}v1", flush=True)  # the deploy of v1 starts now, while v2 is synthesized
     synthesize(updated(config), Path(workdir) / "v2")
+    print(f"{SYNTHESIZED}v2", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
