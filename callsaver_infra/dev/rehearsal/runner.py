@@ -101,7 +101,7 @@ class Rehearsal:
     rule_id: str = ""
     alert_queue_url: str = ""
     _break_glass: dict[str, str] | None = field(default=None, repr=False)
-    # The two `cdk synth` runs started before the endpoints, by the assembly directory they write.
+    # The synth processes started before the endpoints (_start_synths), by the assembly directory they write.
     _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
     _gaps: str = ""
     # Started in the background ahead of the step that checks them (_run_steps).
