@@ -931,11 +931,13 @@ class Rehearsal:
             }
             import boto3
 
-            caller = boto3.client(
-                "sts", region_name=self.config.region, endpoint_url=self.endpoint_url,
-                aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                aws_session_token=creds["SessionToken"],
-            ).get_caller_identity()["Arn"]  # fmt: skip
+            with self._clients_lock:  # boto3's default session builds one client at a time
+                sts = boto3.client(
+                    "sts", region_name=self.config.region, endpoint_url=self.endpoint_url,
+                    aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                    aws_session_token=creds["SessionToken"],
+                )  # fmt: skip
+            caller = sts.get_caller_identity()["Arn"]
             expected = f"arn:aws:sts::{self.config.account}:assumed-role/{name}/rehearsal-operator"
             if caller != expected:
                 raise StepFailed(f"the break-glass credentials are {caller}, expected {expected}")
