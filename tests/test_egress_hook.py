@@ -786,6 +786,27 @@ def test_dry_run_and_verify_are_exclusive(capsys: pytest.CaptureFixture[str]) ->
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+def test_verify_seconds_sets_how_long_verify_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--verify-seconds reaches the hook's options; without it --verify records its default 3 s."""
+    seen: list[egress_hook.HookOptions] = []
+    monkeypatch.setattr(egress_hook, "run_hook", lambda config, options, aws: seen.append(options))
+    base = ["--config-dir", str(CONFIG_DIR), "push-egress", "--env", ENV, "--verify"]
+    assert main([*base, "--verify-seconds", "0.2"]) == EXIT_OK
+    assert main(base) == EXIT_OK
+    assert [o.verify_seconds for o in seen] == [0.2, egress_hook.VERIFY_RECORD_SECONDS]
+    assert egress_hook.VERIFY_RECORD_SECONDS == 3.0
+
+
+def test_verify_seconds_needs_verify_and_a_positive_number(capsys: pytest.CaptureFixture[str]) -> None:
+    """Without --verify the option would do nothing: refused, as is a length that is not in (0, 300]."""
+    assert main(["--config-dir", str(CONFIG_DIR), "push-egress", "--env", ENV, "--verify-seconds", "1"]) == EXIT_ERROR
+    assert "--verify-seconds sets how long --verify records: give it with --verify" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
+        main(["--config-dir", str(CONFIG_DIR), "push-egress", "--env", ENV, "--verify", "--verify-seconds", "0"])
+    assert exited.value.code == EXIT_ERROR
+    assert "'0' is not a number of seconds between 0 and 300" in capsys.readouterr().err
+
+
 # --------------------------------------------------------------------------- pure pieces
 
 

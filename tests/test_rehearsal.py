@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.app.config import load_environments
-from callsaver_infra.dev.rehearsal.runner import Rehearsal, StepFailed, check_rehearsable
+from callsaver_infra.dev.rehearsal.runner import Background, Rehearsal, StepFailed, check_rehearsable
 from tests.helpers import CONFIG_DIR, ROOT
 
 STEPS = (
@@ -130,3 +130,14 @@ def test_real_accounts_cannot_be_rehearsed() -> None:
     staging = load_environments(CONFIG_DIR)["staging"]
     with pytest.raises(StepFailed, match="uses account 836347236108; only an environment on the local endpoint"):
         check_rehearsable(staging)
+
+
+def test_a_command_started_ahead_of_its_step_hands_the_step_its_result_or_its_error() -> None:
+    """secrets status and push-egress run beside read-only checks; their steps get what they returned or raised."""
+    assert Background(lambda: "exit 0").result() == "exit 0"
+
+    def fails() -> str:
+        raise StepFailed("push-egress exited 2")
+
+    with pytest.raises(StepFailed, match="push-egress exited 2"):
+        Background(fails).result()

@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
         "and key) under _healthcheck/ and check the file arrived; it does not place a SIP call",
     )
     push.add_argument(
+        "--verify-seconds",
+        type=_seconds,
+        metavar="SECONDS",
+        help="with --verify: how long the test egress records before it is stopped "
+        f"(default: {push_egress.VERIFY_RECORD_SECONDS:g}; the local rehearsal uses a fraction of a second)",
+    )
+    push.add_argument(
         "--accept-blanked-fields",
         action="append",
         default=[],
@@ -269,10 +276,13 @@ def _secrets_set(config: EnvironmentConfig, ref: str, *, dry_run: bool) -> int:
 
 
 def _push_egress(config: EnvironmentConfig, args: argparse.Namespace, envs: tuple[EnvironmentConfig, ...]) -> int:
+    if args.verify_seconds is not None and not args.verify:
+        raise push_egress.HookError("--verify-seconds sets how long --verify records: give it with --verify")
     options = push_egress.HookOptions(
         outputs_file=args.outputs_file,
         dry_run=args.dry_run,
         verify=args.verify,
+        verify_seconds=push_egress.VERIFY_RECORD_SECONDS if args.verify_seconds is None else args.verify_seconds,
         livekit_url=args.livekit_url,
         s3_endpoint_url=args.s3_endpoint_url,
         timeout=args.timeout,

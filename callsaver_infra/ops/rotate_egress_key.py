@@ -47,6 +47,9 @@ class RotationOptions:
     livekit_url: str | None = None
     s3_endpoint_url: str | None = None
     timeout: float = 10.0
+    # How long step 3's push-egress --verify records; None: push-egress's default. The local rehearsal shortens it:
+    # a longer recording of the stand-in proves nothing more.
+    verify_seconds: float | None = None
 
 
 @dataclass
@@ -336,6 +339,7 @@ class Rotation:
 
         options = push_egress.HookOptions(
             verify=True,
+            verify_seconds=self.options.verify_seconds or push_egress.VERIFY_RECORD_SECONDS,
             livekit_url=self.options.livekit_url,
             s3_endpoint_url=self.options.s3_endpoint_url,
         )

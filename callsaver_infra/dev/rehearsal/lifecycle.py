@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,25 @@ from callsaver_infra.app import bootstrap
 from callsaver_infra.app.config import EnvironmentConfig, load_environments, select_environments
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF, SECRETS
-from callsaver_infra.dev.rehearsal.runner import Checks, Rehearsal, StepFailed, check_rehearsable
+from callsaver_infra.dev.rehearsal.runner import (
+    VERIFY_SECONDS,
+    Background,
+    Checks,
+    Rehearsal,
+    StepFailed,
+    check_rehearsable,
+)
 
 UPDATED_EXPIRATION_DAYS = 45
 UPDATED_IMAGE_TAG = "fedcba9876543210fedcba9876543210fedcba98"  # immutable, like every deployed tag
 LIFECYCLE_RULE_ID = "SDR_lifecycle"
+# The key of the synth process writing both versions' assemblies, v1 and v2, into the work directory.
+VERSIONS = "v1+v2"
+SYNTHESIZED = "synthesized "  # the synth process's line once a version's assembly is written
+_SYNTHESIZE_VERSIONS = (
+    "import sys; from callsaver_infra.dev.rehearsal.lifecycle import synthesize_versions; "
+    "synthesize_versions(sys.argv[1], sys.argv[2])"
+)
 
 
 def variant(config: EnvironmentConfig, *, serial: int, expiration_days: int, image_tag: str) -> EnvironmentConfig:
@@ -41,6 +57,16 @@ def variant(config: EnvironmentConfig, *, serial: int, expiration_days: int, ima
     return EnvironmentConfig.model_validate(data)
 
 
+def updated(config: EnvironmentConfig) -> EnvironmentConfig:
+    """The update step's version of config: the next key serial, a longer expiry, a new image tag."""
+    return variant(
+        config,
+        serial=config.egress_writer.access_key_serial + 1,
+        expiration_days=UPDATED_EXPIRATION_DAYS,
+        image_tag=UPDATED_IMAGE_TAG,
+    )
+
+
 @dataclass
 class LifecycleRehearsal(Rehearsal):
     """The steps of an environment's life, reusing the deploy rehearsal's endpoints, CLI runner and clients."""
@@ -50,6 +76,8 @@ class LifecycleRehearsal(Rehearsal):
     recordings: list[str] = field(default_factory=list)
     uploads_ok: int = 0
     uploads_failed: list[str] = field(default_factory=list)
+    _done_versions: set[str] = field(default_factory=set, repr=False)
+    _synth_output: list[str] = field(default_factory=list, repr=False)
 
     def run(self) -> int:
         self.out(
@@ -60,37 +88,59 @@ class LifecycleRehearsal(Rehearsal):
         started = time.perf_counter()
         import tempfile
 
-        with tempfile.TemporaryDirectory(prefix="callsaver-lifecycle-") as tmp, self._servers() as stop:
+        with tempfile.TemporaryDirectory(prefix="callsaver-lifecycle-") as tmp:
             self.workdir = Path(tmp)
+            self._start_synths()
             try:
-                self._step("bootstrap", self._bootstrap)
-                self._step("deploy", self._deploy_first)
-                self._step("set operator secrets", self._set_operator_secrets)
-                self._step("record calls", self._record_calls)
-                self._step("update", self._update)
-                self._step("destroy", self._destroy)
-                self._step("redeploy over retained", self._redeploy)
-            except StepFailed:
-                stop()
-                self.out(
-                    f"Uploads with the key LiveKit holds: {self.uploads_ok} ok, {len(self.uploads_failed)} failed."
-                )
-                return 1
-            stop()
+                with self._servers() as stop:
+                    code = self._run_steps(stop)
+            finally:
+                self._stop_synths()
         self.out(f"Uploads with the key LiveKit holds: {self.uploads_ok} ok, {len(self.uploads_failed)} failed.")
+        if code:
+            return code
         self.out(f"Lifecycle rehearsal passed in {time.perf_counter() - started:.1f} s.")
+        return 0
+
+    def _run_steps(self, stop: Callable[[], None]) -> int:
+        try:
+            self._step("bootstrap", self._bootstrap)
+            self._step("deploy", self._deploy_first)
+            self._step("set operator secrets", self._set_operator_secrets)
+            self._step("record calls", self._record_calls)
+            self._step("update", self._update)
+            self._step("destroy", self._destroy)
+            self._step("redeploy over retained", self._redeploy)
+        except StepFailed:
+            stop()
+            return 1
+        stop()
         return 0
 
     # -- steps -------------------------------------------------------------------------------------------------
 
+    def _start_synths(self) -> None:
+        """Both versions' assemblies (v1: config, v2: the update's), synthesized as app.py would by one Python process
+        from the start, while the endpoints start and the bootstraps deploy; _deploy_version waits for them."""
+        # The config as this process holds it (not re-read from config/), so both processes deploy the same.
+        config_file = self.workdir / "config.json"
+        config_file.write_text(self.config.model_dump_json())
+        self._synths[VERSIONS] = subprocess.Popen(
+            [sys.executable, "-c", _SYNTHESIZE_VERSIONS, str(config_file), str(self.workdir)],
+            cwd=self.root, env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+
     def _bootstrap(self) -> str:
-        # Each version's assembly is synthesized in-process (_deploy_config); nothing to synthesize beside it.
-        self._bootstrap_toolkit()
-        return f"CDKToolkit, {self._bootstrap_environment()}"
+        toolkit = Background(self._bootstrap_toolkit)
+        try:
+            own = self._bootstrap_environment()
+        finally:
+            toolkit.result()
+        return f"CDKToolkit, {own}"
 
     def _deploy_first(self) -> str:
         self.current = self.config
-        return self._deploy_config(self.config, "v1")
+        return self._deploy_version("v1")
 
     def _set_operator_secrets(self) -> str:
         from callsaver_infra.dev.rehearsal.runner import LIVEKIT_API_KEY
@@ -132,17 +182,12 @@ class LifecycleRehearsal(Rehearsal):
         from callsaver_infra.ops.rotate_egress_key import Rotation, RotationOptions
 
         assert self.current is not None
-        updated = variant(
-            self.config,
-            serial=self.config.egress_writer.access_key_serial + 1,
-            expiration_days=UPDATED_EXPIRATION_DAYS,
-            image_tag=UPDATED_IMAGE_TAG,
-        )
+        new = updated(self.config)
         self._probe("before the update")
-        self._deploy_config(updated, "v2")
-        self.current = updated
+        self._deploy_version("v2")
+        self.current = new
         self._probe("after the deploy, before the push (LiveKit holds the old key)")
-        rotation = Rotation(updated, self._rotation_options(RotationOptions), self._client, self._quiet)
+        rotation = Rotation(new, self._rotation_options(RotationOptions), self._client, self._quiet)
         push = rotation.push
 
         def push_then_probe() -> None:
@@ -171,7 +216,7 @@ class LifecycleRehearsal(Rehearsal):
             self._client("ecs").update_service(
                 cluster=names.agent_cluster, service=names.agent_service, forceNewDeployment=True
             )
-            rerun = Rotation(updated, self._rotation_options(RotationOptions), self._client, self._quiet)
+            rerun = Rotation(new, self._rotation_options(RotationOptions), self._client, self._quiet)
             rerun.out = keep
             code = rerun.run()
         if code != 0:
@@ -257,10 +302,24 @@ class LifecycleRehearsal(Rehearsal):
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
-    def _deploy_config(self, config: EnvironmentConfig, label: str) -> str:
-        """Synthesize config in-process (as app.py would) and deploy that assembly with the real CLI."""
-        outdir = self.workdir / label
-        synthesize(config, outdir)
+    def _synthesized(self, label: str) -> Path:
+        """A version's assembly, once the synth process (_start_synths) says it is written: v1 comes before v2."""
+        synth = self._synths[VERSIONS]
+        assert synth.stdout is not None
+        while label not in self._done_versions:
+            line = synth.stdout.readline()
+            if not line:
+                code = synth.wait(timeout=60)
+                tail = "\n".join(self._synth_output[-25:])
+                raise StepFailed(f"the synth of {label} exited {code} before writing it:\n{tail}")
+            self._synth_output.append(line.rstrip())
+            if line.startswith(SYNTHESIZED):
+                self._done_versions.add(line.removeprefix(SYNTHESIZED).strip())
+        return self.workdir / label
+
+    def _deploy_version(self, label: str) -> str:
+        """Deploy a version's assembly (v1 or v2, synthesized by _start_synths) with the real CLI."""
+        outdir = self._synthesized(label)
         outputs = self.workdir / f"outputs-{label}.json"
         self._cdk(
             "deploy", "--all", "--app", str(outdir), "--method=direct", "--require-approval=never",
@@ -270,7 +329,9 @@ class LifecycleRehearsal(Rehearsal):
         return f"{', '.join(sorted(self.outputs))} ({label})"
 
     def _rotation_options(self, options_type: Any) -> Any:
-        return options_type(livekit_url=self.livekit.url, s3_endpoint_url=self.endpoint_url)
+        return options_type(
+            livekit_url=self.livekit.url, s3_endpoint_url=self.endpoint_url, verify_seconds=VERIFY_SECONDS
+        )
 
     def _quiet(self, line: str) -> None:
         if "stopped" in line or "done   4" in line or "now" in line:
@@ -404,6 +465,15 @@ def synthesize(config: EnvironmentConfig, outdir: Path) -> None:
     add_environment(app, config)
     enable_policy_checks(app)
     app.synth()
+
+
+def synthesize_versions(config_file: str, workdir: str) -> None:
+    """The lifecycle's two assemblies, <workdir>/v1 (config) and <workdir>/v2 (the update's), in one process."""
+    config = EnvironmentConfig.model_validate_json(Path(config_file).read_text())
+    synthesize(config, Path(workdir) / "v1")
+    print(f"{SYNTHESIZED}v1", flush=True)  # the deploy of v1 starts now, while v2 is synthesized
+    synthesize(updated(config), Path(workdir) / "v2")
+    print(f"{SYNTHESIZED}v2", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

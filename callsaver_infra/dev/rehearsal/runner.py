@@ -8,15 +8,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from callsaver_infra.app.config import EnvironmentConfig, effective_qualifier
 from callsaver_infra.app.names import (
@@ -38,6 +40,17 @@ MOTO_ACCOUNT = LOCAL_ACCOUNT
 # Fake credentials for the local endpoint and the local LiveKit server; nothing real is ever involved.
 FAKE_AWS_ENV = {"AWS_ACCESS_KEY_ID": "rehearsal", "AWS_SECRET_ACCESS_KEY": "rehearsal-not-a-secret"}
 LIVEKIT_API_KEY = "APIrehearsal"
+# Every service the steps call (built ahead, _warm_clients).
+CLIENT_SERVICES = (
+    "cloudformation", "iam", "secretsmanager", "s3", "kms", "ecr", "ecs", "ec2", "application-autoscaling", "logs",
+    "sns", "sqs", "cloudwatch", "events", "sts",
+)  # fmt: skip
+# push-egress --verify's recording length here: the stand-in uploads the same file after 0.2 s as after 3 s, so the
+# operator default's idle seconds would prove nothing more.
+VERIFY_SECONDS = 0.2
+
+
+T = TypeVar("T")
 
 
 class StepFailed(Exception):
@@ -88,8 +101,14 @@ class Rehearsal:
     rule_id: str = ""
     alert_queue_url: str = ""
     _break_glass: dict[str, str] | None = field(default=None, repr=False)
-    # The two `cdk synth` runs started with the bootstrap, by the assembly directory they write.
+    # The synth processes started before the endpoints (_start_synths), by the assembly directory they write.
     _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
+    _gaps: str = ""
+    # Started in the background ahead of the step that checks them (_run_steps).
+    _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
+    _pushed: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def run(self) -> int:
         names = EnvNames(self.config.name)
@@ -98,44 +117,68 @@ class Rehearsal:
             "(moto + callsaver extension) on 127.0.0.1, the hook pushes to a local LiveKit server."
         )
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp, self._servers() as stop:
+        with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp:
             self.workdir = Path(tmp)
-            from callsaver_infra.dev.rehearsal import registry_steps as image
-
+            # Synthesis needs no endpoint: it runs while the endpoints start and the bootstraps deploy.
+            self._start_synths()
             try:
-                self._step("bootstrap", self._bootstrap)
-                # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
-                self._step("deploy registry", lambda: image.deploy_registry(self))
-                self._step("image check refuses", lambda: image.image_check_refuses(self))
-                self._step("push agent image", lambda: image.push_agent_image(self))
-                self._step("image check passes", lambda: image.image_check_passes(self))
-                # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
-                self._step("deploy base stacks", self._deploy_base)
-                self._step("check storage", self._check_storage)
-                self._step("check egress identity", self._check_iam)
-                self._step("check secrets", self._check_secrets)
-                self._step("first deploy stops", self._first_deploy_stops)
-                self._step("set operator secrets", self._set_operator_secrets)
-                self._step("deploy", self._deploy)
-                self._step("check agent", self._check_agent)
-                self._step("check agent image", lambda: image.check_agent_image(self))
-                self._step("check monitoring", self._check_monitoring)
-                self._step("alarm reaches topic", self._alarm_reaches_topic)
-                self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
-                self._step("post-deploy hook", self._hook)
-                self._step("inbound call recorded", self._inbound_call)
-                self._step("status", self._status)
-                # Last: the probes switch moto's IAM enforcement on and write a probe recording of their own.
-                self._step("access probes", self._probe_access)
-            except StepFailed:
-                stop()
-                return 1
-            gaps = self._not_emulated()
-            self._step_teardown(stop)
+                with self._servers() as stop:
+                    code = self._run_steps(stop)
+            finally:
+                self._stop_synths()
+        if code:
+            return code
         stacks = (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack, names.monitoring_stack)
         self.out(f"Stacks: {', '.join(stacks)}")
-        self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {gaps}")
+        self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {self._gaps}")
         self.out(f"Rehearsal passed in {time.perf_counter() - started:.1f} s.")
+        return 0
+
+    def _run_steps(self, stop: Callable[[], None]) -> int:
+        from callsaver_infra.dev.rehearsal import registry_steps as image
+
+        try:
+            self._step("bootstrap", self._bootstrap)
+            # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
+            self._step("deploy registry", lambda: image.deploy_registry(self))
+            self._step("image check refuses", lambda: image.image_check_refuses(self))
+            self._step("push agent image", lambda: image.push_agent_image(self))
+            self._step("image check passes", lambda: image.image_check_passes(self))
+            # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
+            self._step("deploy base stacks", self._deploy_base)
+            # Independent of the read-only checks below: `secrets status` runs meanwhile, its step checks it.
+            self._secrets_status = Background(
+                lambda: self._cli(*self._secrets_status_args, credentials=self._operator())
+            )
+            self._step("check storage", self._check_storage)
+            self._step("check egress identity", self._check_iam)
+            self._step("check secrets", self._check_secrets)
+            self._step("first deploy stops", self._first_deploy_stops)
+            self._step("set operator secrets", self._set_operator_secrets)
+            self._step("deploy", self._deploy)
+            # The hook touches LiveKit, the egress secret and the bucket, none of which the checks up to it read: it
+            # runs meanwhile, and its step waits for it and checks what it did.
+            self._pushed = Background(self._push_egress)
+            self._step("check agent", self._check_agent)
+            self._step("check agent image", lambda: image.check_agent_image(self))
+            self._step("check monitoring", self._check_monitoring)
+            self._step("alarm reaches topic", self._alarm_reaches_topic)
+            self._step("rollback reaches topic", self._deploy_failure_reaches_topic)
+            self._step("post-deploy hook", self._hook)
+            self._step("inbound call recorded", self._inbound_call)
+            self._step("status", self._status)
+            # Last: the probes switch moto's IAM enforcement on and write a probe recording of their own.
+            self._step("access probes", self._probe_access)
+        except StepFailed:
+            # What runs in the background ends before the endpoints stop under it.
+            for started in (self._secrets_status, self._pushed):
+                if started is not None:
+                    with suppress(Exception):
+                        started.result()
+            stop()
+            return 1
+        self._gaps = self._not_emulated()
+        self._step_teardown(stop)
         return 0
 
     # -- steps -------------------------------------------------------------------------------------------------
@@ -161,6 +204,8 @@ class Rehearsal:
         aws.start()
         host, port = aws.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        # A step that needs a client before it is built waits for it (the lock); an error surfaces there too.
+        Background(self._warm_clients)
         self.livekit = LocalLiveKitServer(
             LIVEKIT_API_KEY, self.livekit_secret, s3_endpoint_url=self.endpoint_url
         ).start()
@@ -175,12 +220,16 @@ class Rehearsal:
             nonlocal stopped
             if not stopped:
                 stopped = True
-                for synth in self._synths.values():
-                    if synth.poll() is None:
-                        synth.kill()
-                    synth.communicate()
-                self.livekit.stop()
-                aws.stop()
+                self._stop_synths()
+                livekit = Background(self.livekit.stop)
+                stopping = Background(aws.stop)
+                # werkzeug's serve_forever sees the shutdown at its next 0.5 s poll or connection: a connection
+                # (closed unused) ends the wait sooner.
+                while not stopping.done(0.02):
+                    with suppress(OSError), socket.create_connection((host, port), timeout=1):
+                        pass
+                stopping.result()
+                livekit.result()
                 if previous is None:
                     os.environ.pop("MOTO_ECS_SERVICE_RUNNING", None)
                 else:
@@ -191,17 +240,33 @@ class Rehearsal:
         finally:
             stop()
 
-    def _bootstrap(self) -> str:
-        """The account's default bootstrap (the registry stack is account-level), then the environment's own, from
-        the template `callsaver-infra bootstrap` generates: the environment's stacks then deploy through it."""
-        # Each assembly is synthesized once, beside the bootstrap, and every later CLI run reads it with `--app`
-        # (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in it).
+    def _start_synths(self) -> None:
+        """Each assembly is synthesized once, from the start (synthesis is hermetic), and every later CLI run reads it
+        with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in
+        the environment's account and region). Without the CLI the bootstrap step says so."""
+        if not (self.root / "node_modules" / ".bin" / "cdk").exists():
+            return
         self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
         self._synths["registry.out"] = self._start_synth(
             "registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}"
         )
-        self._bootstrap_toolkit()
-        own = self._bootstrap_environment()
+
+    def _stop_synths(self) -> None:
+        for synth in self._synths.values():
+            if synth.poll() is None:
+                synth.kill()
+            # With a timeout, communicate() is safe after assembly()'s and a second time.
+            synth.communicate(timeout=60)
+
+    def _bootstrap(self) -> str:
+        """The account's default bootstrap (the registry stack is account-level) and, at the same time (two stacks of
+        their own), the environment's, from the template `callsaver-infra bootstrap` generates: the environment's
+        stacks then deploy through it."""
+        toolkit = Background(self._bootstrap_toolkit)
+        try:
+            own = self._bootstrap_environment()
+        finally:
+            toolkit.result()
         return f"CDKToolkit, {own}; the environment's and the registry's assemblies synthesized meanwhile"
 
     def _bootstrap_environment(self) -> str:
@@ -236,10 +301,11 @@ class Rehearsal:
         c.raise_if_failed()
         return f"{bootstrap.toolkit_stack_name(self.config)} (qualifier {self.config.bootstrap.qualifier})"
 
-    def _bootstrap_toolkit(self) -> None:
+    def _bootstrap_toolkit(self) -> str:
         # Run outside the repository (no cdk.json): with an app, `cdk bootstrap` synthesizes it only to list the
         # environments, and the environment is given here.
         self._cdk("bootstrap", f"aws://{self.config.account}/{self.config.region}", cwd=self.workdir)
+        return "CDKToolkit"
 
     def _start_synth(self, outdir: str, env: str, *args: str) -> subprocess.Popen[str]:
         cdk = self.root / "node_modules" / ".bin" / "cdk"
@@ -251,12 +317,12 @@ class Rehearsal:
         )  # fmt: skip
 
     def assembly(self, outdir: str) -> str:
-        """The directory of an assembly `_bootstrap` started synthesizing, once that synth has passed."""
+        """The directory of an assembly `_start_synths` started synthesizing, once that synth has passed."""
         synth = self._synths[outdir]
         output, _ = synth.communicate(timeout=600)
         if synth.returncode != 0:
             tail = "\n".join(output.strip().splitlines()[-25:])
-            raise StepFailed(f"cdk synth ({outdir}) exited {synth.returncode}:\n{tail}")
+            raise StepFailed(f"synth of {outdir} exited {synth.returncode}:\n{tail}")
         return str(self.workdir / outdir)
 
     def _deploy_base(self) -> str:
@@ -592,7 +658,8 @@ class Rehearsal:
     def _first_deploy_stops(self) -> str:
         """`make deploy` runs `secrets status` between its halves: with placeholders it must stop (exit 1)."""
         names = EnvNames(self.config.name)
-        result = self._cli("secrets", "status", "--env", self.config.name, credentials=self._operator())
+        assert self._secrets_status is not None, "started after the base stacks' deploy"
+        result = self._secrets_status.result()
         c = Checks()
         c.expect("secrets status exits 1 while secrets are placeholders", result.returncode, 1)
         c.expect("it prints the command for each", "callsaver-infra secrets set --env" in result.stdout, True)
@@ -611,12 +678,18 @@ class Rehearsal:
         operator = [spec for spec in SECRETS if not spec.owned_by_stack]
         for spec in operator:
             set_secret(sm, self.config, spec, real.get(spec.ref, f"rehearsal-fake-{spec.key.lower()}"))
-        result = self._cli("secrets", "status", "--env", self.config.name, credentials=self._operator())
+        result = self._cli(*self._secrets_status_args, credentials=self._operator())
         if result.returncode != 0:
             raise StepFailed(f"secrets status still exits {result.returncode}:\n{result.stdout}{result.stderr}")
         return f"{len(operator)} secrets set; secrets status exits 0"
 
-    def _hook(self) -> str:
+    @property
+    def _secrets_status_args(self) -> tuple[str, ...]:
+        return ("secrets", "status", "--env", self.config.name)
+
+    def _push_egress(self) -> subprocess.CompletedProcess[str]:
+        """What `make deploy` runs after the deploy: push-egress --verify, against the inbound rule of the
+        environment's agent (created in the dashboard, here in the stand-in)."""
         from livekit.protocol import agent_dispatch as proto_dispatch
         from livekit.protocol import room as proto_room
         from livekit.protocol import sip as proto_sip
@@ -639,14 +712,19 @@ class Rehearsal:
             )
         )
         self.rule_id = rule_id
-        sm = self._client("secretsmanager")
         outputs_file = self.workdir / "outputs.json"
         cli = [sys.executable, "-m", "callsaver_infra.ops.cli", "push-egress", "--env", self.config.name,
                "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
-               "--s3-endpoint-url", self.endpoint_url, "--verify"]  # fmt: skip
-        result = subprocess.run(
+               "--s3-endpoint-url", self.endpoint_url, "--verify",
+               "--verify-seconds", f"{VERIFY_SECONDS:g}"]  # fmt: skip
+        return subprocess.run(
             cli, cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False
         )
+
+    def _hook(self) -> str:
+        assert self._pushed is not None, "started after the deploy"
+        result = self._pushed.result()
+        rule_id, sm = self.rule_id, self._client("secretsmanager")
         if result.returncode != 0:
             raise StepFailed(f"push-egress exited {result.returncode}:\n{result.stdout}{result.stderr}")
         c = Checks()
@@ -853,11 +931,13 @@ class Rehearsal:
             }
             import boto3
 
-            caller = boto3.client(
-                "sts", region_name=self.config.region, endpoint_url=self.endpoint_url,
-                aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                aws_session_token=creds["SessionToken"],
-            ).get_caller_identity()["Arn"]  # fmt: skip
+            with self._clients_lock:  # boto3's default session builds one client at a time
+                sts = boto3.client(
+                    "sts", region_name=self.config.region, endpoint_url=self.endpoint_url,
+                    aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                    aws_session_token=creds["SessionToken"],
+                )  # fmt: skip
+            caller = sts.get_caller_identity()["Arn"]
             expected = f"arn:aws:sts::{self.config.account}:assumed-role/{name}/rehearsal-operator"
             if caller != expected:
                 raise StepFailed(f"the break-glass credentials are {caller}, expected {expected}")
@@ -901,15 +981,21 @@ class Rehearsal:
     def _env(self) -> dict[str, str]:
         """A clean environment: only the local endpoint and fake credentials, never the caller's AWS settings."""
         keep = {k: v for k, v in os.environ.items() if k in ("HOME", "LANG", "LC_ALL", "TMPDIR", "TERM")}
+        endpoints = {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            # The CLI hands CloudFormation a template URL; with 127.0.0.1 moto would read the host as a bucket.
+            "AWS_ENDPOINT_URL_S3_FOR_CLOUDFORMATION": self.endpoint_url.replace("127.0.0.1", "localhost"),
+        }
         return {
             **keep,
             **FAKE_AWS_ENV,
             "PATH": os.pathsep.join(
                 [str(self.root / "node_modules" / ".bin"), str(Path(sys.executable).parent), os.defpath]
             ),
-            "AWS_ENDPOINT_URL": self.endpoint_url,
-            # The CLI hands CloudFormation a template URL; with 127.0.0.1 moto would read the host as a bucket.
-            "AWS_ENDPOINT_URL_S3_FOR_CLOUDFORMATION": self.endpoint_url.replace("127.0.0.1", "localhost"),
+            # Empty before the endpoints start (the synths): synthesis talks to no endpoint.
+            **(endpoints if self.endpoint_url else {}),
+            # Node 22's on-disk compile cache: the CLI's and jsii's JavaScript is parsed once, not in every process.
+            "NODE_COMPILE_CACHE": str(self.root / "node_modules" / ".cache" / "callsaver-rehearsal-node"),
             "AWS_REGION": self.config.region,
             "AWS_DEFAULT_REGION": self.config.region,
             "AWS_EC2_METADATA_DISABLED": "true",
@@ -956,6 +1042,19 @@ class Rehearsal:
             raise StepFailed(f"cdk {args[0]} exited {result.returncode}:\n{tail}")
 
     def _client(self, service: str) -> Any:
+        # One client per service: botocore clients are thread-safe, and building one costs tens of milliseconds
+        # (ec2's and cloudformation's models hundreds). Building them is not thread-safe, hence the lock.
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self._new_client(service)
+            return self._clients[service]
+
+    def _warm_clients(self) -> None:
+        """Build the steps' clients while the first steps wait for their CLI processes."""
+        for service in CLIENT_SERVICES:
+            self._client(service)
+
+    def _new_client(self, service: str) -> Any:
         import boto3
 
         return boto3.client(
@@ -976,6 +1075,33 @@ class Rehearsal:
         # cdk.out (the environment) and registry.out (Callsaver-Registry)
         templates = [json.loads(t.read_text()) for t in sorted(self.workdir.glob("*.out/*.template.json"))]
         return ", ".join(not_emulated(templates)) or "none"
+
+
+class Background(Generic[T]):
+    """A call run on a thread; result() waits for it and returns its value or raises its exception."""
+
+    def __init__(self, call: Callable[[], T]) -> None:
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], T]) -> None:
+        try:
+            self._value = call()
+        except BaseException as e:  # handed to the caller of result()
+            self._error = e
+
+    def done(self, timeout: float) -> bool:
+        """Whether the call has returned, waiting at most timeout seconds."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)
 
 
 def not_emulated(templates: list[dict[str, Any]]) -> list[str]:

@@ -35,7 +35,7 @@ from callsaver_infra.ops.push_egress.session import (
     RetryPolicy,
     api_url,
 )
-from callsaver_infra.ops.push_egress.verify import VERIFY_PAGE_URL, verify_egress
+from callsaver_infra.ops.push_egress.verify import VERIFY_PAGE_URL, VERIFY_RECORD_SECONDS, verify_egress
 
 __all__ = [
     "DEFAULT_RETRY",
@@ -44,6 +44,7 @@ __all__ = [
     "OWNED_FIELD",
     "PROBE_ATTRIBUTE",
     "VERIFY_PAGE_URL",
+    "VERIFY_RECORD_SECONDS",
     "EgressCredentials",
     "EgressSettings",
     "HookError",

@@ -50,7 +50,13 @@ from callsaver_infra.ops.push_egress.rules import (
     room_composite_request,
 )
 from callsaver_infra.ops.push_egress.session import DEFAULT_RETRY, DEFAULT_TIMEOUT_SECONDS, LiveKitSession, RetryPolicy
-from callsaver_infra.ops.push_egress.verify import VERIFY_PAGE_URL, VerifyResult, s3_object_exists, verify_egress
+from callsaver_infra.ops.push_egress.verify import (
+    VERIFY_PAGE_URL,
+    VERIFY_RECORD_SECONDS,
+    VerifyResult,
+    s3_object_exists,
+    verify_egress,
+)
 
 # The fake account of the local environment: only it may point the tools at local endpoints (rehearsal, tests).
 LOCAL_ACCOUNT = "123456789012"
@@ -63,6 +69,8 @@ class HookOptions:
     outputs_file: Path | None = None
     dry_run: bool = False
     verify: bool = False
+    # How long --verify lets its test egress record (--verify-seconds).
+    verify_seconds: float = VERIFY_RECORD_SECONDS
     livekit_url: str | None = None
     s3_endpoint_url: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
@@ -174,7 +182,9 @@ async def _talk_to_livekit(
         out(
             f"verify: recording {VERIFY_PAGE_URL} (web egress, audio only) to s3://{settings.bucket}/{HEALTHCHECK_PREFIX}..."
         )
-        result = await verify_egress(session, settings, s3_object_exists(s3), redact=redact)
+        result = await verify_egress(
+            session, settings, s3_object_exists(s3), redact=redact, record_seconds=options.verify_seconds
+        )
         if result.ok:
             out(f"verify: ok: {result.detail}")
         return result
