@@ -159,6 +159,14 @@ def cdk(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@dataclass(frozen=True)
+class CliSynth:
+    """A finished `cdk synth` (the CLI's exit code, stdout and stderr) and the assembly it wrote."""
+
+    result: subprocess.CompletedProcess[str]
+    outdir: Path
+
+
 # Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
