@@ -4,15 +4,19 @@ server; operator clients on it. Helpers that are not fixtures are in tests/helpe
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import subprocess
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from aws_cdk import cx_api
 
 from callsaver_infra.app.config import EnvironmentConfig, load_environments
-from tests.helpers import CONFIG_DIR, ENV_NAMES, OperatorAws, Synthesized, synthesize
+from tests.helpers import CONFIG_DIR, ENV_NAMES, CliSynth, OperatorAws, Synthesized, cdk, synthesize
 
 # The suite runs on two pytest-xdist workers (addopts in pyproject.toml: --dist loadfile --no-loadscope-reorder).
 # Each module is one unit of work (its module-scoped fixtures run once), and the modules that wait on long
@@ -65,24 +69,45 @@ def environments() -> dict[str, EnvironmentConfig]:
     return load_environments(CONFIG_DIR)
 
 
-@pytest.fixture(scope="session")
-def synthesized(
-    environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Synthesized]:
-    """Every committed environment, synthesized once per run: under xdist the first worker to need it writes the
-    assembly into the run's shared temporary directory, and the other reads that assembly."""
+@contextmanager
+def once_per_run(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A path for what the run's xdist workers share, held under an exclusive lock: the first worker to get here
+    writes it, the others wait and then read it. Without xdist, a fresh temporary directory."""
     run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
     if run is None:
-        yield synthesize(list(environments.values()), tmp_path_factory.mktemp("cdk.out"))
+        yield factory.mktemp(name)
         return
-    shared = tmp_path_factory.getbasetemp().parent / f"cdk.out-{run}"
-    with open(shared.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # held while synthesizing; released when the file closes
-        if (shared / "manifest.json").exists():
-            yield Synthesized(assembly=cx_api.CloudAssembly(str(shared)), outdir=shared)
-            return
+    shared = factory.getbasetemp().parent / f"{name}-{run}"
+    with open(shared.with_name(f"{shared.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield shared
+
+
+@pytest.fixture(scope="session")
+def synthesized(environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory) -> Synthesized:
+    """Every committed environment, synthesized in-process once per run (the first worker to need it writes the
+    assembly, the others read it)."""
+    with once_per_run(tmp_path_factory, "cdk.out") as shared:
+        done = shared.with_name(f"{shared.name}.done")  # written once the synth (and its cdk-nag gate) passed
+        if done.exists():
+            return Synthesized(assembly=cx_api.CloudAssembly(str(shared)), outdir=shared)
         synthesized = synthesize(list(environments.values()), shared)
-    yield synthesized
+        done.touch()
+        return synthesized
+
+
+@pytest.fixture(scope="session")
+def cli_synth_all(tmp_path_factory: pytest.TempPathFactory) -> CliSynth:
+    """`cdk synth -q` of the committed config with no context, by the real CLI offline, once per run for the tests
+    that only read what it wrote (its exit code, output and assembly); tests that change config or context run
+    their own."""
+    with once_per_run(tmp_path_factory, "cli-synth-all") as shared:
+        record = shared.with_name(f"{shared.name}.json")
+        if not record.exists():  # written last: the assembly beside it is complete
+            result = cdk("synth", "-q", "-o", str(shared))
+            record.write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+        args, returncode, stdout, stderr = json.loads(record.read_text())
+    return CliSynth(subprocess.CompletedProcess(args, returncode, stdout, stderr), shared)
 
 
 @pytest.fixture(params=ENV_NAMES)
@@ -114,3 +139,14 @@ def operator_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Operato
     clients.s3, clients.secrets = clients.client("s3"), clients.client("secretsmanager")
     clients.cloudformation, clients.ecs = clients.client("cloudformation"), clients.client("ecs")
     return clients
+
+
+@pytest.fixture
+def short_verify_recording(monkeypatch: pytest.MonkeyPatch) -> None:
+    """push-egress --verify stops its test recording after 0.2 s instead of VERIFY_RECORD_SECONDS (3 s): the local
+    LiveKit's egress is active within 0.05 s, so the recording still starts, records, stops and uploads."""
+    from callsaver_infra.ops.push_egress import verify
+
+    defaults = verify.verify_egress.__kwdefaults__
+    assert defaults is not None and defaults["record_seconds"] == verify.VERIFY_RECORD_SECONDS
+    monkeypatch.setitem(defaults, "record_seconds", 0.2)

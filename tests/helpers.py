@@ -9,6 +9,7 @@ is callsaver_infra/dev/livekit_local.py's LocalLiveKitServer, driven by the real
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import subprocess
@@ -158,6 +159,14 @@ def cdk(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@dataclass(frozen=True)
+class CliSynth:
+    """A finished `cdk synth` (the CLI's exit code, stdout and stderr) and the assembly it wrote."""
+
+    result: subprocess.CompletedProcess[str]
+    outdir: Path
+
+
 # Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.
 _ASSET_HASH = re.compile(r"\b[0-9a-f]{64}\b")
 
@@ -213,6 +222,27 @@ def synth_ci(ci: Any, environments: dict[str, EnvironmentConfig], outdir: Path) 
     add_ci_stack(app, ci, environments)
     enable_policy_checks(app)
     return Synthesized(assembly=app.synth(), outdir=outdir)
+
+
+@functools.cache
+def _cfn_lint_runner(region: str) -> Any:
+    from cfnlint.config import ConfigMixIn
+    from cfnlint.runner import Runner
+
+    return Runner(ConfigMixIn(regions=[region]))
+
+
+def cfn_lint(text: str, region: str) -> list[Any]:
+    """cfn-lint's matches for one template, as `cfnlint.api.lint(text, regions=[region])` finds them, with the rules
+    loaded once per process and region (as the cfn-lint CLI lints many templates with one rule set)."""
+    from cfnlint.decode.decode import decode_str
+
+    template, errors = decode_str(text)
+    if errors:
+        return list(errors)
+    if template is None:
+        return []
+    return list(_cfn_lint_runner(region).validate_template(template))
 
 
 def role_of(template: dict[str, Any], name: str) -> dict[str, Any]:

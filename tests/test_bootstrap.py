@@ -18,7 +18,7 @@ from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_envi
 from callsaver_infra.app.names import CI_STACK, CiNames, EnvNames
 from callsaver_infra.ops import bootstrap as bootstrap_command
 from callsaver_infra.ops import cli
-from tests.helpers import CI_FIXTURE, ROOT, Synthesized, role_of, synth_ci
+from tests.helpers import CI_FIXTURE, ROOT, Synthesized, cfn_lint, role_of, synth_ci
 from tests.iam_policy_eval import Request, allowed, decide, resolve
 
 CLI_TEMPLATE = ROOT / bootstrap.CLI_TEMPLATE
@@ -144,10 +144,8 @@ def test_the_template_is_the_clis_with_only_the_documented_changes(
 def test_the_template_lints_as_clean_as_the_clis(
     templates: dict[str, dict[str, Any]], cli_template: dict[str, Any]
 ) -> None:
-    import cfnlint.api
-
     def findings(template: dict[str, Any]) -> set[str]:
-        matches = cfnlint.api.lint(json.dumps(template), regions=[REGION])
+        matches = cfn_lint(json.dumps(template), REGION)
         return {m.rule.id for m in matches if m.rule.id[0] in "EW"}
 
     # The CLI's own template has W2001 (unused parameter) and W3045 (legacy AccessControl); nothing more here.

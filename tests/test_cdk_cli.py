@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.app.config import load_environments
-from tests.helpers import CONFIG_DIR, ENV_NAMES, ROOT, Synthesized, cdk, offline_env, synthesize
+from tests.helpers import CONFIG_DIR, ENV_NAMES, ROOT, CliSynth, Synthesized, cdk, offline_env, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -83,12 +83,14 @@ def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
 
 
 def test_without_env_all_selects_no_stack_so_never_production(
-    tmp_path: Path, staging_synth: tuple[subprocess.CompletedProcess[str], Path]
+    cli_synth_all: CliSynth, staging_synth: tuple[subprocess.CompletedProcess[str], Path]
 ) -> None:
-    """`cdk list` of the app with no `-c env`: every stack sits in its environment's Stage (`production/...`), and the
-    CLI's `--all` selects only top-level stacks, so a bare `cdk deploy --all` finds nothing to deploy. Offline: no
-    credentials and every HTTP(S) request to a closed port, so nothing could reach an account anyway."""
-    listed = cdk("list", "-o", str(tmp_path / "all"))
+    """`cdk list` of what the app writes with no `-c env` (the assembly of `cdk synth` without context): every stack
+    sits in its environment's Stage (`production/...`), and the CLI's `--all` selects only top-level stacks, so a bare
+    `cdk deploy --all` finds nothing to deploy. Offline: no credentials and every HTTP(S) request to a closed port, so
+    nothing could reach an account anyway."""
+    assert cli_synth_all.result.returncode == 0, cli_synth_all.result.stderr
+    listed = cdk("list", "--app", str(cli_synth_all.outdir))
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.split("\n")
     stacks = [line for line in lines if line]
@@ -108,7 +110,7 @@ def test_without_env_all_selects_no_stack_so_never_production(
     # And the registry stack in its own Stage; the CI stack is left out while config/ci/github.toml holds the
     # placeholder repository (fail closed, tests/test_ci_config.py).
     assert len(stacks) == 5 * len(ENV_NAMES) + 1
-    deploy = cdk("deploy", "--all", "--app", str(tmp_path / "all"), "--require-approval", "never")
+    deploy = cdk("deploy", "--all", "--app", str(cli_synth_all.outdir), "--require-approval", "never")
     assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
     # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all
     # (listed from the assembly `cdk synth -c env=staging` wrote, as CI lists and deploys with --app cdk.out).
@@ -130,7 +132,7 @@ def _outputs(outdir: Path) -> dict[str, str]:
     return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
 
 
-def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path: Path) -> None:
+def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path: Path, cli_synth_all: CliSynth) -> None:
     """No CDK_CONTEXT_JSON: app.py takes cdk.json's feature flags itself, and no acknowledgement id depends on one
     (a partition token in a finding id used to fail with KeyMustResolveToString)."""
     plain = subprocess.run(
@@ -143,9 +145,8 @@ def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path:
         check=False,
     )
     assert plain.returncode == 0, plain.stderr
-    cli = cdk("synth", "-q", "-o", str(tmp_path / "cli"))
-    assert cli.returncode == 0, cli.stderr
-    ours, theirs = _outputs(tmp_path / "plain"), _outputs(tmp_path / "cli")
+    assert cli_synth_all.result.returncode == 0, cli_synth_all.result.stderr
+    ours, theirs = _outputs(tmp_path / "plain"), _outputs(cli_synth_all.outdir)
     assert len(ours) >= 16 and any(name.startswith("assembly-production/") for name in ours)
     assert ours == theirs
     report = json.loads(ours["validation-report.json"])

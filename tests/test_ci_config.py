@@ -18,7 +18,7 @@ from callsaver_infra.app.ci_config import (
 )
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig, load_environments
 from callsaver_infra.app.stacks.ci import add_ci_stack
-from tests.helpers import CI_FIXTURE, CONFIG_DIR, cdk, new_app
+from tests.helpers import CI_FIXTURE, CONFIG_DIR, CliSynth, cdk, new_app
 
 VALID = """\
 repository = "callsaver/callsaver-infra"
@@ -201,11 +201,11 @@ def test_placeholder_repository_fails_synth_of_the_ci_stack(tmp_path: Path) -> N
     assert 'Fix: set repository to your "OWNER/REPO", exactly as GitHub spells it' in result.stderr
 
 
-def test_placeholder_repository_leaves_the_ci_stack_out_of_a_full_synth(tmp_path: Path) -> None:
-    result = cdk("synth", "-q", "-o", str(tmp_path))
+def test_placeholder_repository_leaves_the_ci_stack_out_of_a_full_synth(cli_synth_all: CliSynth) -> None:
+    result, outdir = cli_synth_all.result, cli_synth_all.outdir
     assert result.returncode == 0, result.stderr
-    assert _stacks(tmp_path) == []
-    assert _staged(tmp_path) == sorted([("registry", "Callsaver-Registry"), *_environment_stacks()])
+    assert _stacks(outdir) == []
+    assert _staged(outdir) == sorted([("registry", "Callsaver-Registry"), *_environment_stacks()])
     assert "warning: the CI stack (ci) is not synthesized" in result.stderr
 
 

@@ -674,6 +674,7 @@ def test_dispatch_rule_not_found_lists_the_rules_that_exist(
 # --------------------------------------------------------------------------- --verify
 
 
+@pytest.mark.usefixtures("short_verify_recording")
 def test_verify_records_a_web_page_into_healthcheck(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
@@ -724,6 +725,7 @@ def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: Operat
     assert aws.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
 
 
+@pytest.mark.usefixtures("short_verify_recording")
 def test_verify_reports_the_egress_error(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:

@@ -55,9 +55,13 @@ def templates(environments: dict[str, EnvironmentConfig], tmp_path_factory: pyte
 
 @pytest.fixture
 def world(
-    moto_endpoint: str, templates: dict[str, Any], environments: dict[str, EnvironmentConfig]
+    moto_endpoint: str,
+    templates: dict[str, Any],
+    environments: dict[str, EnvironmentConfig],
+    short_verify_recording: None,
 ) -> Iterator[dict[str, Any]]:
-    """Storage and IAM stacks at serial 1, the LiveKit key pair in Secrets Manager, a LiveKit with config's rule."""
+    """Storage and IAM stacks at serial 1, the LiveKit key pair in Secrets Manager, a LiveKit with config's rule;
+    the push's --verify records briefly."""
     urllib.request.urlopen(urllib.request.Request(f"{moto_endpoint}/moto-api/reset", method="POST"))
     config = environments["local"]
     creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}

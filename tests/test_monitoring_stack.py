@@ -13,7 +13,7 @@ from aws_cdk.assertions import Match, Template
 
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import RECORDING_METRICS_FILTER_ID, EnvNames, MonitoringOutputs
-from tests.helpers import Synthesized, synthesize
+from tests.helpers import Synthesized, cfn_lint, synthesize
 
 
 def _tpl(synthesized: Synthesized, env: EnvironmentConfig) -> Template:
@@ -381,13 +381,11 @@ def test_recording_prefix_is_the_text_before_the_first_variable(
 
 
 def test_cdk_nag_and_cfn_lint_pass_with_everything_configured(configured: Any) -> None:
-    import cfnlint.api
-
     config, synthesized = configured
     report = json.loads((Path(synthesized.outdir) / "validation-report.json").read_text())
     assert report["pluginReports"][0]["violations"] == []
     artifact = synthesized.artifact(EnvNames(config.name).monitoring_stack)
-    problems = cfnlint.api.lint(Path(artifact.template_full_path).read_text(), regions=[config.region])
+    problems = cfn_lint(Path(artifact.template_full_path).read_text(), config.region)
     assert [f"{m.rule.id} {m.message}" for m in problems if m.rule.id[0] in "EW"] == []
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import cfnlint.api
 import pytest
 from syrupy.assertion import SnapshotAssertion
 from syrupy.extensions.json import JSONSnapshotExtension
@@ -17,7 +16,7 @@ from callsaver_infra.app.nag import enable_policy_checks
 from callsaver_infra.app.names import REGISTRY_STACK, EnvNames, RegistryOutputs
 from callsaver_infra.app.registry_config import REGISTRY_CONFIG_FILE, RegistryConfig, load_registry_config
 from callsaver_infra.app.stacks.registry import add_registry_stack
-from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, mask_asset_hashes, new_app
+from tests.helpers import CONFIG_DIR, ENV_NAMES, Synthesized, cfn_lint, mask_asset_hashes, new_app
 
 AGENT_CI_ROLE = "arn:aws:iam::210987654321:role/callsaver-agent-ci"
 
@@ -215,7 +214,7 @@ def test_cfn_lint_finds_no_errors_or_warnings(
     template: dict[str, Any], by_role_arn: dict[str, Any], variant: str
 ) -> None:
     text = json.dumps(template if variant == "github_subject" else by_role_arn)
-    matches = cfnlint.api.lint(text, regions=["us-west-1"])
+    matches = cfn_lint(text, "us-west-1")
     assert [f"{m.rule.id} {m.message}" for m in matches if m.rule.id[0] in "EW"] == []
 
 
