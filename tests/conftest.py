@@ -139,14 +139,3 @@ def operator_aws(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Operato
     clients.s3, clients.secrets = clients.client("s3"), clients.client("secretsmanager")
     clients.cloudformation, clients.ecs = clients.client("cloudformation"), clients.client("ecs")
     return clients
-
-
-@pytest.fixture
-def short_verify_recording(monkeypatch: pytest.MonkeyPatch) -> None:
-    """push-egress --verify stops its test recording after 0.2 s instead of VERIFY_RECORD_SECONDS (3 s): the local
-    LiveKit's egress is active within 0.05 s, so the recording still starts, records, stops and uploads."""
-    from callsaver_infra.ops.push_egress import verify
-
-    defaults = verify.verify_egress.__kwdefaults__
-    assert defaults is not None and defaults["record_seconds"] == verify.VERIFY_RECORD_SECONDS
-    monkeypatch.setitem(defaults, "record_seconds", 0.2)

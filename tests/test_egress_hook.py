@@ -45,6 +45,9 @@ from tests.helpers import CONFIG_DIR, OperatorAws
 from tests.helpers import hang_up as shared_hang_up
 
 ENV = "local"
+# --verify records 0.2 s instead of its default 3 s: the local LiveKit's egress is active within 0.05 s, so the
+# recording still starts, records, stops and uploads.
+SHORT_VERIFY = ("--verify-seconds", "0.2")
 REGION = "us-west-1"
 BUCKET = "callsaver-sessions-local"
 API_KEY = "APIfakekeyNotReal01"
@@ -674,7 +677,6 @@ def test_dispatch_rule_not_found_lists_the_rules_that_exist(
 # --------------------------------------------------------------------------- --verify
 
 
-@pytest.mark.usefixtures("short_verify_recording")
 def test_verify_records_a_web_page_into_healthcheck(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
@@ -684,7 +686,15 @@ def test_verify_records_a_web_page_into_healthcheck(
     outputs = deploy(aws, tmp_path)
     lk.add_dispatch_rule(seeded_rule())
     result = run_hook(
-        capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify"
+        capsys,
+        caplog,
+        config_dir(tmp_path),
+        "--livekit-url",
+        lk.url,
+        "--outputs-file",
+        str(outputs),
+        "--verify",
+        *SHORT_VERIFY,
     )
     assert result.code == EXIT_OK, result.err
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="_healthcheck/verify-").get("Contents", [])]
@@ -725,14 +735,15 @@ def test_the_old_empty_room_verify_fails_against_the_strict_stand_in(aws: Operat
     assert aws.s3.list_objects_v2(Bucket=BUCKET).get("KeyCount", 0) == 0
 
 
-@pytest.mark.usefixtures("short_verify_recording")
 def test_verify_reports_the_egress_error(
     aws: OperatorAws, lk: LocalLiveKitServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: Any
 ) -> None:
     """With the bucket gone, --verify fails with LiveKit's own egress error string."""
     outputs = deploy(aws, tmp_path, bucket=False)
     configs = config_dir(tmp_path, auto_egress=False)
-    result = run_hook(capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify")
+    result = run_hook(
+        capsys, caplog, configs, "--livekit-url", lk.url, "--outputs-file", str(outputs), "--verify", *SHORT_VERIFY
+    )
     assert result.code == EXIT_ERROR
     assert "--verify failed: egress EG_" in result.err
     assert "ended EGRESS_FAILED: S3 upload failed: " in result.err and "NoSuchBucket" in result.err
