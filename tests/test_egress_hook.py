@@ -685,17 +685,8 @@ def test_verify_records_a_web_page_into_healthcheck(
     HeadObject."""
     outputs = deploy(aws, tmp_path)
     lk.add_dispatch_rule(seeded_rule())
-    result = run_hook(
-        capsys,
-        caplog,
-        config_dir(tmp_path),
-        "--livekit-url",
-        lk.url,
-        "--outputs-file",
-        str(outputs),
-        "--verify",
-        *SHORT_VERIFY,
-    )
+    verify = ("--outputs-file", str(outputs), "--verify", *SHORT_VERIFY)
+    result = run_hook(capsys, caplog, config_dir(tmp_path), "--livekit-url", lk.url, *verify)
     assert result.code == EXIT_OK, result.err
     keys = [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="_healthcheck/verify-").get("Contents", [])]
     assert len(keys) == 1 and re.fullmatch(r"_healthcheck/verify-\d{8}T\d{6}Z-[0-9a-f]{6}\.ogg", keys[0]), keys
