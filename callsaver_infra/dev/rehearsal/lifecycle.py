@@ -86,16 +86,7 @@ class LifecycleRehearsal(Rehearsal):
             "local LiveKit server."
         )
         started = time.perf_counter()
-        import tempfile
-
-        with tempfile.TemporaryDirectory(prefix="callsaver-lifecycle-") as tmp:
-            self.workdir = Path(tmp)
-            self._start_synths()
-            try:
-                with self._servers() as stop:
-                    code = self._run_steps(stop)
-            finally:
-                self._stop_synths()
+        code = self._run_in_workdir("callsaver-lifecycle-")
         self.out(f"Uploads with the key LiveKit holds: {self.uploads_ok} ok, {len(self.uploads_failed)} failed.")
         if code:
             return code

@@ -117,15 +117,7 @@ class Rehearsal:
             "(moto + callsaver extension) on 127.0.0.1, the hook pushes to a local LiveKit server."
         )
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="callsaver-rehearsal-") as tmp:
-            self.workdir = Path(tmp)
-            # Synthesis needs no endpoint: it runs while the endpoints start and the bootstraps deploy.
-            self._start_synths()
-            try:
-                with self._servers() as stop:
-                    code = self._run_steps(stop)
-            finally:
-                self._stop_synths()
+        code = self._run_in_workdir("callsaver-rehearsal-")
         if code:
             return code
         stacks = (names.storage_stack, names.iam_stack, names.secrets_stack, names.agent_stack, names.monitoring_stack)
@@ -133,6 +125,18 @@ class Rehearsal:
         self.out(f"Not emulated (set in the templates, not applied by the local endpoint): {self._gaps}")
         self.out(f"Rehearsal passed in {time.perf_counter() - started:.1f} s.")
         return 0
+
+    def _run_in_workdir(self, prefix: str) -> int:
+        """_run_steps in a fresh working directory, with the synths and the local endpoints around it."""
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            self.workdir = Path(tmp)
+            # Synthesis needs no endpoint: it runs while the endpoints start and the bootstraps deploy.
+            self._start_synths()
+            try:
+                with self._servers() as stop:
+                    return self._run_steps(stop)
+            finally:
+                self._stop_synths()
 
     def _run_steps(self, stop: Callable[[], None]) -> int:
         from callsaver_infra.dev.rehearsal import registry_steps as image
