@@ -104,14 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="local rehearsal and tests only (refused unless the environment is the local fake account): the S3 "
         "endpoint LiveKit uploads to (sets S3Upload.endpoint and path-style addressing)",
     )
-    push.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=push_egress.DEFAULT_TIMEOUT_SECONDS,
-        metavar="SECONDS",
-        help=f"per LiveKit request, each of up to {push_egress.DEFAULT_RETRY.attempts} attempts "
-        f"(default: {push_egress.DEFAULT_TIMEOUT_SECONDS:g})",
-    )
+    _add_livekit_timeout(push)
     rotate = commands.add_parser(
         "rotate-egress-key",
         help="after bumping egress_writer.access_key_serial and deploying: check and push the new egress key, then "
@@ -161,14 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="stack outputs as written by `cdk deploy --outputs-file` (default: ask CloudFormation)",
     )
-    check.add_argument(
-        "--timeout",
-        type=_seconds,
-        default=push_egress.DEFAULT_TIMEOUT_SECONDS,
-        metavar="SECONDS",
-        help=f"per LiveKit request, each of up to {push_egress.DEFAULT_RETRY.attempts} attempts "
-        f"(default: {push_egress.DEFAULT_TIMEOUT_SECONDS:g})",
-    )
+    _add_livekit_timeout(check)
     check.add_argument(
         "--livekit-url",
         type=_livekit_url,
@@ -182,6 +168,17 @@ def build_parser() -> argparse.ArgumentParser:
         "to, as push-egress --s3-endpoint-url wrote it",
     )
     return parser
+
+
+def _add_livekit_timeout(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=push_egress.DEFAULT_TIMEOUT_SECONDS,
+        metavar="SECONDS",
+        help=f"per LiveKit request, each of up to {push_egress.DEFAULT_RETRY.attempts} attempts "
+        f"(default: {push_egress.DEFAULT_TIMEOUT_SECONDS:g})",
+    )
 
 
 def _livekit_url(value: str) -> str:
