@@ -35,6 +35,12 @@ from callsaver_infra.ops.push_egress.dispatch_rules import (
 )
 from callsaver_infra.ops.push_egress.egress_key_check import EgressKeyCheckFailed, check_egress_key
 from callsaver_infra.ops.push_egress.errors import HookError
+from callsaver_infra.ops.push_egress.limits import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT_SECONDS,
+    VERIFY_RECORD_SECONDS,
+    RetryPolicy,
+)
 from callsaver_infra.ops.push_egress.masking import credential_fingerprint, listing_blanks
 from callsaver_infra.ops.push_egress.outputs import outputs_from_cloudformation, outputs_from_file
 from callsaver_infra.ops.push_egress.owned import OWNED_FIELD
@@ -49,10 +55,9 @@ from callsaver_infra.ops.push_egress.rules import (
     render_diff,
     room_composite_request,
 )
-from callsaver_infra.ops.push_egress.session import DEFAULT_RETRY, DEFAULT_TIMEOUT_SECONDS, LiveKitSession, RetryPolicy
+from callsaver_infra.ops.push_egress.session import LiveKitSession
 from callsaver_infra.ops.push_egress.verify import (
     VERIFY_PAGE_URL,
-    VERIFY_RECORD_SECONDS,
     VerifyResult,
     s3_object_exists,
     verify_egress,

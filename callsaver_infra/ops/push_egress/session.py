@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
@@ -17,24 +16,9 @@ from callsaver_infra.app.names import (
 from callsaver_infra.app.secret_catalog import LIVEKIT_KEY_REF, LIVEKIT_SECRET_REF
 from callsaver_infra.ops.push_egress.credentials import LiveKitCredentials, Redactor
 from callsaver_infra.ops.push_egress.errors import HookError
+from callsaver_infra.ops.push_egress.limits import DEFAULT_RETRY, DEFAULT_TIMEOUT_SECONDS, RetryPolicy
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT_SECONDS = 10.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries for connection errors, timeouts and 5xx: `attempts` tries, backoff doubling from `backoff`."""
-
-    attempts: int = 3
-    backoff_seconds: float = 0.5
-
-    def delay(self, failed_attempt: int) -> float:
-        """Seconds to wait after the failed_attempt-th try (0-based)."""
-        return self.backoff_seconds * 2.0**failed_attempt
-
-
-DEFAULT_RETRY = RetryPolicy()
 
 
 def api_url(url: str) -> str:

@@ -17,11 +17,11 @@ from livekit import api
 from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 from callsaver_infra.ops.push_egress.credentials import Redactor
 from callsaver_infra.ops.push_egress.errors import HookError
+from callsaver_infra.ops.push_egress.limits import VERIFY_RECORD_SECONDS
 from callsaver_infra.ops.push_egress.rules import EgressSettings, s3_upload
 from callsaver_infra.ops.push_egress.session import LiveKitSession
 
-# How long --verify lets its test egress record before stopping it, and how long it then waits for the upload.
-VERIFY_RECORD_SECONDS = 3.0
+# How long --verify waits for the upload once it stopped its test egress (how long it records: limits.py).
 VERIFY_WAIT_SECONDS = 60.0
 _POLL_SECONDS = 0.25
 _FINAL_OK = api.EgressStatus.EGRESS_COMPLETE
