@@ -116,7 +116,8 @@ class AgentService(Construct):
         # active, which ECS authorizes against the task role.
         # A literal partition, as for every ARN an acknowledgement names: stack.format_arn's is a token unless the
         # enablePartitionLiterals flag is set, and a token in a finding id cannot be matched (KeyMustResolveToString).
-        task_arns = f"arn:{partition(stack.region)}:ecs:{stack.region}:{stack.account}:task/{cluster_name}/*"
+        region = stack.region
+        task_arns = f"arn:{partition(region)}:ecs:{region}:{stack.account}:task/{cluster_name}/*"
         self.task_definition.add_to_task_role_policy(
             iam.PolicyStatement(
                 sid="ProtectTasksWithActiveCalls",

@@ -46,6 +46,8 @@ class SessionBucket(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
+        # Each read of a stack attribute is a round trip to jsii's Node process: read them once.
+        region, partition, account = stack.region, stack.partition, stack.account
         # One key per environment: revoking or scheduling the deletion of staging's key never touches production.
         self.key = kms.Key(
             self,
@@ -102,7 +104,7 @@ class SessionBucket(Construct):
                     sid="DecryptRecordings",
                     actions=["kms:Decrypt"],
                     resources=[self.key.key_arn],
-                    conditions={"StringEquals": {"kms:ViaService": f"s3.{stack.region}.amazonaws.com"}},
+                    conditions={"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"}},
                 ),
             ],
         )
@@ -126,10 +128,14 @@ class SessionBucket(Construct):
         )
         # The reader by its fixed name, not a GetAtt: the retained policy must stand alone in `adopt-retained`'s
         # import template, where the role (not retained) does not exist yet.
-        reader_arn = f"arn:{stack.partition}:iam::{stack.account}:role/{reader_name}"
+        reader_arn = f"arn:{partition}:iam::{account}:role/{reader_name}"
         readers = [reader_arn, healthcheck_reader_arn, *break_glass_role_arns]
         anyone = iam.AnyPrincipal()  # one object for the four denies: each jsii object costs a round trip
-        for statement in (
+        # enforce_ssl created the bucket policy: the denies go into its document in one call, which is what
+        # add_to_resource_policy does per statement (3 round trips each, its result struct read property by property).
+        policy = self.bucket.policy
+        assert policy is not None
+        policy.document.add_statements(
             # Deny by default: an s3:GetObject grant anywhere in the account (ReadOnlyAccess, AdministratorAccess,
             # s3:*) reads nothing here unless the caller is one of these roles.
             iam.PolicyStatement(
@@ -158,9 +164,7 @@ class SessionBucket(Construct):
                 actions=["s3:GetObject*", "s3:List*"],
                 resources=[self.bucket.bucket_arn, objects],
                 conditions={
-                    "ArnLike": {
-                        "aws:PrincipalArn": f"arn:{stack.partition}:iam::{stack.account}:role/cdk-*-lookup-role-*"
-                    }
+                    "ArnLike": {"aws:PrincipalArn": f"arn:{partition}:iam::{account}:role/cdk-*-lookup-role-*"}
                 },
             ),
             # SSE-C would store a recording under a key only its uploader holds: neither readable nor auditable.
@@ -172,12 +176,10 @@ class SessionBucket(Construct):
                 resources=[objects],
                 conditions={"Null": {"s3:x-amz-server-side-encryption-customer-algorithm": "false"}},
             ),
-        ):
-            self.bucket.add_to_resource_policy(statement)
+        )
         # The policy must outlive a stack deletion with the bucket it guards: retained recordings without the TLS-only
         # and reader denies would be readable by any principal ReadOnlyAccess reaches.
-        assert self.bucket.policy is not None  # enforce_ssl created it
-        self.bucket.policy.apply_removal_policy(RemovalPolicy.RETAIN)
+        policy.apply_removal_policy(RemovalPolicy.RETAIN)
         acknowledge_all(
             self.bucket,
             [

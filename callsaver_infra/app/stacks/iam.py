@@ -6,18 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from aws_cdk import CfnOutput, Stack
-from aws_cdk.region_info import RegionInfo
 from constructs import Construct
 
 from callsaver_infra.app.config import EgressWriterConfig, StorageConfig
 from callsaver_infra.app.constructs.egress_writer import EgressWriter
 from callsaver_infra.app.names import EGRESS_POLICY_NAME, EnvNames, IamOutputs
+from callsaver_infra.app.regions import partition
 
 
 def bucket_arn(storage: StorageConfig, region: str) -> str:
     """The session bucket's ARN, derived from config rather than imported (exports would lock the stacks)."""
-    partition = RegionInfo.get(region).partition or "aws"
-    return f"arn:{partition}:s3:::{storage.bucket_name}"
+    return f"arn:{partition(region)}:s3:::{storage.bucket_name}"
 
 
 class IamStack(Stack):
@@ -35,13 +34,14 @@ class IamStack(Stack):
     ) -> None:
         """credentials_readers: role ARNs that may read the key pair's secret (the Secrets stack's readers)."""
         super().__init__(scope, names.iam_stack, **kwargs)
+        region = self.region
         self.egress_writer = EgressWriter(
             self,
             "EgressWriter",
             user_name=names.egress_user,
             policy_name=EGRESS_POLICY_NAME,
-            bucket_arn=bucket_arn(storage, self.region),
-            bucket_region=self.region,
+            bucket_arn=bucket_arn(storage, region),
+            bucket_region=region,
             key_alias=names.session_key_alias,
             access_key_serial=egress_writer.access_key_serial,
             credentials_secret_name=names.egress_credentials_secret,

@@ -28,9 +28,11 @@ class StorageStack(Stack):
     ) -> None:
         """recording: the recording push's section (its object prefix)."""
         super().__init__(scope, names.storage_stack, **kwargs)
+        # Each read of a stack attribute is a round trip to jsii's Node process: read them once.
+        region, account = self.region, self.account
 
         def role(name: str) -> str:
-            return iam_arn(region=self.region, account=self.account, kind="role", name=name)
+            return iam_arn(region=region, account=account, kind="role", name=name)
 
         break_glass = security.break_glass_role_arn
         self.session_bucket = SessionBucket(
@@ -52,13 +54,13 @@ class StorageStack(Stack):
             "RecordingReads",
             trail_name=names.recording_reads_trail,
             # Bucket names are global: the account keeps the name of one environment's log bucket unique.
-            log_bucket_name=f"{names.recording_reads_trail}-{self.account}",
+            log_bucket_name=f"{names.recording_reads_trail}-{account}",
             bucket=sb.bucket,
         )
         bucket = sb.bucket
         CfnOutput(self, StorageOutputs.BUCKET_NAME, value=bucket.bucket_name, description="Recording bucket")
         CfnOutput(self, StorageOutputs.BUCKET_ARN, value=bucket.bucket_arn, description="Recording bucket ARN")
-        CfnOutput(self, StorageOutputs.BUCKET_REGION, value=self.region, description="Recording bucket region")
+        CfnOutput(self, StorageOutputs.BUCKET_REGION, value=region, description="Recording bucket region")
         CfnOutput(self, StorageOutputs.KEY_ARN, value=sb.key.key_arn, description="KMS key of the recordings")
         CfnOutput(
             self,
