@@ -15,17 +15,17 @@ import pytest
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.names import EnvNames
 from callsaver_infra.dev.rehearsal import moto_ext  # noqa: F401  # registers the extension before the server starts
-from callsaver_infra.dev.rehearsal.lifecycle import synthesize
 from callsaver_infra.ops.adopt import AdoptError, adopt
+from tests.helpers import Synthesized
 
 OPERATOR_VALUE = "fake-openai-key-for-adopt-test"
 
 
 @pytest.fixture(scope="module")
-def assembly(environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    outdir = tmp_path_factory.mktemp("local-assembly")
-    synthesize(environments["local"], outdir)
-    return outdir
+def assembly(synthesized: Synthesized) -> Path:
+    """The run's synth of every environment (only read here): local's templates are at its top level, as
+    `cdk synth -c env=local` writes them."""
+    return synthesized.outdir
 
 
 def test_destroyed_environment_comes_back_by_import_without_losing_a_value(

@@ -29,7 +29,7 @@ from callsaver_infra.ops.rotate_egress_key import (
     RotationOptions,
     upload_key_ids,
 )
-from tests.helpers import synthesize
+from tests.helpers import Synthesized, synthesize
 
 LIVEKIT_KEY, LIVEKIT_SECRET = "APIrotationtest", "fake-livekit-secret-for-rotation-tests-0000"
 
@@ -39,16 +39,18 @@ def _with_serial(config: EnvironmentConfig, serial: int) -> EnvironmentConfig:
 
 
 @pytest.fixture(scope="module")
-def templates(environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The local environment's Storage template and its IAM template at serials 1 and 2, as synthesized."""
+def templates(
+    synthesized: Synthesized, environments: dict[str, EnvironmentConfig], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """The local environment's Storage template and its IAM template at serials 1 and 2, as synthesized (serial 1
+    from the run's synth of every environment, which the tests only read)."""
     local = environments["local"]
     assert local.egress_writer.access_key_serial == 1
     names = EnvNames("local")
-    one = synthesize([local], tmp_path_factory.mktemp("serial1"))
     two = synthesize([_with_serial(local, 2)], tmp_path_factory.mktemp("serial2"))
     return {
-        "storage": one.template_json(names.storage_stack),
-        "iam1": one.template_json(names.iam_stack),
+        "storage": synthesized.template_json(names.storage_stack),
+        "iam1": synthesized.template_json(names.iam_stack),
         "iam2": two.template_json(names.iam_stack),
     }
 
@@ -113,9 +115,14 @@ def _rule(name: str, agent: str | None = None) -> proto_sip.SIPDispatchRuleInfo:
 
 def _rotate(world: dict[str, Any], serial: int, *, dry_run: bool = False) -> tuple[int, str]:
     lines: list[str] = []
-    # The push's --verify records 0.2 s, not 3 s: the local LiveKit's egress is active within 0.05 s.
+    # The push's --verify records 0.2 s, not 3 s, and polls every 0.02 s, not 0.25 s: the local LiveKit's egress is
+    # active within 0.05 s and uploads to moto in tens of milliseconds.
     options = RotationOptions(
-        dry_run=dry_run, livekit_url=world["lk"].url, s3_endpoint_url=world["endpoint"], verify_seconds=0.2
+        dry_run=dry_run,
+        livekit_url=world["lk"].url,
+        s3_endpoint_url=world["endpoint"],
+        verify_seconds=0.2,
+        verify_poll_seconds=0.02,
     )
     code = Rotation(_with_serial(world["config"], serial), options, world["aws"], lines.append).run()
     return code, "\n".join(lines)

@@ -1166,15 +1166,20 @@ class LocalLiveKitServer:
             retries={"max_attempts": 1, "mode": "standard"},
             s3={"addressing_style": "path" if endpoint or s3.force_path_style else "auto"},
         )
-        client = boto3.session.Session().client(
-            "s3",
-            aws_access_key_id=s3.access_key,
-            aws_secret_access_key=s3.secret,
-            aws_session_token=s3.session_token or None,
-            region_name=s3.region or "us-east-1",
-            endpoint_url=endpoint or None,
-            config=config,
-        )
+        with _S3_SESSION_LOCK:  # a boto3 Session is not thread-safe; egresses upload from their own threads
+            if not _S3_SESSION:
+                # One session per process: its loader parses S3's service model once (0.1-0.3 s per new session).
+                # Every upload still passes the egress request's own key, region and endpoint, never ambient ones.
+                _S3_SESSION.append(boto3.session.Session())
+            client = _S3_SESSION[0].client(
+                "s3",
+                aws_access_key_id=s3.access_key,
+                aws_secret_access_key=s3.secret,
+                aws_session_token=s3.session_token or None,
+                region_name=s3.region or "us-east-1",
+                endpoint_url=endpoint or None,
+                config=config,
+            )
         extra: dict[str, Any] = {}
         if s3.metadata:
             extra["Metadata"] = dict(s3.metadata)
@@ -1195,6 +1200,9 @@ class LocalLiveKitServer:
 
 
 # --------------------------------------------------------------------------- helpers
+
+_S3_SESSION: list[Any] = []  # the boto3 Session egress uploads create their clients from (_upload_s3)
+_S3_SESSION_LOCK = threading.Lock()
 
 
 def _rule_pin(info: proto_sip.SIPDispatchRuleInfo) -> str:

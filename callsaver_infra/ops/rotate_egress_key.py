@@ -50,6 +50,9 @@ class RotationOptions:
     # How long step 3's push-egress --verify records; None: push-egress's default. The local rehearsal shortens it:
     # a longer recording of the stand-in proves nothing more.
     verify_seconds: float | None = None
+    # How often that --verify polls its test egress; None: push-egress's default. Tests only: the local stand-in's
+    # egress starts and uploads in tens of milliseconds.
+    verify_poll_seconds: float | None = None
 
 
 @dataclass
@@ -340,6 +343,7 @@ class Rotation:
         options = push_egress.HookOptions(
             verify=True,
             verify_seconds=self.options.verify_seconds or push_egress.VERIFY_RECORD_SECONDS,
+            verify_poll_seconds=self.options.verify_poll_seconds or push_egress.VERIFY_POLL_SECONDS,
             livekit_url=self.options.livekit_url,
             s3_endpoint_url=self.options.s3_endpoint_url,
         )

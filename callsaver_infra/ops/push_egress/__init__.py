@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # mypy's view (`X as X`: re-exported); at run time __getattr_
     from callsaver_infra.ops.push_egress.errors import NotReadyError as NotReadyError
     from callsaver_infra.ops.push_egress.limits import DEFAULT_RETRY as DEFAULT_RETRY
     from callsaver_infra.ops.push_egress.limits import DEFAULT_TIMEOUT_SECONDS as DEFAULT_TIMEOUT_SECONDS
+    from callsaver_infra.ops.push_egress.limits import VERIFY_POLL_SECONDS as VERIFY_POLL_SECONDS
     from callsaver_infra.ops.push_egress.limits import VERIFY_RECORD_SECONDS as VERIFY_RECORD_SECONDS
     from callsaver_infra.ops.push_egress.limits import RetryPolicy as RetryPolicy
     from callsaver_infra.ops.push_egress.masking import credential_fingerprint as credential_fingerprint
@@ -60,7 +61,13 @@ _HOME = {
     ),
     "dispatch_rules": ("mask_key",),
     "errors": ("HookError", "NotReadyError"),
-    "limits": ("DEFAULT_RETRY", "DEFAULT_TIMEOUT_SECONDS", "VERIFY_RECORD_SECONDS", "RetryPolicy"),
+    "limits": (
+        "DEFAULT_RETRY",
+        "DEFAULT_TIMEOUT_SECONDS",
+        "VERIFY_POLL_SECONDS",
+        "VERIFY_RECORD_SECONDS",
+        "RetryPolicy",
+    ),
     "masking": ("credential_fingerprint",),
     "owned": ("OWNED_FIELD", "unowned_part"),
     "probe": ("PROBE_ATTRIBUTE",),

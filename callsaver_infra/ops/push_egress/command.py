@@ -38,6 +38,7 @@ from callsaver_infra.ops.push_egress.errors import HookError
 from callsaver_infra.ops.push_egress.limits import (
     DEFAULT_RETRY,
     DEFAULT_TIMEOUT_SECONDS,
+    VERIFY_POLL_SECONDS,
     VERIFY_RECORD_SECONDS,
     RetryPolicy,
 )
@@ -76,6 +77,9 @@ class HookOptions:
     verify: bool = False
     # How long --verify lets its test egress record (--verify-seconds).
     verify_seconds: float = VERIFY_RECORD_SECONDS
+    # How often --verify polls its test egress; not on the command line: only tests against the local stand-in, whose
+    # egress starts and uploads in tens of milliseconds, poll faster.
+    verify_poll_seconds: float = VERIFY_POLL_SECONDS
     livekit_url: str | None = None
     s3_endpoint_url: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
@@ -188,7 +192,12 @@ async def _talk_to_livekit(
             f"verify: recording {VERIFY_PAGE_URL} (web egress, audio only) to s3://{settings.bucket}/{HEALTHCHECK_PREFIX}..."
         )
         result = await verify_egress(
-            session, settings, s3_object_exists(s3), redact=redact, record_seconds=options.verify_seconds
+            session,
+            settings,
+            s3_object_exists(s3),
+            redact=redact,
+            record_seconds=options.verify_seconds,
+            poll_seconds=options.verify_poll_seconds,
         )
         if result.ok:
             out(f"verify: ok: {result.detail}")

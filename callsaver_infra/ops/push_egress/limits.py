@@ -8,6 +8,9 @@ from dataclasses import dataclass
 DEFAULT_TIMEOUT_SECONDS = 10.0
 # How long --verify's test egress records (--verify-seconds).
 VERIFY_RECORD_SECONDS = 3.0
+# How often --verify asks LiveKit (ListEgress) how its test egress is doing: a few requests a second is gentle on
+# LiveKit Cloud and fine-grained enough for an egress that takes seconds to start, record and upload.
+VERIFY_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)

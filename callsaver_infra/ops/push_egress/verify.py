@@ -17,13 +17,12 @@ from livekit import api
 from callsaver_infra.app.names import HEALTHCHECK_PREFIX
 from callsaver_infra.ops.push_egress.credentials import Redactor
 from callsaver_infra.ops.push_egress.errors import HookError
-from callsaver_infra.ops.push_egress.limits import VERIFY_RECORD_SECONDS
+from callsaver_infra.ops.push_egress.limits import VERIFY_POLL_SECONDS, VERIFY_RECORD_SECONDS
 from callsaver_infra.ops.push_egress.rules import EgressSettings, s3_upload
 from callsaver_infra.ops.push_egress.session import LiveKitSession
 
 # How long --verify waits for the upload once it stopped its test egress (how long it records: limits.py).
 VERIFY_WAIT_SECONDS = 60.0
-_POLL_SECONDS = 0.25
 _FINAL_OK = api.EgressStatus.EGRESS_COMPLETE
 _ACTIVE = (api.EgressStatus.EGRESS_STARTING, api.EgressStatus.EGRESS_ACTIVE, api.EgressStatus.EGRESS_ENDING)
 
@@ -56,14 +55,14 @@ async def _egress_info(session: LiveKitSession, egress_id: str) -> api.EgressInf
 
 
 async def _wait_while(
-    session: LiveKitSession, egress_id: str, statuses: Sequence[int], seconds: float
+    session: LiveKitSession, egress_id: str, statuses: Sequence[int], seconds: float, poll_seconds: float
 ) -> api.EgressInfo:
     deadline = time.monotonic() + seconds
     while True:
         info = await _egress_info(session, egress_id)
         if info.status not in statuses or time.monotonic() >= deadline:
             return info
-        await asyncio.sleep(_POLL_SECONDS)
+        await asyncio.sleep(poll_seconds)
 
 
 def verify_request(settings: EgressSettings, key: str) -> api.WebEgressRequest:
@@ -90,27 +89,29 @@ async def verify_egress(
     record_seconds: float = VERIFY_RECORD_SECONDS,
     start_seconds: float = VERIFY_START_SECONDS,
     wait_seconds: float = VERIFY_WAIT_SECONDS,
+    poll_seconds: float = VERIFY_POLL_SECONDS,
     now: datetime | None = None,
 ) -> VerifyResult:
     """Record a few seconds of a web page into `_healthcheck/` with the pushed S3 settings; check S3 has the file.
 
     object_exists(bucket, key) runs with the operator's AWS credentials: the egress user may write, not read.
+    poll_seconds: how often it asks LiveKit for the egress's status (tests against the local stand-in ask more often).
     """
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     key = f"{HEALTHCHECK_PREFIX}verify-{stamp}-{secrets.token_hex(3)}.ogg"
     request = verify_request(settings, key)
     started = await session.call("StartWebEgress", lambda lk: lk.egress.start_web_egress(request), retry=False)
     egress_id = started.egress_id
-    info = await _wait_while(session, egress_id, (api.EgressStatus.EGRESS_STARTING,), start_seconds)
+    info = await _wait_while(session, egress_id, (api.EgressStatus.EGRESS_STARTING,), start_seconds, poll_seconds)
     if info.status == api.EgressStatus.EGRESS_ACTIVE:
-        info = await _wait_while(session, egress_id, (api.EgressStatus.EGRESS_ACTIVE,), record_seconds)
+        info = await _wait_while(session, egress_id, (api.EgressStatus.EGRESS_ACTIVE,), record_seconds, poll_seconds)
     if info.status in (api.EgressStatus.EGRESS_STARTING, api.EgressStatus.EGRESS_ACTIVE):
         # It may end between the poll and the stop; the wait below tells either way.
         with contextlib.suppress(HookError):
             await session.call(
                 "StopEgress", lambda lk: lk.egress.stop_egress(api.StopEgressRequest(egress_id=egress_id))
             )
-        info = await _wait_while(session, egress_id, _ACTIVE, wait_seconds)
+        info = await _wait_while(session, egress_id, _ACTIVE, wait_seconds, poll_seconds)
 
     status = api.EgressStatus.Name(info.status)
     if info.status in _ACTIVE:
