@@ -107,6 +107,7 @@ class Rehearsal:
     # Started in the background ahead of the step that checks them (_run_steps).
     _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
     _pushed: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
+    _diff_policy: Background[dict[str, Any]] | None = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -143,6 +144,9 @@ class Rehearsal:
 
         try:
             self._step("bootstrap", self._bootstrap)
+            # The access probes' diff role policy comes from aws-cdk-lib (jsii starts Node): built while the steps
+            # up to the probes wait for their CLI processes.
+            self._diff_policy = Background(self._diff_role_policy)
             # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
             self._step("deploy registry", lambda: image.deploy_registry(self))
             self._step("image check refuses", lambda: image.image_check_refuses(self))
@@ -799,7 +803,6 @@ class Rehearsal:
         The diff role's GitHub OIDC federation is stood in for by an IAM user that may assume it."""
         from botocore.exceptions import ClientError
 
-        from callsaver_infra.app.constructs.github_oidc import DeployedStack, diff_statements
         from callsaver_infra.app.names import CiNames
 
         names, bucket = EnvNames(self.config.name), self.config.storage.bucket_name
@@ -811,9 +814,7 @@ class Rehearsal:
             ]
         )
         reader_role = self._output(names.storage_stack, StorageOutputs.READER_ROLE_ARN)
-        diff_policy = {"Version": "2012-10-17", "Statement": diff_statements(
-            [DeployedStack(stack, account, region, effective_qualifier(self.config)) for stack in names.stacks]
-        )}  # fmt: skip
+        diff_policy = (self._diff_policy or Background(self._diff_role_policy)).result()
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}
         ]}  # fmt: skip
@@ -901,6 +902,15 @@ class Rehearsal:
             self._enforce_iam(False)
         c.raise_if_failed()
         return f"{c.passed} checks with IAM enforcement: reader reads, egress writes in parts, diff role diffs only"
+
+    def _diff_role_policy(self) -> dict[str, Any]:
+        """Exactly the CI diff role's policy for the environment's stacks (github_oidc.diff_statements)."""
+        from callsaver_infra.app.constructs.github_oidc import DeployedStack, diff_statements
+
+        names, account, region = EnvNames(self.config.name), self.config.account, self.config.region
+        return {"Version": "2012-10-17", "Statement": diff_statements(
+            [DeployedStack(stack, account, region, effective_qualifier(self.config)) for stack in names.stacks]
+        )}  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
