@@ -103,6 +103,10 @@ class Rehearsal:
     _break_glass: dict[str, str] | None = field(default=None, repr=False)
     # The synth processes started before the endpoints (_start_synths), by the assembly directory they write.
     _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
+    # Starts the environment's synth once the registry's has finished (_start_synths); None when no synth waits.
+    _next_synth: Background[None] | None = field(default=None, repr=False)
+    _synths_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _synths_stopped: bool = False
     _gaps: str = ""
     # Started in the background ahead of the step that checks them (_run_steps).
     _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
@@ -144,9 +148,6 @@ class Rehearsal:
 
         try:
             self._step("bootstrap", self._bootstrap)
-            # The access probes' diff role policy comes from aws-cdk-lib (jsii starts Node): built while the steps
-            # up to the probes wait for their CLI processes.
-            self._diff_policy = Background(self._diff_role_policy)
             # The registry, and both outcomes of the pre-deploy image check (docs/testing.md).
             self._step("deploy registry", lambda: image.deploy_registry(self))
             self._step("image check refuses", lambda: image.image_check_refuses(self))
@@ -154,6 +155,9 @@ class Rehearsal:
             self._step("image check passes", lambda: image.image_check_passes(self))
             # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
             self._step("deploy base stacks", self._deploy_base)
+            # The access probes' diff role policy comes from aws-cdk-lib (jsii starts Node): built while the steps
+            # up to the probes wait for their CLI processes, once both synths are done.
+            self._diff_policy = Background(self._diff_role_policy)
             # Independent of the read-only checks below: `secrets status` runs meanwhile, its step checks it.
             self._secrets_status = Background(
                 lambda: self._cli(*self._secrets_status_args, credentials=self._operator())
@@ -250,17 +254,31 @@ class Rehearsal:
 
     def _start_synths(self) -> None:
         """Each assembly is synthesized once, from the start (synthesis is hermetic), and every later CLI run reads it
-        with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in
-        the environment's account and region). Without the CLI the bootstrap step says so."""
+        with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the registry's (placed in the environment's
+        account and region), then the environment's. Without the CLI the bootstrap step says so.
+
+        The registry's is needed first (its deploy follows the bootstrap); the environment's only after that deploy
+        and both image checks. Started once the registry's has finished, it leaves the 2 cores to what the first
+        deploy waits for (the registry's synth, the endpoints, both bootstraps) and runs beside the registry deploy
+        and the image checks, which keep one core busy."""
         if not (self.root / "node_modules" / ".bin" / "cdk").exists():
             return
-        self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
-        self._synths["registry.out"] = self._start_synth(
-            "registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}"
-        )
+        registry = self._start_synth("registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}")
+        self._synths["registry.out"] = registry
+
+        def environment_after_registry() -> None:
+            registry.wait()
+            with self._synths_lock:
+                if not self._synths_stopped:
+                    self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
+
+        self._next_synth = Background(environment_after_registry)
 
     def _stop_synths(self) -> None:
-        for synth in self._synths.values():
+        with self._synths_lock:
+            self._synths_stopped = True
+            started = list(self._synths.values())
+        for synth in started:
             if synth.poll() is None:
                 synth.kill()
             # With a timeout, communicate() is safe after assembly()'s and a second time.
@@ -326,7 +344,11 @@ class Rehearsal:
 
     def assembly(self, outdir: str) -> str:
         """The directory of an assembly `_start_synths` started synthesizing, once that synth has passed."""
-        synth = self._synths[outdir]
+        if outdir not in self._synths and self._next_synth is not None:
+            self._next_synth.result()
+        synth = self._synths.get(outdir)
+        if synth is None:
+            raise StepFailed(f"the synth of {outdir} was not started")
         output, _ = synth.communicate(timeout=600)
         if synth.returncode != 0:
             tail = "\n".join(output.strip().splitlines()[-25:])
@@ -855,10 +877,20 @@ class Rehearsal:
 
         c = Checks()
         self._enforce_iam(True)
+        diff: Background[subprocess.CompletedProcess[str]] | None = None
         try:
             c.expect("enforcement on: the unprivileged caller is refused", error(
                 lambda: self._client("s3").list_objects_v2(Bucket=bucket)
             ) != "allowed", True)  # fmt: skip
+            differ_creds = assume("probe-github-oidc")
+            # The diff role's `cdk diff` (a CLI process, most of this step) runs beside the S3 probes: it reads only
+            # the stacks' templates, which they do not touch.
+            diff = Background(lambda: self._run_cdk(
+                ["diff", "--method=template", "--no-color", "--app", self.assembly("cdk.out")],
+                {"AWS_ACCESS_KEY_ID": differ_creds["AccessKeyId"],
+                 "AWS_SECRET_ACCESS_KEY": differ_creds["SecretAccessKey"],
+                 "AWS_SESSION_TOKEN": differ_creds["SessionToken"]},
+            ))  # fmt: skip
             writer = client("s3", egress["accessKeyId"], egress["secretAccessKey"])
             key = "probe/call-_+15550100_probe/recording.ogg"
             upload = writer.create_multipart_upload(Bucket=bucket, Key=key, ContentType="audio/ogg")["UploadId"]
@@ -878,7 +910,7 @@ class Rehearsal:
             c.expect(
                 "RecordingReader cannot list", error(lambda: reader.list_objects_v2(Bucket=bucket)), "AccessDenied"
             )
-            creds = assume("probe-github-oidc")
+            creds = differ_creds
             differ = client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
             c.expect(
                 "diff role cannot list the bucket", error(lambda: differ.list_objects_v2(Bucket=bucket)), "AccessDenied"
@@ -888,17 +920,17 @@ class Rehearsal:
                 error(lambda: differ.get_object(Bucket=bucket, Key=key)),
                 "AccessDenied",
             )
-            diff = self._run_cdk(
-                ["diff", "--method=template", "--no-color", "--app", self.assembly("cdk.out")],
-                {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-                 "AWS_SESSION_TOKEN": creds["SessionToken"]},
-            )  # fmt: skip
-            output = diff.stdout + diff.stderr
-            c.expect("diff role runs cdk diff --method=template", diff.returncode, 0)
+            diffed = diff.result()
+            output = diffed.stdout + diffed.stderr
+            c.expect("diff role runs cdk diff --method=template", diffed.returncode, 0)
             c.expect("cdk diff compared the deployed stacks", all(s in output for s in names.stacks), True)
-            if diff.returncode != 0:
+            if diffed.returncode != 0:
                 c.failures.append("cdk diff output:\n" + "\n".join(output.strip().splitlines()[-20:]))
         finally:
+            # Enforcement goes off only once the diff has ended (a probe that failed may leave it running).
+            if diff is not None:
+                with suppress(Exception):
+                    diff.result()
             self._enforce_iam(False)
         c.raise_if_failed()
         return f"{c.passed} checks with IAM enforcement: reader reads, egress writes in parts, diff role diffs only"
