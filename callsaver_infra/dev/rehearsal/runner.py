@@ -103,10 +103,6 @@ class Rehearsal:
     _break_glass: dict[str, str] | None = field(default=None, repr=False)
     # The synth processes started before the endpoints (_start_synths), by the assembly directory they write.
     _synths: dict[str, subprocess.Popen[str]] = field(default_factory=dict, repr=False)
-    # Starts the environment's synth once the registry's has finished (_start_synths); None when no synth waits.
-    _next_synth: Background[None] | None = field(default=None, repr=False)
-    _synths_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _synths_stopped: bool = False
     _gaps: str = ""
     # Started in the background ahead of the step that checks them (_run_steps).
     _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
@@ -254,31 +250,20 @@ class Rehearsal:
 
     def _start_synths(self) -> None:
         """Each assembly is synthesized once, from the start (synthesis is hermetic), and every later CLI run reads it
-        with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the registry's (placed in the environment's
-        account and region), then the environment's. Without the CLI the bootstrap step says so.
+        with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in
+        the environment's account and region). Without the CLI the bootstrap step says so.
 
-        The registry's is needed first (its deploy follows the bootstrap); the environment's only after that deploy
-        and both image checks. Started once the registry's has finished, it leaves the 2 cores to what the first
-        deploy waits for (the registry's synth, the endpoints, both bootstraps) and runs beside the registry deploy
-        and the image checks, which keep one core busy."""
+        Both start at once: the environment's synth is one process chain (CLI, app.py, jsii's Node) of about 4 CPU-s
+        that the base deploy waits for; started later (after the registry's), it made that deploy wait longer."""
         if not (self.root / "node_modules" / ".bin" / "cdk").exists():
             return
-        registry = self._start_synth("registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}")
-        self._synths["registry.out"] = registry
-
-        def environment_after_registry() -> None:
-            registry.wait()
-            with self._synths_lock:
-                if not self._synths_stopped:
-                    self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
-
-        self._next_synth = Background(environment_after_registry)
+        self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
+        self._synths["registry.out"] = self._start_synth(
+            "registry.out", REGISTRY_ENV_NAME, "-c", f"registryFor={self.config.name}"
+        )
 
     def _stop_synths(self) -> None:
-        with self._synths_lock:
-            self._synths_stopped = True
-            started = list(self._synths.values())
-        for synth in started:
+        for synth in self._synths.values():
             if synth.poll() is None:
                 synth.kill()
             # With a timeout, communicate() is safe after assembly()'s and a second time.
@@ -344,11 +329,7 @@ class Rehearsal:
 
     def assembly(self, outdir: str) -> str:
         """The directory of an assembly `_start_synths` started synthesizing, once that synth has passed."""
-        if outdir not in self._synths and self._next_synth is not None:
-            self._next_synth.result()
-        synth = self._synths.get(outdir)
-        if synth is None:
-            raise StepFailed(f"the synth of {outdir} was not started")
+        synth = self._synths[outdir]
         output, _ = synth.communicate(timeout=600)
         if synth.returncode != 0:
             tail = "\n".join(output.strip().splitlines()[-25:])
