@@ -728,9 +728,18 @@ class Rehearsal:
                "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
                "--s3-endpoint-url", self.endpoint_url, "--verify",
                "--verify-seconds", f"{VERIFY_SECONDS:g}"]  # fmt: skip
-        return subprocess.run(
-            cli, cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False
-        )
+        with subprocess.Popen(
+            cli, cwd=self.root, env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as process:
+            # The inbound call's hang-up uses LiveKit's API client: imported while the hook runs, not in that step.
+            import livekit.api  # noqa: F401
+
+            try:
+                stdout, stderr = process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+        return subprocess.CompletedProcess(cli, process.returncode, stdout, stderr)
 
     def _hook(self) -> str:
         assert self._pushed is not None, "started after the deploy"
