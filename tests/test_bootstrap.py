@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shlex
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -179,6 +181,24 @@ def test_bootstrap_command_dry_run_prints_the_template_and_command(
         "true",
     ]
     assert json.loads(template.read_text())["Parameters"]["Qualifier"]["Default"] == "cprod"
+
+
+def test_the_bootstrap_template_is_written_without_aws_cdk_lib(tmp_path: Path) -> None:
+    """Partitions come from the pinned regions table: `callsaver-infra bootstrap` (and the rehearsal's bootstrap
+    step) loads neither aws_cdk nor jsii, so no Node starts. A fresh process, so this session's imports cannot
+    hide one."""
+    probe = (
+        "import json, sys; from callsaver_infra.ops import cli; "
+        "code = cli.main(['bootstrap', '--env', 'production', '--dry-run', '--out-dir', sys.argv[1]]); "
+        "print(json.dumps([code, sorted(m for m in sys.modules if m.split('.')[0] in ('aws_cdk', 'jsii'))]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[-1]) == [0, []]
+    policy = json.loads((tmp_path / "bootstrap-production.template.json").read_text())
+    assert "arn:aws:iam::" in json.dumps(policy)  # the template, with its partition-qualified ARNs, was written
 
 
 # --- policy evaluation --------------------------------------------------------------------------------------------

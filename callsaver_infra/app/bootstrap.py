@@ -17,6 +17,7 @@ from typing import Any
 
 from callsaver_infra.app.config import ConfigError, EnvironmentConfig
 from callsaver_infra.app.names import EnvNames
+from callsaver_infra.app.regions import partition
 
 # Where `npm ci` puts the pinned CLI's template; the CLI's `cdk bootstrap` deploys this same file by default.
 CLI_TEMPLATE = Path("node_modules/aws-cdk/lib/api/bootstrap/bootstrap-template.yaml")
@@ -86,12 +87,6 @@ def toolkit_stack_name(config: EnvironmentConfig) -> str:
     return f"CDKToolkit-{config.name}"
 
 
-def _partition(region: str) -> str:
-    from aws_cdk.region_info import RegionInfo
-
-    return RegionInfo.get(region).partition or "aws"
-
-
 def permissions_boundary_name(config: EnvironmentConfig) -> str:
     """The managed policy every IAM role and user of the environment carries as its permissions boundary (the name
     CDK's own template gives its example boundary)."""
@@ -99,7 +94,7 @@ def permissions_boundary_name(config: EnvironmentConfig) -> str:
 
 
 def permissions_boundary_arn(config: EnvironmentConfig) -> str:
-    return f"arn:{_partition(config.region)}:iam::{config.account}:policy/{permissions_boundary_name(config)}"
+    return f"arn:{partition(config.region)}:iam::{config.account}:policy/{permissions_boundary_name(config)}"
 
 
 def bootstrap_role_name(config: EnvironmentConfig, role: str) -> str:
@@ -113,7 +108,7 @@ class _Arns:
     def __init__(self, config: EnvironmentConfig) -> None:
         self.config = config
         self.names = EnvNames(config.name)
-        self.p = _partition(config.region)
+        self.p = partition(config.region)
         self.r = config.region
         self.a = config.account
 

@@ -439,17 +439,20 @@ def call_and_hang_up(livekit: Any, rule_id: str, api_key: str, api_secret: str) 
 
 
 def synthesize(config: EnvironmentConfig, outdir: Path) -> None:
-    """One environment's stacks, top-level as with `-c env=`, with cdk.json's context and the cdk-nag gate."""
+    """One environment's stacks, top-level as with `-c env=`, with cdk.json's context and the cdk-nag gate, and the
+    built-in CloudFormation validation through app.py's memo (.cache/cfn-validate/): the same findings, without
+    starting the validator when a template was validated before."""
     from aws_cdk import App
 
     from callsaver_infra.app.environment import add_environment
     from callsaver_infra.app.nag import enable_policy_checks
+    from callsaver_infra.app.validation_memo import enable_memoized_validation
 
     root = Path(__file__).resolve().parents[3]
     context = json.loads((root / "cdk.json").read_text())["context"]
-    app = App(context=context, outdir=str(outdir), analytics_reporting=False)
+    app = App(context=context, outdir=str(outdir), analytics_reporting=False, builtin_cloud_formation_validation=False)
     add_environment(app, config)
-    enable_policy_checks(app)
+    enable_memoized_validation(app, root / ".cache" / "cfn-validate", enable_policy_checks)
     app.synth()
 
 

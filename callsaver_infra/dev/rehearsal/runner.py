@@ -107,6 +107,7 @@ class Rehearsal:
     # Started in the background ahead of the step that checks them (_run_steps).
     _secrets_status: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
     _pushed: Background[subprocess.CompletedProcess[str]] | None = field(default=None, repr=False)
+    _diff_policy: Background[dict[str, Any]] | None = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     _clients_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -150,6 +151,9 @@ class Rehearsal:
             self._step("image check passes", lambda: image.image_check_passes(self))
             # make deploy's two halves: the base stacks, a stop while secrets are placeholders, then the rest.
             self._step("deploy base stacks", self._deploy_base)
+            # The access probes' diff role policy comes from aws-cdk-lib (jsii starts Node): built while the steps
+            # up to the probes wait for their CLI processes, once both synths are done.
+            self._diff_policy = Background(self._diff_role_policy)
             # Independent of the read-only checks below: `secrets status` runs meanwhile, its step checks it.
             self._secrets_status = Background(
                 lambda: self._cli(*self._secrets_status_args, credentials=self._operator())
@@ -247,7 +251,10 @@ class Rehearsal:
     def _start_synths(self) -> None:
         """Each assembly is synthesized once, from the start (synthesis is hermetic), and every later CLI run reads it
         with `--app` (as CI deploys with CDK_ARGS="--app cdk.out"): the environment's and the registry's (placed in
-        the environment's account and region). Without the CLI the bootstrap step says so."""
+        the environment's account and region). Without the CLI the bootstrap step says so.
+
+        Both start at once: the environment's synth is one process chain (CLI, app.py, jsii's Node) of about 4 CPU-s
+        that the base deploy waits for; started later (after the registry's), it made that deploy wait longer."""
         if not (self.root / "node_modules" / ".bin" / "cdk").exists():
             return
         self._synths["cdk.out"] = self._start_synth("cdk.out", self.config.name)
@@ -721,9 +728,18 @@ class Rehearsal:
                "--outputs-file", str(outputs_file), "--livekit-url", self.livekit.url,
                "--s3-endpoint-url", self.endpoint_url, "--verify",
                "--verify-seconds", f"{VERIFY_SECONDS:g}"]  # fmt: skip
-        return subprocess.run(
-            cli, cwd=self.root, env=self._env(), capture_output=True, text=True, timeout=120, check=False
-        )
+        with subprocess.Popen(
+            cli, cwd=self.root, env=self._env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        ) as process:
+            # The inbound call's hang-up uses LiveKit's API client: imported while the hook runs, not in that step.
+            import livekit.api  # noqa: F401
+
+            try:
+                stdout, stderr = process.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                raise
+        return subprocess.CompletedProcess(cli, process.returncode, stdout, stderr)
 
     def _hook(self) -> str:
         assert self._pushed is not None, "started after the deploy"
@@ -799,7 +815,6 @@ class Rehearsal:
         The diff role's GitHub OIDC federation is stood in for by an IAM user that may assume it."""
         from botocore.exceptions import ClientError
 
-        from callsaver_infra.app.constructs.github_oidc import DeployedStack, diff_statements
         from callsaver_infra.app.names import CiNames
 
         names, bucket = EnvNames(self.config.name), self.config.storage.bucket_name
@@ -811,9 +826,7 @@ class Rehearsal:
             ]
         )
         reader_role = self._output(names.storage_stack, StorageOutputs.READER_ROLE_ARN)
-        diff_policy = {"Version": "2012-10-17", "Statement": diff_statements(
-            [DeployedStack(stack, account, region, effective_qualifier(self.config)) for stack in names.stacks]
-        )}  # fmt: skip
+        diff_policy = (self._diff_policy or Background(self._diff_role_policy)).result()
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}
         ]}  # fmt: skip
@@ -854,10 +867,20 @@ class Rehearsal:
 
         c = Checks()
         self._enforce_iam(True)
+        diff: Background[subprocess.CompletedProcess[str]] | None = None
         try:
             c.expect("enforcement on: the unprivileged caller is refused", error(
                 lambda: self._client("s3").list_objects_v2(Bucket=bucket)
             ) != "allowed", True)  # fmt: skip
+            differ_creds = assume("probe-github-oidc")
+            # The diff role's `cdk diff` (a CLI process, most of this step) runs beside the S3 probes: it reads only
+            # the stacks' templates, which they do not touch.
+            diff = Background(lambda: self._run_cdk(
+                ["diff", "--method=template", "--no-color", "--app", self.assembly("cdk.out")],
+                {"AWS_ACCESS_KEY_ID": differ_creds["AccessKeyId"],
+                 "AWS_SECRET_ACCESS_KEY": differ_creds["SecretAccessKey"],
+                 "AWS_SESSION_TOKEN": differ_creds["SessionToken"]},
+            ))  # fmt: skip
             writer = client("s3", egress["accessKeyId"], egress["secretAccessKey"])
             key = "probe/call-_+15550100_probe/recording.ogg"
             upload = writer.create_multipart_upload(Bucket=bucket, Key=key, ContentType="audio/ogg")["UploadId"]
@@ -877,7 +900,7 @@ class Rehearsal:
             c.expect(
                 "RecordingReader cannot list", error(lambda: reader.list_objects_v2(Bucket=bucket)), "AccessDenied"
             )
-            creds = assume("probe-github-oidc")
+            creds = differ_creds
             differ = client("s3", creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
             c.expect(
                 "diff role cannot list the bucket", error(lambda: differ.list_objects_v2(Bucket=bucket)), "AccessDenied"
@@ -887,20 +910,29 @@ class Rehearsal:
                 error(lambda: differ.get_object(Bucket=bucket, Key=key)),
                 "AccessDenied",
             )
-            diff = self._run_cdk(
-                ["diff", "--method=template", "--no-color", "--app", self.assembly("cdk.out")],
-                {"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
-                 "AWS_SESSION_TOKEN": creds["SessionToken"]},
-            )  # fmt: skip
-            output = diff.stdout + diff.stderr
-            c.expect("diff role runs cdk diff --method=template", diff.returncode, 0)
+            diffed = diff.result()
+            output = diffed.stdout + diffed.stderr
+            c.expect("diff role runs cdk diff --method=template", diffed.returncode, 0)
             c.expect("cdk diff compared the deployed stacks", all(s in output for s in names.stacks), True)
-            if diff.returncode != 0:
+            if diffed.returncode != 0:
                 c.failures.append("cdk diff output:\n" + "\n".join(output.strip().splitlines()[-20:]))
         finally:
+            # Enforcement goes off only once the diff has ended (a probe that failed may leave it running).
+            if diff is not None:
+                with suppress(Exception):
+                    diff.result()
             self._enforce_iam(False)
         c.raise_if_failed()
         return f"{c.passed} checks with IAM enforcement: reader reads, egress writes in parts, diff role diffs only"
+
+    def _diff_role_policy(self) -> dict[str, Any]:
+        """Exactly the CI diff role's policy for the environment's stacks (github_oidc.diff_statements)."""
+        from callsaver_infra.app.constructs.github_oidc import DeployedStack, diff_statements
+
+        names, account, region = EnvNames(self.config.name), self.config.account, self.config.region
+        return {"Version": "2012-10-17", "Statement": diff_statements(
+            [DeployedStack(stack, account, region, effective_qualifier(self.config)) for stack in names.stacks]
+        )}  # fmt: skip
 
     # -- helpers -----------------------------------------------------------------------------------------------
 
