@@ -144,14 +144,14 @@ def offline_env() -> dict[str, str]:
     }
 
 
-def cdk(*args: str) -> subprocess.CompletedProcess[str]:
-    """The pinned CDK CLI on the repository, offline."""
+def cdk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The pinned CDK CLI on the repository, offline (env: more variables for it and app.py)."""
     if not CDK.exists():
         pytest.fail(f"{CDK} is missing: run `make setup` (npm ci) first")
     return subprocess.run(
         [str(CDK), *args],
         cwd=ROOT,
-        env=offline_env(),
+        env={**offline_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
@@ -159,12 +159,40 @@ def cdk(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def app_py(outdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python app.py` in a fresh process, without the CLI (no CDK_CONTEXT_JSON), offline, writing to outdir."""
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
+        cwd=ROOT,
+        env={**offline_env(), "CDK_OUTDIR": str(outdir), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def memo_entries(memo_dir: Path) -> list[str]:
+    """The validation memo's entries in memo_dir (callsaver_infra/app/validation_memo.py), by relative path."""
+    return sorted(str(p.relative_to(memo_dir)) for p in memo_dir.glob("*/*.json"))
+
+
+def synth_outputs(outdir: Path) -> dict[str, str]:
+    """Every template and the validation report of an assembly, by path relative to it. The report's stack traces
+    name the jsii kernel's temporary directory, which differs from run to run."""
+    files = [*outdir.rglob("*.template.json"), *outdir.glob("validation-report.json")]
+    return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
+
+
 @dataclass(frozen=True)
 class CliSynth:
-    """A finished `cdk synth` (the CLI's exit code, stdout and stderr) and the assembly it wrote."""
+    """A finished `cdk synth` or `python app.py` (the exit code, stdout and stderr) and the assembly it wrote; memo:
+    its validation memo's directory, memo_after: the entries it held when the synth had finished."""
 
     result: subprocess.CompletedProcess[str]
     outdir: Path
+    memo: Path | None = None
+    memo_after: tuple[str, ...] = ()
 
 
 # Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.app.config import load_environments
-from tests.helpers import CONFIG_DIR, ENV_NAMES, ROOT, CliSynth, Synthesized, cdk, offline_env, synthesize
+from tests.helpers import CONFIG_DIR, ENV_NAMES, CliSynth, Synthesized, cdk, synth_outputs, synthesize
 
 
 @pytest.fixture(scope="module")
@@ -125,28 +124,14 @@ def test_without_env_all_selects_no_stack_so_never_production(
     ]
 
 
-def _outputs(outdir: Path) -> dict[str, str]:
-    """Every template and the validation report of an assembly, by path relative to it. The report's stack traces
-    name the jsii kernel's temporary directory, which differs from run to run."""
-    files = [*outdir.rglob("*.template.json"), outdir / "validation-report.json"]
-    return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
-
-
-def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path: Path, cli_synth_all: CliSynth) -> None:
+def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(
+    app_py_all: CliSynth, cli_synth_all: CliSynth
+) -> None:
     """No CDK_CONTEXT_JSON: app.py takes cdk.json's feature flags itself, and no acknowledgement id depends on one
     (a partition token in a finding id used to fail with KeyMustResolveToString)."""
-    plain = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
-        cwd=ROOT,
-        env={**offline_env(), "CDK_OUTDIR": str(tmp_path / "plain")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert plain.returncode == 0, plain.stderr
+    assert app_py_all.result.returncode == 0, app_py_all.result.stderr
     assert cli_synth_all.result.returncode == 0, cli_synth_all.result.stderr
-    ours, theirs = _outputs(tmp_path / "plain"), _outputs(cli_synth_all.outdir)
+    ours, theirs = synth_outputs(app_py_all.outdir), synth_outputs(cli_synth_all.outdir)
     assert len(ours) >= 16 and any(name.startswith("assembly-production/") for name in ours)
     assert ours == theirs
     report = json.loads(ours["validation-report.json"])
