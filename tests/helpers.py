@@ -23,8 +23,9 @@ import pytest
 from aws_cdk import App, cx_api
 from aws_cdk.assertions import Template
 
+from callsaver_infra.app.cdk_context import cli_context
 from callsaver_infra.app.config import EnvironmentConfig
-from callsaver_infra.app.environment import add_environment, cli_context
+from callsaver_infra.app.environment import add_environment
 from callsaver_infra.app.nag import enable_policy_checks
 
 ROOT = Path(__file__).resolve().parents[1]
