@@ -27,6 +27,7 @@ from callsaver_infra.app.cdk_context import cli_context
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.environment import add_environment
 from callsaver_infra.app.nag import enable_policy_checks
+from callsaver_infra.app.validation_memo import enable_memoized_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -53,9 +54,25 @@ def cdk_json_context() -> dict[str, Any]:
     return cli_context(ROOT)
 
 
-def new_app(outdir: Path) -> App:
-    """An App configured like the CLI configures app.py's."""
-    return App(context=cdk_json_context(), outdir=str(outdir), analytics_reporting=False)
+def new_app(outdir: Path, *, builtin_validation: bool = True) -> App:
+    """An App configured like the CLI configures app.py's (builtin_validation False: check_as_app_py validates)."""
+    return App(
+        context=cdk_json_context(),
+        outdir=str(outdir),
+        analytics_reporting=False,
+        builtin_cloud_formation_validation=builtin_validation,
+    )
+
+
+# app.py's memo of aws-cdk-lib's built-in CloudFormation validation, in its default directory: the in-process synths
+# share the entries of the CLI's synths (tests/test_validation_memo.py proves its report is the built-in's).
+CFN_VALIDATE_MEMO_DIR = ROOT / ".cache" / "cfn-validate"
+
+
+def check_as_app_py(app: App) -> None:
+    """Register the checks app.py registers on an app from new_app(builtin_validation=False) that holds its stacks:
+    the built-in CloudFormation validation through the memo, and the cdk-nag gate."""
+    enable_memoized_validation(app, CFN_VALIDATE_MEMO_DIR, enable_policy_checks)
 
 
 @dataclass
@@ -84,10 +101,10 @@ class Synthesized:
 
 def synthesize(configs: list[EnvironmentConfig], outdir: Path) -> Synthesized:
     """Build and synthesize the given environments exactly as app.py does."""
-    app = new_app(outdir)
+    app = new_app(outdir, builtin_validation=False)
     for config in configs:
         add_environment(app, config)
-    enable_policy_checks(app)
+    check_as_app_py(app)
     return Synthesized(assembly=app.synth(), outdir=outdir)
 
 
@@ -244,12 +261,12 @@ def staging_with(tmp_path: Path, file_stem: str = "staging", **changes: Any) -> 
 
 
 def synth_ci(ci: Any, environments: dict[str, EnvironmentConfig], outdir: Path) -> Synthesized:
-    """The CI stack alone, synthesized with the cdk-nag gate as app.py does."""
+    """The CI stack alone, synthesized and checked as app.py does."""
     from callsaver_infra.app.stacks.ci import add_ci_stack
 
-    app = new_app(outdir)
+    app = new_app(outdir, builtin_validation=False)
     add_ci_stack(app, ci, environments)
-    enable_policy_checks(app)
+    check_as_app_py(app)
     return Synthesized(assembly=app.synth(), outdir=outdir)
 
 
