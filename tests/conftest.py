@@ -30,13 +30,20 @@ from tests.helpers import (
 
 # The suite runs on two pytest-xdist workers (addopts in pyproject.toml: --dist loadfile --no-loadscope-reorder).
 # Each module is one unit of work (its module-scoped fixtures run once), and the modules that wait on long
-# subprocesses (the two rehearsals, the CDK CLI's synths) are handed out first, so the rest fills in beside them.
+# subprocesses (the two rehearsals, the CDK CLI's synths) are handed out first, then the other modules of several
+# seconds, longest first, so the run ends on short modules and neither worker waits long for the other at the end.
 SLOW_FIRST = (
     "test_lifecycle_rehearsal.py",
     "test_rehearsal.py",
     "test_cdk_cli.py",
     "test_registry_config.py",
     "test_ci_config.py",
+    "test_validation_memo.py",
+    "test_status.py",
+    "test_egress_hook.py",
+    "test_agent_stack.py",
+    "test_egress_rotation.py",
+    "test_stateful_changes.py",
 )
 
 
