@@ -36,6 +36,7 @@ from pathlib import Path
 
 from aws_cdk import App, Stage
 
+from callsaver_infra.app.cdk_context import cli_context
 from callsaver_infra.app.ci_config import (
     CI_CONFIG_FILE,
     CI_ENV_NAME,
@@ -44,8 +45,6 @@ from callsaver_infra.app.ci_config import (
     placeholder_problem,
 )
 from callsaver_infra.app.config import ConfigError, load_environments, select_environments, with_image_tag
-from callsaver_infra.app.environment import add_environment, cli_context
-from callsaver_infra.app.nag import enable_policy_checks
 from callsaver_infra.app.registry_config import (
     REGISTRY_CONFIG_FILE,
     REGISTRY_ENV_NAME,
@@ -53,9 +52,6 @@ from callsaver_infra.app.registry_config import (
     load_registry_config,
     registry_for,
 )
-from callsaver_infra.app.stacks.ci import add_ci_stack
-from callsaver_infra.app.stacks.registry import add_registry_stack
-from callsaver_infra.app.validation_memo import enable_memoized_validation
 
 PROJECT_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PROJECT_DIR / "config"
@@ -110,6 +106,14 @@ def main() -> None:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    # The stacks (most of aws-cdk-lib's modules) load only now: a refused config or context answers in about a
+    # third of the time.
+    from callsaver_infra.app.environment import add_environment
+    from callsaver_infra.app.nag import enable_policy_checks
+    from callsaver_infra.app.stacks.ci import add_ci_stack
+    from callsaver_infra.app.stacks.registry import add_registry_stack
+    from callsaver_infra.app.validation_memo import enable_memoized_validation
+
     # One environment asked for: top-level stacks. All of them: one Stage each, out of `--all`'s reach.
     staged = wanted is None
     for config in envs:

@@ -8,7 +8,7 @@ import json
 import os
 import subprocess
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,17 +16,34 @@ import pytest
 from aws_cdk import cx_api
 
 from callsaver_infra.app.config import EnvironmentConfig, load_environments
-from tests.helpers import CONFIG_DIR, ENV_NAMES, CliSynth, OperatorAws, Synthesized, cdk, synthesize
+from tests.helpers import (
+    CONFIG_DIR,
+    ENV_NAMES,
+    CliSynth,
+    OperatorAws,
+    Synthesized,
+    app_py,
+    cdk,
+    memo_entries,
+    synthesize,
+)
 
 # The suite runs on two pytest-xdist workers (addopts in pyproject.toml: --dist loadfile --no-loadscope-reorder).
 # Each module is one unit of work (its module-scoped fixtures run once), and the modules that wait on long
-# subprocesses (the two rehearsals, the CDK CLI's synths) are handed out first, so the rest fills in beside them.
+# subprocesses (the two rehearsals, the CDK CLI's synths) are handed out first, then the other modules of several
+# seconds, longest first, so the run ends on short modules and neither worker waits long for the other at the end.
 SLOW_FIRST = (
     "test_lifecycle_rehearsal.py",
     "test_rehearsal.py",
     "test_cdk_cli.py",
     "test_registry_config.py",
     "test_ci_config.py",
+    "test_validation_memo.py",
+    "test_status.py",
+    "test_egress_hook.py",
+    "test_agent_stack.py",
+    "test_egress_rotation.py",
+    "test_stateful_changes.py",
 )
 
 
@@ -96,18 +113,39 @@ def synthesized(environments: dict[str, EnvironmentConfig], tmp_path_factory: py
         return synthesized
 
 
+def _shared_synth(shared: Path, memo: Path, run: Callable[[], subprocess.CompletedProcess[str]]) -> CliSynth:
+    """The synth run() does, once per run: the first worker runs it and records its result and memo entries beside
+    shared, the others read the record."""
+    record = shared.with_name(f"{shared.name}.json")
+    if not record.exists():  # written last: the assembly and the memo beside it are complete
+        result = run()
+        record.write_text(
+            json.dumps([result.args, result.returncode, result.stdout, result.stderr, memo_entries(memo)])
+        )
+    args, returncode, stdout, stderr, entries = json.loads(record.read_text())
+    return CliSynth(subprocess.CompletedProcess(args, returncode, stdout, stderr), shared, memo, tuple(entries))
+
+
 @pytest.fixture(scope="session")
-def cli_synth_all(tmp_path_factory: pytest.TempPathFactory) -> CliSynth:
+def app_py_all(tmp_path_factory: pytest.TempPathFactory) -> CliSynth:
+    """`python app.py` (every environment; no CLI, so no CDK_CONTEXT_JSON) offline with an empty validation memo of
+    its own, once per run: the memo's cold run (tests/test_validation_memo.py) and what `cdk synth` must equal
+    (tests/test_cdk_cli.py)."""
+    with once_per_run(tmp_path_factory, "app-py-all") as shared:
+        memo = shared.with_name(f"{shared.name}-memo")
+        return _shared_synth(shared, memo, lambda: app_py(shared, CALLSAVER_CFN_VALIDATE_MEMO_DIR=str(memo)))
+
+
+@pytest.fixture(scope="session")
+def cli_synth_all(tmp_path_factory: pytest.TempPathFactory, app_py_all: CliSynth) -> CliSynth:
     """`cdk synth -q` of the committed config with no context, by the real CLI offline, once per run for the tests
     that only read what it wrote (its exit code, output and assembly); tests that change config or context run
-    their own."""
+    their own. It reads the validation memo app_py_all filled: the memo's warm run."""
+    assert app_py_all.memo is not None
+    memo = app_py_all.memo
     with once_per_run(tmp_path_factory, "cli-synth-all") as shared:
-        record = shared.with_name(f"{shared.name}.json")
-        if not record.exists():  # written last: the assembly beside it is complete
-            result = cdk("synth", "-q", "-o", str(shared))
-            record.write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
-        args, returncode, stdout, stderr = json.loads(record.read_text())
-    return CliSynth(subprocess.CompletedProcess(args, returncode, stdout, stderr), shared)
+        env = {"CALLSAVER_CFN_VALIDATE_MEMO_DIR": str(memo)}
+        return _shared_synth(shared, memo, lambda: cdk("synth", "-q", "-o", str(shared), env=env))
 
 
 @pytest.fixture(params=ENV_NAMES)

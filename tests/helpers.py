@@ -23,9 +23,11 @@ import pytest
 from aws_cdk import App, cx_api
 from aws_cdk.assertions import Template
 
+from callsaver_infra.app.cdk_context import cli_context
 from callsaver_infra.app.config import EnvironmentConfig
-from callsaver_infra.app.environment import add_environment, cli_context
+from callsaver_infra.app.environment import add_environment
 from callsaver_infra.app.nag import enable_policy_checks
+from callsaver_infra.app.validation_memo import enable_memoized_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -52,9 +54,25 @@ def cdk_json_context() -> dict[str, Any]:
     return cli_context(ROOT)
 
 
-def new_app(outdir: Path) -> App:
-    """An App configured like the CLI configures app.py's."""
-    return App(context=cdk_json_context(), outdir=str(outdir), analytics_reporting=False)
+def new_app(outdir: Path, *, builtin_validation: bool = True) -> App:
+    """An App configured like the CLI configures app.py's (builtin_validation False: check_as_app_py validates)."""
+    return App(
+        context=cdk_json_context(),
+        outdir=str(outdir),
+        analytics_reporting=False,
+        builtin_cloud_formation_validation=builtin_validation,
+    )
+
+
+# app.py's memo of aws-cdk-lib's built-in CloudFormation validation, in its default directory: the in-process synths
+# share the entries of the CLI's synths (tests/test_validation_memo.py proves its report is the built-in's).
+CFN_VALIDATE_MEMO_DIR = ROOT / ".cache" / "cfn-validate"
+
+
+def check_as_app_py(app: App) -> None:
+    """Register the checks app.py registers on an app from new_app(builtin_validation=False) that holds its stacks:
+    the built-in CloudFormation validation through the memo, and the cdk-nag gate."""
+    enable_memoized_validation(app, CFN_VALIDATE_MEMO_DIR, enable_policy_checks)
 
 
 @dataclass
@@ -83,10 +101,10 @@ class Synthesized:
 
 def synthesize(configs: list[EnvironmentConfig], outdir: Path) -> Synthesized:
     """Build and synthesize the given environments exactly as app.py does."""
-    app = new_app(outdir)
+    app = new_app(outdir, builtin_validation=False)
     for config in configs:
         add_environment(app, config)
-    enable_policy_checks(app)
+    check_as_app_py(app)
     return Synthesized(assembly=app.synth(), outdir=outdir)
 
 
@@ -144,14 +162,14 @@ def offline_env() -> dict[str, str]:
     }
 
 
-def cdk(*args: str) -> subprocess.CompletedProcess[str]:
-    """The pinned CDK CLI on the repository, offline."""
+def cdk(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The pinned CDK CLI on the repository, offline (env: more variables for it and app.py)."""
     if not CDK.exists():
         pytest.fail(f"{CDK} is missing: run `make setup` (npm ci) first")
     return subprocess.run(
         [str(CDK), *args],
         cwd=ROOT,
-        env=offline_env(),
+        env={**offline_env(), **(env or {})},
         capture_output=True,
         text=True,
         timeout=300,
@@ -159,12 +177,40 @@ def cdk(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def app_py(outdir: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python app.py` in a fresh process, without the CLI (no CDK_CONTEXT_JSON), offline, writing to outdir."""
+    return subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
+        cwd=ROOT,
+        env={**offline_env(), "CDK_OUTDIR": str(outdir), **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def memo_entries(memo_dir: Path) -> list[str]:
+    """The validation memo's entries in memo_dir (callsaver_infra/app/validation_memo.py), by relative path."""
+    return sorted(str(p.relative_to(memo_dir)) for p in memo_dir.glob("*/*.json"))
+
+
+def synth_outputs(outdir: Path) -> dict[str, str]:
+    """Every template and the validation report of an assembly, by path relative to it. The report's stack traces
+    name the jsii kernel's temporary directory, which differs from run to run."""
+    files = [*outdir.rglob("*.template.json"), *outdir.glob("validation-report.json")]
+    return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
+
+
 @dataclass(frozen=True)
 class CliSynth:
-    """A finished `cdk synth` (the CLI's exit code, stdout and stderr) and the assembly it wrote."""
+    """A finished `cdk synth` or `python app.py` (the exit code, stdout and stderr) and the assembly it wrote; memo:
+    its validation memo's directory, memo_after: the entries it held when the synth had finished."""
 
     result: subprocess.CompletedProcess[str]
     outdir: Path
+    memo: Path | None = None
+    memo_after: tuple[str, ...] = ()
 
 
 # Asset hashes change with unrelated inputs (CDK version, bundling); they are not reviewable content.
@@ -215,12 +261,12 @@ def staging_with(tmp_path: Path, file_stem: str = "staging", **changes: Any) -> 
 
 
 def synth_ci(ci: Any, environments: dict[str, EnvironmentConfig], outdir: Path) -> Synthesized:
-    """The CI stack alone, synthesized with the cdk-nag gate as app.py does."""
+    """The CI stack alone, synthesized and checked as app.py does."""
     from callsaver_infra.app.stacks.ci import add_ci_stack
 
-    app = new_app(outdir)
+    app = new_app(outdir, builtin_validation=False)
     add_ci_stack(app, ci, environments)
-    enable_policy_checks(app)
+    check_as_app_py(app)
     return Synthesized(assembly=app.synth(), outdir=outdir)
 
 

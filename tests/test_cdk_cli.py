@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -11,14 +10,15 @@ from pathlib import Path
 import pytest
 
 from callsaver_infra.app.config import load_environments
-from tests.helpers import CONFIG_DIR, ENV_NAMES, ROOT, CliSynth, Synthesized, cdk, offline_env, synthesize
+from tests.helpers import CONFIG_DIR, ENV_NAMES, CliSynth, Synthesized, cdk, synth_outputs, synthesize
 
 
 @pytest.fixture(scope="module")
 def staging_synth(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """`cdk synth -c env=staging`, once for the tests that read its assembly."""
+    """`cdk synth -c env=staging` with the hotfix override of the agent image's tag (`-c agentImageTag=v1.0.1`; config
+    says v1.0.0), once for the tests that read its assembly: the override must change that tag and nothing else."""
     outdir = tmp_path_factory.mktemp("staging")
-    return cdk("synth", "-q", "-c", "env=staging", "-o", str(outdir)), outdir
+    return cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(outdir)), outdir
 
 
 def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(
@@ -35,11 +35,15 @@ def test_cli_synth_of_one_environment_writes_only_its_stacks_offline(
         "Callsaver-Secrets-staging",
         "Callsaver-Storage-staging",
     ]
-    # Same bytes as the in-process synth the other tests check: cdk.json context is honoured and synth is
-    # deterministic.
+    # Same bytes as the in-process synth the other tests check (config's tag): cdk.json context is honoured and
+    # synth is deterministic; the override changed the agent image's tag, once, and nothing else.
     for stack in stacks:
         cli_template = (tmp_path / f"{stack}.template.json").read_bytes()
-        assert cli_template == Path(synthesized.artifact(stack).template_full_path).read_bytes(), stack
+        expected = Path(synthesized.artifact(stack).template_full_path).read_bytes()
+        if stack == "Callsaver-Agent-staging":
+            assert expected.count(b"/callsaver-agent:v1.0.0") == 1
+            expected = expected.replace(b"/callsaver-agent:v1.0.0", b"/callsaver-agent:v1.0.1")
+        assert cli_template == expected, stack
 
 
 def test_cli_rejects_an_unknown_environment_and_lists_the_known_ones(tmp_path: Path) -> None:
@@ -70,10 +74,11 @@ def test_a_new_environment_is_one_config_file(tmp_path: Path) -> None:
     assert "callsaver-agent-qa" in json.dumps(result.template_json("Callsaver-Agent-qa"))
 
 
-def test_cli_image_tag_context_overrides_config(tmp_path: Path) -> None:
-    result = cdk("synth", "-q", "-c", "env=staging", "-c", "agentImageTag=v1.0.1", "-o", str(tmp_path))
+def test_cli_image_tag_context_overrides_config(staging_synth: tuple[subprocess.CompletedProcess[str], Path]) -> None:
+    result, outdir = staging_synth
     assert result.returncode == 0, result.stderr
-    assert "/callsaver-agent:v1.0.1" in (tmp_path / "Callsaver-Agent-staging.template.json").read_text()
+    agent = (outdir / "Callsaver-Agent-staging.template.json").read_text()
+    assert "/callsaver-agent:v1.0.1" in agent and "/callsaver-agent:v1.0.0" not in agent
 
 
 def test_cli_rejects_an_invalid_image_tag(tmp_path: Path) -> None:
@@ -113,7 +118,8 @@ def test_without_env_all_selects_no_stack_so_never_production(
     deploy = cdk("deploy", "--all", "--app", str(cli_synth_all.outdir), "--require-approval", "never")
     assert "No stack found in the main cloud assembly" in deploy.stdout + deploy.stderr
     # An explicit environment keeps today's top-level stacks: `make deploy ENV=staging` selects staging with --all
-    # (listed from the assembly `cdk synth -c env=staging` wrote, as CI lists and deploys with --app cdk.out).
+    # (listed from the assembly `cdk synth -c env=staging` wrote, as CI lists and deploys with --app cdk.out; the
+    # image tag override selects no other stack).
     one = cdk("list", "--app", str(staging_synth[1]))
     assert one.returncode == 0, one.stderr
     assert one.stdout.split() == [
@@ -125,28 +131,14 @@ def test_without_env_all_selects_no_stack_so_never_production(
     ]
 
 
-def _outputs(outdir: Path) -> dict[str, str]:
-    """Every template and the validation report of an assembly, by path relative to it. The report's stack traces
-    name the jsii kernel's temporary directory, which differs from run to run."""
-    files = [*outdir.rglob("*.template.json"), outdir / "validation-report.json"]
-    return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
-
-
-def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(tmp_path: Path, cli_synth_all: CliSynth) -> None:
+def test_python_app_py_without_the_cli_synthesizes_what_cdk_synth_does(
+    app_py_all: CliSynth, cli_synth_all: CliSynth
+) -> None:
     """No CDK_CONTEXT_JSON: app.py takes cdk.json's feature flags itself, and no acknowledgement id depends on one
     (a partition token in a finding id used to fail with KeyMustResolveToString)."""
-    plain = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
-        cwd=ROOT,
-        env={**offline_env(), "CDK_OUTDIR": str(tmp_path / "plain")},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert plain.returncode == 0, plain.stderr
+    assert app_py_all.result.returncode == 0, app_py_all.result.stderr
     assert cli_synth_all.result.returncode == 0, cli_synth_all.result.stderr
-    ours, theirs = _outputs(tmp_path / "plain"), _outputs(cli_synth_all.outdir)
+    ours, theirs = synth_outputs(app_py_all.outdir), synth_outputs(cli_synth_all.outdir)
     assert len(ours) >= 16 and any(name.startswith("assembly-production/") for name in ours)
     assert ours == theirs
     report = json.loads(ours["validation-report.json"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from aws_cdk import (
 
 from callsaver_infra.app import validation_memo
 from callsaver_infra.app.validation_memo import MemoizedCloudFormationValidate, enable_memoized_validation
-from tests.helpers import ROOT, offline_env
+from tests.helpers import CliSynth, app_py, memo_entries, synth_outputs
 
 CFN_VALIDATE = "CloudFormation Validate"
 
@@ -226,29 +225,29 @@ def test_acknowledgements_of_cloudformation_validate_findings_still_apply(
 
 def _app_py(outdir: Path, **env: str) -> dict[str, str]:
     """app.py (every environment) in a fresh process; its templates and validation report, by relative path."""
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
-        cwd=ROOT,
-        env={**offline_env(), "CDK_OUTDIR": str(outdir), **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = app_py(outdir, **env)
     assert result.returncode == 0, result.stderr
-    files = [*outdir.rglob("*.template.json"), *outdir.glob("validation-report.json")]
-    return {str(f.relative_to(outdir)): re.sub(r"jsii-kernel-\w+", "jsii-kernel-*", f.read_text()) for f in files}
+    return synth_outputs(outdir)
 
 
-def test_app_py_writes_the_same_templates_and_report_with_the_memo_cold_warm_and_off(tmp_path: Path) -> None:
-    memo = tmp_path / "memo"
-    cold = _app_py(tmp_path / "cold", CALLSAVER_CFN_VALIDATE_MEMO_DIR=str(memo))
+def test_app_py_writes_the_same_templates_and_report_with_the_memo_cold_warm_and_off(
+    tmp_path: Path, app_py_all: CliSynth, cli_synth_all: CliSynth
+) -> None:
+    """Cold: app.py with an empty memo (app_py_all). Warm: `cdk synth` of the same app on the memo the cold run
+    filled (cli_synth_all, after it): every template a hit, no entry added. Off: the built-in itself."""
+    assert app_py_all.result.returncode == 0, app_py_all.result.stderr
+    assert cli_synth_all.result.returncode == 0, cli_synth_all.result.stderr
+    memo = app_py_all.memo
+    assert memo is not None and cli_synth_all.memo == memo
+    cold = synth_outputs(app_py_all.outdir)
     templates = [name for name in cold if name.endswith(".template.json")]
     assert len(templates) >= 16 and "validation-report.json" in cold
-    assert len(_entries(memo)) == len(templates)  # one entry per template
-    warm = _app_py(tmp_path / "warm", CALLSAVER_CFN_VALIDATE_MEMO_DIR=str(memo))
+    assert len(app_py_all.memo_after) == len(templates)  # one entry per template
+    assert cli_synth_all.memo_after == app_py_all.memo_after  # warm: nothing was validated again
+    warm = synth_outputs(cli_synth_all.outdir)
     off = _app_py(tmp_path / "off", CALLSAVER_CFN_VALIDATE_MEMO="off", CALLSAVER_CFN_VALIDATE_MEMO_DIR=str(memo))
     assert cold == warm == off
+    assert memo_entries(memo) == list(app_py_all.memo_after)  # off neither read nor wrote it
     # --no-validation: the memo is not consulted either (and aws-cdk-lib runs no built-in).
     unvalidated = tmp_path / "unvalidated-memo"
     none = _app_py(tmp_path / "none", CDK_VALIDATION="false", CALLSAVER_CFN_VALIDATE_MEMO_DIR=str(unvalidated))
@@ -257,14 +256,6 @@ def test_app_py_writes_the_same_templates_and_report_with_the_memo_cold_warm_and
 
 
 def test_app_py_refuses_an_unknown_memo_switch(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [str(ROOT / ".venv" / "bin" / "python"), "app.py"],
-        cwd=ROOT,
-        env={**offline_env(), "CDK_OUTDIR": str(tmp_path), "CALLSAVER_CFN_VALIDATE_MEMO": "false"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = app_py(tmp_path, CALLSAVER_CFN_VALIDATE_MEMO="false")
     assert result.returncode == 2
     assert "CALLSAVER_CFN_VALIDATE_MEMO='false'" in result.stderr and "'off'" in result.stderr

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aws_cdk import DefaultStackSynthesizer, Environment, Stack, Tags, aws_iam
@@ -33,23 +31,6 @@ class EnvironmentStacks:
 
     def all(self) -> tuple[Stack, ...]:
         return (self.storage, self.iam, self.secrets, self.agent, self.monitoring)
-
-
-def cli_context(project_dir: Path) -> dict[str, Any]:
-    """The context the CDK CLI hands app.py from project_dir: cdk.json's context (the feature flags) and
-    cdk.context.json, plus the CLI's own defaults, so `python app.py` synthesizes what `cdk synth` does."""
-    cdk_json = json.loads((project_dir / "cdk.json").read_text(encoding="utf-8"))
-    saved = project_dir / "cdk.context.json"
-    context: dict[str, Any] = {
-        **cdk_json.get("context", {}),
-        **(json.loads(saved.read_text(encoding="utf-8")) if saved.exists() else {}),
-        # What the CLI adds unless told otherwise (aws-cdk's exec: pathMetadata, assetMetadata, versionReporting).
-        "aws:cdk:enable-path-metadata": cdk_json.get("pathMetadata", True),
-        "aws:cdk:enable-asset-metadata": cdk_json.get("assetMetadata", True),
-    }
-    if cdk_json.get("versionReporting") is False:
-        context["aws:cdk:disable-version-reporting"] = True
-    return context
 
 
 def add_environment(scope: Construct, config: EnvironmentConfig) -> EnvironmentStacks:
