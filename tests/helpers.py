@@ -142,6 +142,21 @@ def hang_up(livekit: Any, room: str, egress_id: str, api_key: str, api_secret: s
     asyncio.run(delete())
 
 
+# For probe scripts run in a fresh process: run(argv, stdin) calls the CLI's main() with its output swallowed and
+# returns the exit code (argparse's --help and usage errors exit through SystemExit).
+CLI_RUN = """
+import contextlib, io, sys
+from callsaver_infra.ops import cli
+
+def run(argv, stdin=""):
+    sys.stdin = io.StringIO(stdin)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            return cli.main(argv)
+        except SystemExit as e:
+            return e.code
+"""
+
 CDK = ROOT / "node_modules" / ".bin" / "cdk"
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import CLI_RUN
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "callsaver_infra"
 # Development tooling and what only it needs: moto and its server (Flask, Werkzeug), the stand-in's web server.
@@ -98,16 +100,8 @@ def test_no_import_statement_crosses_into_ops_or_dev(sources: list[str], forbidd
 # Every command's --help, a dry run that loads and validates the config, and an error's exit code (the CLI's
 # `except` clauses name the hook's error classes); then one name that needs the LiveKit client, as a control.
 WITHOUT_LIVEKIT = """
-import contextlib, io, json, sys
-from callsaver_infra.ops import cli, push_egress
-
-def run(argv, stdin=""):
-    sys.stdin = io.StringIO(stdin)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            return cli.main(argv)
-        except SystemExit as e:
-            return e.code
+import json
+from callsaver_infra.ops import push_egress
 
 codes = [run(["--help"])] + [run([c, "--help"]) for c in ("push-egress", "status", "rotate-egress-key", "check-image")]
 codes += [run(["secrets", "set", "--env", "local", "agent/OPENAI_API_KEY", "--dry-run"], "sk-fake-not-real-0123")]
@@ -123,7 +117,7 @@ def test_commands_that_talk_to_no_livekit_load_neither_its_client_nor_aiohttp() 
     """The push-egress package loads each name on first use: the CLI's help, config checks and exit codes take
     ~0.3 s less without livekit-api and aiohttp (python -X importtime -c 'import callsaver_infra.ops.cli')."""
     result = subprocess.run(
-        [sys.executable, "-c", WITHOUT_LIVEKIT], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", CLI_RUN + WITHOUT_LIVEKIT], cwd=ROOT, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stderr
     probe = json.loads(result.stdout.splitlines()[-1])

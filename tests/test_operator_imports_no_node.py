@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 
-from tests.helpers import ROOT
+from tests.helpers import CLI_RUN, ROOT
 
 # What `callsaver-infra`'s subcommands import lazily, besides what cli.py imports at the top.
 OPERATOR_MODULES = (
@@ -23,18 +23,9 @@ OPERATOR_MODULES = (
 
 PROBE = textwrap.dedent(
     """
-    import argparse, contextlib, importlib, io, json, sys
+    import argparse, importlib, json, sys
     for name in MODULES:
         importlib.import_module(name)
-    from callsaver_infra.ops import cli
-
-    def run(argv, stdin=""):
-        sys.stdin = io.StringIO(stdin)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            try:
-                return cli.main(argv)
-            except SystemExit as e:
-                return e.code
 
     def commands(parser):
         return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
@@ -53,7 +44,7 @@ PROBE = textwrap.dedent(
 
 
 def test_operator_commands_do_not_import_aws_cdk_or_jsii() -> None:
-    code = f"MODULES = {OPERATOR_MODULES!r}\n{PROBE}"
+    code = f"MODULES = {OPERATOR_MODULES!r}\n{CLI_RUN}{PROBE}"
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=60
     )
