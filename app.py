@@ -55,7 +55,6 @@ from callsaver_infra.app.registry_config import (
 
 PROJECT_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PROJECT_DIR / "config"
-CFN_VALIDATE_MEMO_DIR = PROJECT_DIR / ".cache" / "cfn-validate"
 # "off": validate every template afresh with the built-in plugin itself.
 MEMO_SWITCH = "CALLSAVER_CFN_VALIDATE_MEMO"
 # Another directory for the memo (tests use an empty one for a cold run).
@@ -112,7 +111,7 @@ def main() -> None:
     from callsaver_infra.app.nag import enable_policy_checks
     from callsaver_infra.app.stacks.ci import add_ci_stack
     from callsaver_infra.app.stacks.registry import add_registry_stack
-    from callsaver_infra.app.validation_memo import enable_memoized_validation
+    from callsaver_infra.app.validation_memo import PROJECT_MEMO_DIR, enable_memoized_validation
 
     # One environment asked for: top-level stacks. All of them: one Stage each, out of `--all`'s reach.
     staged = wanted is None
@@ -123,7 +122,7 @@ def main() -> None:
     if registry is not None:
         add_registry_stack(Stage(app, REGISTRY_ENV_NAME) if staged else app, registry)
     if memo:
-        memo_dir = Path(os.environ.get(MEMO_DIR_VAR) or CFN_VALIDATE_MEMO_DIR)
+        memo_dir = Path(os.environ.get(MEMO_DIR_VAR) or PROJECT_DIR / PROJECT_MEMO_DIR)
         enable_memoized_validation(app, memo_dir, enable_policy_checks)
     else:
         enable_policy_checks(app)

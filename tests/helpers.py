@@ -27,7 +27,7 @@ from callsaver_infra.app.cdk_context import cli_context
 from callsaver_infra.app.config import EnvironmentConfig
 from callsaver_infra.app.environment import add_environment
 from callsaver_infra.app.nag import enable_policy_checks
-from callsaver_infra.app.validation_memo import enable_memoized_validation
+from callsaver_infra.app.validation_memo import PROJECT_MEMO_DIR, enable_memoized_validation
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "config"
@@ -64,15 +64,11 @@ def new_app(outdir: Path, *, builtin_validation: bool = True) -> App:
     )
 
 
-# app.py's memo of aws-cdk-lib's built-in CloudFormation validation, in its default directory: the in-process synths
-# share the entries of the CLI's synths (tests/test_validation_memo.py proves its report is the built-in's).
-CFN_VALIDATE_MEMO_DIR = ROOT / ".cache" / "cfn-validate"
-
-
 def check_as_app_py(app: App) -> None:
     """Register the checks app.py registers on an app from new_app(builtin_validation=False) that holds its stacks:
-    the built-in CloudFormation validation through the memo, and the cdk-nag gate."""
-    enable_memoized_validation(app, CFN_VALIDATE_MEMO_DIR, enable_policy_checks)
+    the built-in CloudFormation validation through app.py's memo, in its directory (so the in-process synths share
+    the CLI's entries; tests/test_validation_memo.py proves its report is the built-in's), and the cdk-nag gate."""
+    enable_memoized_validation(app, ROOT / PROJECT_MEMO_DIR, enable_policy_checks)
 
 
 @dataclass

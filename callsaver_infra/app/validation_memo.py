@@ -36,6 +36,9 @@ from constructs import IConstruct
 
 # Bump when the stored format or the key's parts change: older entries then simply miss.
 MEMO_FORMAT = 1
+# Where app.py keeps the memo, relative to the project directory (gitignored); the tests and the lifecycle
+# rehearsal share it.
+PROJECT_MEMO_DIR = Path(".cache") / "cfn-validate"
 # Stands for the template's own path in stored findings: the path changes with the outdir, the findings do not.
 TEMPLATE_MARKER = "<template>"
 # The built-in's name (CloudFormationValidatePlugin.PLUGIN_NAME): the warning downgrade, the acknowledgement

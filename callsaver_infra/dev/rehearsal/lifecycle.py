@@ -446,13 +446,13 @@ def synthesize(config: EnvironmentConfig, outdir: Path) -> None:
 
     from callsaver_infra.app.environment import add_environment
     from callsaver_infra.app.nag import enable_policy_checks
-    from callsaver_infra.app.validation_memo import enable_memoized_validation
+    from callsaver_infra.app.validation_memo import PROJECT_MEMO_DIR, enable_memoized_validation
 
     root = Path(__file__).resolve().parents[3]
     context = json.loads((root / "cdk.json").read_text())["context"]
     app = App(context=context, outdir=str(outdir), analytics_reporting=False, builtin_cloud_formation_validation=False)
     add_environment(app, config)
-    enable_memoized_validation(app, root / ".cache" / "cfn-validate", enable_policy_checks)
+    enable_memoized_validation(app, root / PROJECT_MEMO_DIR, enable_policy_checks)
     app.synth()
 
 
